@@ -1,0 +1,31 @@
+# make run   create .venv, install the pinned dependencies, run the whole pipeline on the embedded dataset
+# make test  the test suite (unit tests and the whole DAG on a micro config)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV)/bin)
+STAMP := $(VENV)/.installed-$(shell cksum envs/requirements.txt | cut -d' ' -f1)
+RUN := $(shell sed -n 's/^run: *//p' config/config.yaml)
+CORES ?= all
+
+# the rules call `python`: the one in .venv
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test install clean
+
+install: $(STAMP)
+
+$(STAMP): envs/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r envs/requirements.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+	@echo
+	@cat results/$(RUN)/tables/miou.md
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf results/$(RUN) resources .snakemake

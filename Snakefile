@@ -1,0 +1,25 @@
+# Puzzle-CAM weakly-supervised semantic segmentation as a Snakemake DAG.
+#   snakemake --cores all                                   # embedded synthetic dataset
+#   snakemake --cores all --configfile config/voc2012.yaml  # PASCAL VOC 2012 (+SBD) on disk
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/classifier.smk"
+include: "workflow/rules/cams.smk"
+include: "workflow/rules/affinity.smk"
+include: "workflow/rules/pseudo_labels.smk"
+include: "workflow/rules/segmentation.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        expand(f"{R}/tables/miou.{{ext}}", ext=["md", "csv", "json"]),
+    default_target: True

@@ -1,0 +1,37 @@
+"""The command line shared by every stage: ``--cfg`` (the stage's config section as JSON),
+``--runtime`` (device, seed, workers as JSON) and ``--threads``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from stages import StageError
+from stages.runtime import Runtime, make_runtime
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--cfg", type=json.loads, default={}, help="this stage's config section, as JSON")
+    p.add_argument("--runtime", type=json.loads, default={}, help='{"device": "auto|cpu|cuda", "seed": 0, "num_workers": 0}')
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    return p
+
+
+def runtime(args) -> Runtime:
+    r = args.runtime
+    return make_runtime(r.get("device", "auto"), r.get("seed", 0), r.get("num_workers", 0), args.threads)
+
+
+def main(run, description: str, add_arguments) -> None:
+    """Parse arguments, set up logging, call ``run(args)``; a StageError exits 2 with one clear line."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    p = parser(description)
+    add_arguments(p)
+    args = p.parse_args()
+    try:
+        run(args)
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Datasets in the PASCAL VOC layout: readers, the synthetic generator, transforms."""

@@ -1,0 +1,42 @@
+"""The dataset index written by rule image_labels and read by every later stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages import StageError
+from stages.data.voc import VOCLayout, read_ids
+from stages.io import read_json
+
+
+@dataclass(frozen=True)
+class DatasetIndex:
+    layout: VOCLayout
+    classes: list[str]  # foreground class names; class id c is classes[c - 1]
+    labels: dict[str, list[int]]  # image id -> class ids present (1..C)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def names_with_background(self) -> list[str]:
+        return ["background", *self.classes]
+
+    def ids(self, split_file) -> list[str]:
+        ids = read_ids(split_file)
+        missing = [i for i in ids if i not in self.labels]
+        if missing:
+            raise StageError(f"{split_file}: {len(missing)} ids have no image-level labels (first: {missing[0]})")
+        return ids
+
+    def to_json(self) -> dict:
+        return {"root": str(self.layout.root), "classes": self.classes, "labels": self.labels}
+
+
+def load_index(path) -> DatasetIndex:
+    d = read_json(path)
+    try:
+        return DatasetIndex(VOCLayout(Path(d["root"])), list(d["classes"]), {k: list(v) for k, v in d["labels"].items()})
+    except KeyError as e:
+        raise StageError(f"{path}: missing key {e}") from None

@@ -1,0 +1,122 @@
+"""The training loop shared by the classifier, AffinityNet and DeepLabv3+.
+
+SGD with poly decay (power 0.9) per iteration; a checkpoint after every epoch, written
+atomically and keyed by the run's settings, from which a killed run resumes; the
+per-epoch mean of every loss term in a history CSV.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from stages import StageError
+from stages.data.datasets import TrainSamples, epoch_loader
+from stages.io import atomic_path
+from stages.progress import track
+from stages.runtime import Runtime
+
+log = logging.getLogger("stages")
+
+
+def settings_key(*parts) -> str:
+    """A digest of everything that determines a training run, so a checkpoint is only resumed by the same run."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def poly_lambda(max_iteration: int, power: float = 0.9):
+    return lambda it: (1 - min(it, max_iteration) / max_iteration) ** power
+
+
+def make_sgd(param_groups, cfg: dict) -> torch.optim.SGD:
+    """SGD as configured; ``reference_momentum`` reproduces the reference code, which passes the weight decay as momentum."""
+    momentum = cfg["weight_decay"] if cfg.get("reference_momentum", False) else cfg["momentum"]
+    return torch.optim.SGD(param_groups, lr=cfg["lr"], momentum=momentum, weight_decay=cfg["weight_decay"])
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def fit(
+    model: torch.nn.Module,
+    param_groups,
+    dataset: TrainSamples,
+    step: Callable[[dict, int, int], dict[str, torch.Tensor]],
+    cfg: dict,
+    rt: Runtime,
+    checkpoint: Path,
+    key: str,
+    desc: str,
+) -> list[dict]:
+    """Train ``model`` for ``cfg['epochs']``; ``step(batch, iteration, max_iteration)`` returns loss terms with 'total'.
+
+    Returns the history: one row per epoch with the mean of each term and the learning rate.
+    """
+    batch_size = min(cfg["batch_size"], len(dataset))
+    iters_per_epoch = len(dataset) // batch_size
+    max_iteration = cfg["epochs"] * iters_per_epoch
+    optimizer = make_sgd(param_groups, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(max_iteration))
+    start_epoch, history = 0, []
+    checkpoint = Path(checkpoint)
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, history = state["epoch"], state["history"]
+            torch.set_rng_state(state["torch_rng"])
+            log.info("%s: resumed from %s after epoch %d", desc, checkpoint, start_epoch)
+        else:
+            log.info("%s: ignoring %s (written by other settings)", desc, checkpoint)
+    model.to(rt.device)
+    for epoch in range(start_epoch, cfg["epochs"]):
+        model.train()
+        sums: dict[str, float] = {}
+        loader = epoch_loader(dataset, batch_size, epoch, rt.seed, rt.loader_kwargs())
+        for i, batch in enumerate(track(loader, f"{desc} epoch {epoch + 1}/{cfg['epochs']}", unit="step")):
+            iteration = epoch * iters_per_epoch + i
+            batch = {k: v.to(rt.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with rt.autocast():
+                terms = step(batch, iteration, max_iteration)
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise StageError(
+                    f"{desc}: non-finite loss at step {iteration} (epoch {epoch + 1}): {values}; "
+                    f"last good checkpoint: {checkpoint if checkpoint.exists() else 'none'} (lower the learning rate)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            scheduler.step()
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **{k: v / iters_per_epoch for k, v in sums.items()}}
+        history.append(row)
+        log.info("%s: %s", desc, ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
+        _save_checkpoint(checkpoint, {
+            "key": key, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+        })
+    return history
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for row in history for k in row))
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(history)

@@ -1,0 +1,54 @@
+"""Rule eval_cams: mIoU of the CAMs against the masks over a sweep of background thresholds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stages import cli
+from stages.data.index import load_index
+from stages.data.voc import read_mask
+from stages.io import load_npz, write_json
+from stages.metrics import confusion, score
+from stages.ops.cam import cam_to_label
+from stages.progress import track
+
+
+def thresholds(cfg: dict) -> list[float]:
+    t = cfg["thresholds"]
+    n = int(round((t["stop"] - t["start"]) / t["step"])) + 1
+    return [round(t["start"] + i * t["step"], 4) for i in range(n)]
+
+
+def eval_cams(index, ids, cams: Path, cfg: dict) -> dict:
+    """Every image is scored (the reference script scores every 8th by mistake)."""
+    ts = thresholds(cfg)
+    n = index.num_classes + 1
+    conf = np.zeros((len(ts), n, n), np.int64)
+    for image_id in track(ids, "eval_cams"):
+        d = load_npz(cams / f"{image_id}.npz")
+        gt = read_mask(index.layout.mask_path(image_id), d["cam"].shape[1:])
+        cam = d["cam"].astype(np.float32)
+        for k, t in enumerate(ts):
+            conf[k] += confusion(cam_to_label(cam, d["keys"], t), gt, n)
+    sweep = [{"threshold": t, **score(c, index.names_with_background)} for t, c in zip(ts, conf)]
+    best = max(sweep, key=lambda r: r["miou"])
+    return {"stage": "cam", "images": len(ids), "best": best, "sweep": sweep}
+
+
+def add_arguments(p):
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--split-file", required=True, type=Path)
+    p.add_argument("--cams", required=True, type=Path)
+    p.add_argument("--variant", required=True)
+    p.add_argument("--out", required=True, type=Path)
+
+
+def run(args):
+    index = load_index(args.labels)
+    result = eval_cams(index, index.ids(args.split_file), args.cams, args.cfg)
+    write_json(args.out, {"variant": args.variant, "split": args.split_file.stem, **result})
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

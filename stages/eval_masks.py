@@ -1,0 +1,41 @@
+"""Rules eval_pseudo_labels and eval_segmentation: mIoU of palette PNG label maps against the masks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stages import cli
+from stages.data.index import load_index
+from stages.data.voc import read_mask
+from stages.io import read_label_png, write_json
+from stages.metrics import confusion, score
+from stages.progress import track
+
+
+def eval_masks(index, ids, pred_dir: Path) -> dict:
+    n = index.num_classes + 1
+    conf = np.zeros((n, n), np.int64)
+    for image_id in track(ids, "eval_masks"):
+        pred = read_label_png(pred_dir / f"{image_id}.png")
+        gt = read_mask(index.layout.mask_path(image_id), pred.shape)
+        conf += confusion(pred, gt, n)
+    return {"images": len(ids), **score(conf, index.names_with_background)}
+
+
+def add_arguments(p):
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--split-file", required=True, type=Path)
+    p.add_argument("--pred", required=True, type=Path, help="folder of <id>.png")
+    p.add_argument("--stage", required=True, help="row name in the tables (pseudo_labels, segmentation, upper_bound)")
+    p.add_argument("--out", required=True, type=Path)
+
+
+def run(args):
+    index = load_index(args.labels)
+    result = eval_masks(index, index.ids(args.split_file), args.pred)
+    write_json(args.out, {"stage": args.stage, "split": args.split_file.stem, **result})
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

@@ -1,0 +1,131 @@
+"""Artifact I/O: every file is written under a temporary name and renamed into place."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stages import StageError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise StageError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise StageError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_npz(path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+
+def load_npz(path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise StageError(f"{path}: file not found") from None
+    except (OSError, ValueError) as e:
+        raise StageError(f"{path}: unreadable npz ({e})") from None
+
+
+def voc_palette() -> list[int]:
+    """The PASCAL VOC colour map (256 entries, flattened RGB)."""
+    palette = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+_PALETTE = voc_palette()
+
+
+def save_label_png(path, label: np.ndarray) -> None:
+    """Save a label map (uint8 class ids, 255 = ignore) as a VOC palette PNG."""
+    img = Image.fromarray(label.astype(np.uint8), mode="P")
+    img.putpalette(_PALETTE)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def read_label_png(path) -> np.ndarray:
+    """Read a palette (or greyscale) PNG as its class-index array."""
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L"):
+                raise StageError(f"{path}: label PNG must be palette or greyscale, got mode {img.mode}")
+            return np.array(img)
+    except FileNotFoundError:
+        raise StageError(f"{path}: file not found") from None
+    except OSError as e:
+        raise StageError(f"{path}: unreadable PNG ({e})") from None
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def save_model(path, state_dict, meta: dict) -> None:
+    """A model artifact: ``state_dict`` in ``path`` and a JSON sidecar beside it."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(state_dict, tmp)
+    write_json(Path(path).with_suffix(".json"), {**meta, "git_revision": git_revision()})
+
+
+def load_model(path):
+    """Return ``(state_dict, meta)`` of a model written by :func:`save_model`."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise StageError(f"{path}: model file not found")
+    meta = read_json(path.with_suffix(".json"))
+    return torch.load(path, map_location="cpu", weights_only=True), meta

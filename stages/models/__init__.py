@@ -1,0 +1,1 @@
+"""Networks: the Puzzle-CAM classifier, AffinityNet and DeepLabv3+, all on timm backbones."""

@@ -1,0 +1,80 @@
+"""DeepLabv3+ from segmentation-models-pytorch with a timm encoder (``tu-<name>``) at output stride 16."""
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from stages import StageError
+from stages.models.backbone import check_backbone, create_backbone, pretrained_kwargs
+
+
+def batchnorm_to_groupnorm(module: nn.Module, groups: int = 16) -> nn.Module:
+    """Replace every BatchNorm2d below ``module`` by a GroupNorm of the same width (as the reference head)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            g = groups if child.num_features % groups == 0 else 1
+            setattr(module, name, nn.GroupNorm(g, child.num_features))
+        else:
+            batchnorm_to_groupnorm(child, groups)
+    return module
+
+
+def create_deeplab(encoder: str, num_classes: int, decoder_channels: int = 256, pretrained: bool = False,
+                   pretrained_path: str | None = None) -> nn.Module:
+    """DeepLabv3+ with ``num_classes`` outputs (background included) and a GroupNorm head."""
+    check_backbone(encoder)
+    kwargs = pretrained_kwargs(encoder, pretrained, pretrained_path)
+    model = smp.DeepLabV3Plus(
+        encoder_name=f"tu-{encoder}",
+        encoder_weights=None,
+        encoder_output_stride=16,
+        decoder_channels=decoder_channels,
+        classes=num_classes,
+    )
+    if kwargs["pretrained"]:
+        weights = create_backbone(encoder, pretrained, pretrained_path).state_dict()
+        model.encoder.model.load_state_dict(weights)
+    batchnorm_to_groupnorm(model.decoder)
+    return model
+
+
+def load_encoder_from_classifier(model: nn.Module, classifier_state: dict) -> int:
+    """Start the encoder from a trained classifier's backbone; returns the number of tensors copied."""
+    prefix = "backbone."
+    weights = {k[len(prefix):]: v for k, v in classifier_state.items() if k.startswith(prefix)}
+    target = model.encoder.model.state_dict()
+    matched = {k: v for k, v in weights.items() if k in target and target[k].shape == v.shape}
+    if not matched:
+        raise StageError("segmentation.init_from_classifier: the classifier's backbone does not match the encoder")
+    model.encoder.model.load_state_dict(matched, strict=False)
+    return len(matched)
+
+
+def param_groups(model: nn.Module, lr: float, new_layer_lr_mult: float = 10.0) -> list[dict]:
+    enc = list(model.encoder.parameters())
+    enc_ids = {id(p) for p in enc}
+    head = [p for p in model.parameters() if id(p) not in enc_ids]
+    return [{"params": enc, "lr": lr}, {"params": head, "lr": lr * new_layer_lr_mult}]
+
+
+@torch.no_grad()
+def multiscale_logits(model, image: torch.Tensor, scales, flip: bool, autocast) -> torch.Tensor:
+    """Sum over scales (and flips) of the logits, at the image size: (n_classes, H, W)."""
+    h, w = image.shape[-2:]
+    total = 0
+    for s in scales:
+        # the encoder needs sizes divisible by 16 (output stride); pad and crop back
+        sh, sw = max(16, round(h * s)), max(16, round(w * s))
+        x = F.interpolate(image[None], size=(sh, sw), mode="bilinear", align_corners=False)
+        ph, pw = (-sh) % 32, (-sw) % 32
+        x = F.pad(x, (0, pw, 0, ph))
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        with autocast():
+            y = model(x).float()
+        y = y[:1] + y[1:].flip(-1) if flip else y
+        y = y[..., :sh, :sw]
+        total = total + F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)[0]
+    return total

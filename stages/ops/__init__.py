@@ -1,0 +1,1 @@
+"""Pure tensor/array operations of the method, one module per concern."""

@@ -1,0 +1,76 @@
+"""Pixel-pair affinities from a boundary map (IRN's inter-pixel relations).
+
+The affinity of pixels i and j = i + d (|d| < radius) is 1 - the largest boundary
+probability on the straight path between them; outside the map counts as boundary.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from stages.data.voc import IGNORE
+
+
+@functools.lru_cache(maxsize=None)
+def displacements(radius: int) -> tuple[tuple[int, int], ...]:
+    """Displacements in the half-disc 0 < |d| < radius with dy > 0 or (dy == 0 and dx > 0)."""
+    out = []
+    for dy in range(0, radius):
+        for dx in range(-radius + 1, radius):
+            if (dy > 0 or dx > 0) and dy * dy + dx * dx < radius * radius:
+                out.append((dy, dx))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=None)
+def path(d: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    """The offsets on the straight path from (0, 0) to ``d``, both ends included."""
+    n = max(abs(d[0]), abs(d[1]))
+    return tuple(dict.fromkeys((round(k * d[0] / n), round(k * d[1] / n)) for k in range(n + 1)))
+
+
+def shift(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
+    """out[..., i, j] = x[..., i + dy, j + dx], ``fill`` where that falls outside."""
+    h, w = x.shape[-2:]
+    out = torch.full_like(x, fill)
+    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
+    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
+    out[..., yd, xd] = x[..., ys, xs]
+    return out
+
+
+def path_affinity(boundary: torch.Tensor, radius: int) -> torch.Tensor:
+    """(B, H, W) boundary probabilities -> (B, D, H, W) affinities for :func:`displacements`."""
+    cache = {}
+
+    def shifted(o):
+        if o not in cache:
+            cache[o] = shift(boundary, o[0], o[1], 1.0)
+        return cache[o]
+
+    maxes = [torch.stack([shifted(o) for o in path(d)]).amax(0) for d in displacements(radius)]
+    return 1.0 - torch.stack(maxes, dim=1)
+
+
+def pair_labels(label: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, H, W) labels (0 bg, c fg, 255 unknown) -> bg-positive, fg-positive, negative pair masks (B, D, H, W)."""
+    a = label[:, None]
+    b = torch.stack([shift(label, dy, dx, IGNORE) for dy, dx in displacements(radius)], dim=1)
+    known = (a != IGNORE) & (b != IGNORE)
+    same = a == b
+    return known & same & (a == 0), known & same & (a != 0), known & ~same
+
+
+def affinity_loss(aff, bg_pos, fg_pos, neg, eps: float = 1e-5) -> dict[str, torch.Tensor]:
+    """(bg_pos/2 + fg_pos/2 + neg)/2 with -log(a) for positive and -log(1 - a) for negative pairs."""
+    pos = -torch.log(aff + eps)
+    ng = -torch.log(1.0 + eps - aff)
+
+    def mean(x, m):
+        m = m.float()
+        return (x * m).sum() / (m.sum() + eps)
+
+    terms = {"bg_pos": mean(pos, bg_pos), "fg_pos": mean(pos, fg_pos), "neg": mean(ng, neg)}
+    terms["total"] = (terms["bg_pos"] / 2 + terms["fg_pos"] / 2 + terms["neg"]) / 2
+    return terms

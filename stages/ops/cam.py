@@ -1,0 +1,59 @@
+"""Class activation maps: multi-scale + flip inference, normalisation, thresholding."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def strided_size(h: int, w: int, stride: int) -> tuple[int, int]:
+    return (h + stride - 1) // stride, (w + stride - 1) // stride
+
+
+def max_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Divide each class map (K, H, W) by its maximum (+eps), after ReLU."""
+    cam = F.relu(cam)
+    return cam / (cam.flatten(1).max(dim=1).values[:, None, None] + eps)
+
+
+@torch.no_grad()
+def multiscale_cam(model, image: torch.Tensor, scales, flip: bool, classes: list[int], autocast, s4_stride: int = 4):
+    """CAMs of one normalised image (3, H, W) for the given class ids (1..C).
+
+    Each scale runs with its horizontal flip in one batch; maps are ReLU'd, flipped
+    back, resized to the image size (and to stride 4) and summed, then max-normalised.
+    Returns (cam (K, H, W), cam_s4 (K, ceil(H/4), ceil(W/4))) as float32 CPU tensors.
+    """
+    h, w = image.shape[-2:]
+    s4 = strided_size(h, w, s4_stride)
+    idx = torch.as_tensor([c - 1 for c in classes], dtype=torch.long)
+    full = torch.zeros(len(classes), h, w)
+    low = torch.zeros(len(classes), *s4)
+    for s in scales:
+        size = (max(1, round(h * s)), max(1, round(w * s)))
+        x = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        with autocast():
+            a = model(x)
+        a = F.relu(a.float()[:, idx.to(a.device)])
+        a = a[:1] + a[1:].flip(-1) if flip else a
+        full += F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)[0].cpu()
+        low += F.interpolate(a, size=s4, mode="bilinear", align_corners=False)[0].cpu()
+    return max_normalize(full), max_normalize(low)
+
+
+def threshold_argmax(cam: np.ndarray, threshold: float) -> np.ndarray:
+    """Index map over [background at ``threshold``, class maps]: 0 background, k the k-th map."""
+    scores = np.concatenate([np.full((1, *cam.shape[1:]), threshold, cam.dtype), cam], axis=0)
+    return np.argmax(scores, axis=0)
+
+
+def with_background(keys) -> np.ndarray:
+    """Class ids of the index maps of :func:`threshold_argmax`: [0, *keys]."""
+    return np.concatenate([[0], np.asarray(keys)]).astype(np.uint8)
+
+
+def cam_to_label(cam: np.ndarray, keys, threshold: float) -> np.ndarray:
+    """Class-id map (0 = background) of class maps with a constant background channel."""
+    return with_background(keys)[threshold_argmax(cam, threshold)]

@@ -1,0 +1,69 @@
+"""Rule predict_segmentation: multi-scale + flip DeepLabv3+ inference (+ dense CRF) -> palette PNGs."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages import cli
+from stages.data.index import load_index
+from stages.data.transforms import normalize
+from stages.data.voc import read_image
+from stages.io import load_model, save_label_png
+from stages.models.segmentation import multiscale_logits
+from stages.ops.crf import crf_probs
+from stages.parallel import imap
+from stages.progress import track
+from stages.train_segmentation import build_deeplab
+
+
+def load_deeplab(path, num_classes: int, rt):
+    state, meta = load_model(path)
+    model = build_deeplab(meta["config"], num_classes, pretrained=False)
+    model.load_state_dict(state)
+    model.eval().to(rt.device)
+    if rt.cuda:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _finish(job, cfg):
+    """Dense CRF on the class probabilities (if enabled), argmax, PNG."""
+    image_path, probs, out_path = job
+    if cfg["crf"]["iterations"] > 0:
+        probs = crf_probs(read_image(image_path), probs.astype(np.float32), cfg["crf"])
+    save_label_png(out_path, np.argmax(probs, axis=0).astype(np.uint8))
+
+
+def predict_segmentation(index, ids, model_path: Path, cfg: dict, rt, out: Path, processes: int) -> None:
+    model = load_deeplab(model_path, index.num_classes, rt)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def jobs():
+        for image_id in ids:
+            path = index.layout.image_path(image_id)
+            x = normalize(read_image(path)).to(rt.device)
+            probs = torch.softmax(multiscale_logits(model, x, cfg["scales"], cfg["flip"], rt.autocast), 0)
+            yield path, probs.cpu().numpy().astype(np.float16), out / f"{image_id}.png"
+
+    for _ in track(imap(functools.partial(_finish, cfg=cfg), jobs(), processes), "predict_segmentation", total=len(ids)):
+        pass
+
+
+def add_arguments(p):
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--split-file", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path, help="segmentation model.pt")
+    p.add_argument("--out", required=True, type=Path, help="folder for <id>.png")
+
+
+def run(args):
+    rt = cli.runtime(args)
+    index = load_index(args.labels)
+    predict_segmentation(index, index.ids(args.split_file), args.model, args.cfg, rt, args.out, args.threads or 1)
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

@@ -1,0 +1,53 @@
+"""Rule pseudo_labels: random-walk maps -> background threshold -> argmax (-> dense CRF) -> palette PNGs."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from stages import cli
+from stages.data.index import load_index
+from stages.data.voc import read_image
+from stages.io import load_npz, save_label_png
+from stages.ops.cam import threshold_argmax, with_background
+from stages.ops.crf import crf_labels
+from stages.parallel import imap
+from stages.progress import track
+
+
+def pseudo_label(img: np.ndarray, rw: np.ndarray, keys, cfg: dict) -> np.ndarray:
+    ids = with_background(keys)
+    idx = threshold_argmax(rw, cfg["threshold"])
+    if cfg["crf"]["iterations"] > 0:
+        idx = crf_labels(img, idx, len(ids), cfg["crf"])
+    return ids[idx]
+
+
+def _one(job, cfg):
+    image_path, rw_path, out_path = job
+    d = load_npz(rw_path)
+    save_label_png(out_path, pseudo_label(read_image(image_path), d["rw"].astype(np.float32), d["keys"], cfg))
+
+
+def pseudo_labels(index, ids, rw: Path, cfg: dict, out: Path, processes: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(index.layout.image_path(i), rw / f"{i}.npz", out / f"{i}.png") for i in ids]
+    for _ in track(imap(functools.partial(_one, cfg=cfg), jobs, processes), "pseudo_labels", total=len(jobs)):
+        pass
+
+
+def add_arguments(p):
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--split-file", required=True, type=Path)
+    p.add_argument("--rw", required=True, type=Path, help="random_walk output folder")
+    p.add_argument("--out", required=True, type=Path)
+
+
+def run(args):
+    index = load_index(args.labels)
+    pseudo_labels(index, index.ids(args.split_file), args.rw, args.cfg, args.out, args.threads or 1)
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

@@ -1,0 +1,66 @@
+"""Rule random_walk: propagate the stride-4 CAMs over AffinityNet's boundary map."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stages import cli
+from stages.data.index import load_index
+from stages.data.transforms import normalize
+from stages.data.voc import read_image
+from stages.io import load_model, load_npz, save_npz
+from stages.ops.random_walk import random_walk
+from stages.progress import track
+from stages.train_affinity import build_affinity_net
+
+
+def load_affinity_net(path, rt):
+    state, meta = load_model(path)
+    model = build_affinity_net(meta["config"], meta["backbone"])
+    model.load_state_dict(state)
+    return model.eval().to(rt.device)
+
+
+@torch.no_grad()
+def propagate_cams(model, img: np.ndarray, cam_s4: np.ndarray, cfg: dict, rt) -> np.ndarray:
+    """Random-walk class maps (K, H, W) at image resolution, divided by their global maximum."""
+    h, w = img.shape[:2]
+    if cam_s4.shape[0] == 0:
+        return np.zeros((0, h, w), np.float32)
+    x = normalize(img).to(rt.device)[None]
+    with rt.autocast():
+        boundary = model.boundary_prob(x)[0].float()
+    seeds = torch.from_numpy(cam_s4.astype(np.float32)).to(rt.device)
+    rw = random_walk(seeds, boundary, cfg["radius"], cfg["beta"], cfg["exp_times"])
+    rw = F.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w]
+    return (rw / (rw.max() + 1e-5)).cpu().numpy()
+
+
+def run_random_walk(index, ids, cams: Path, model_path: Path, cfg: dict, rt, out: Path) -> None:
+    model = load_affinity_net(model_path, rt)
+    out.mkdir(parents=True, exist_ok=True)
+    for image_id in track(ids, "random_walk"):
+        d = load_npz(cams / f"{image_id}.npz")
+        rw = propagate_cams(model, read_image(index.layout.image_path(image_id)), d["cam_s4"], cfg, rt)
+        save_npz(out / f"{image_id}.npz", keys=d["keys"], rw=rw.astype(np.float16))
+
+
+def add_arguments(p):
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--split-file", required=True, type=Path)
+    p.add_argument("--cams", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path, help="affinity model.pt")
+    p.add_argument("--out", required=True, type=Path)
+
+
+def run(args):
+    rt = cli.runtime(args)
+    index = load_index(args.labels)
+    run_random_walk(index, index.ids(args.split_file), args.cams, args.model, args.cfg, rt, args.out)
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

@@ -1,0 +1,68 @@
+"""Rule report: the mIoU tables (miou.md, miou.csv, miou.json) from every scored stage."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from stages import cli
+from stages.io import read_json, write_json, write_text
+
+ORDER = ("cam", "pseudo_labels", "segmentation", "upper_bound")
+
+
+def rows_from_tables(cam_tables, mask_tables, variant: str) -> list[dict]:
+    """One row per scored stage: {stage, split, variant, miou, per_class, images[, threshold]}."""
+    rows = []
+    for t in cam_tables:
+        best = t["best"]
+        rows.append({"stage": "cam", "split": t["split"], "variant": t["variant"], "miou": best["miou"],
+                     "per_class": best["per_class"], "images": t["images"], "threshold": best["threshold"]})
+    for t in mask_tables:
+        rows.append({"stage": t["stage"], "split": t["split"], "variant": variant if t["stage"] != "upper_bound" else None,
+                     "miou": t["miou"], "per_class": t["per_class"], "images": t["images"]})
+    rows.sort(key=lambda r: (ORDER.index(r["stage"]) if r["stage"] in ORDER else len(ORDER), str(r["variant"])))
+    return rows
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+
+def to_markdown(rows: list[dict]) -> str:
+    classes = list(rows[0]["per_class"]) if rows else []
+    head = ["stage", "split", "variant", "images", "bg threshold", "mIoU", *classes]
+    lines = ["# mIoU (%)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["stage"], r["split"], r["variant"], r["images"], r.get("threshold"), r["miou"], *(r["per_class"][c] for c in classes)]
+        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict]) -> str:
+    classes = list(rows[0]["per_class"]) if rows else []
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["stage", "split", "variant", "images", "threshold", "miou", *classes])
+    for r in rows:
+        w.writerow([r["stage"], r["split"], r["variant"] or "", r["images"], r.get("threshold", ""), r["miou"],
+                    *("" if r["per_class"][c] is None else r["per_class"][c] for c in classes)])
+    return buf.getvalue()
+
+
+def add_arguments(p):
+    p.add_argument("--cam-tables", nargs="+", type=Path, required=True)
+    p.add_argument("--mask-tables", nargs="*", type=Path, default=[])
+    p.add_argument("--variant", required=True, help="the variant the later stages use")
+    p.add_argument("--out", required=True, type=Path, help="tables folder")
+
+
+def run(args):
+    rows = rows_from_tables([read_json(p) for p in args.cam_tables], [read_json(p) for p in args.mask_tables], args.variant)
+    write_json(args.out / "miou.json", rows)
+    write_text(args.out / "miou.csv", to_csv(rows))
+    write_text(args.out / "miou.md", to_markdown(rows))
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

@@ -1,0 +1,68 @@
+"""Rule train_affinity: AffinityNet (boundary map) from the affinity labels' pixel pairs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.nn.functional as F
+
+from stages import StageError, cli
+from stages.data.datasets import TrainSamples
+from stages.data.index import load_index
+from stages.engine import fit, settings_key, write_history
+from stages.io import load_model, save_model
+from stages.models.affinity import AffinityNet
+from stages.ops.affinity import affinity_loss, pair_labels, path_affinity
+
+
+def build_affinity_net(cfg: dict, backbone: str, pretrained: bool = False) -> AffinityNet:
+    return AffinityNet(backbone, cfg["head_channels"], pretrained, cfg.get("pretrained_path") if pretrained else None)
+
+
+def affinity_step(model, radius: int):
+    def step(batch, iteration, max_iteration):
+        x, label = batch["image"], batch["mask"]
+        logits = model(x)
+        label4 = F.interpolate(label[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
+        aff = path_affinity(logits.float().sigmoid(), radius)
+        return affinity_loss(aff, *pair_labels(label4, radius))
+
+    return step
+
+
+def train_affinity(index, ids, labels_dir: Path, classifier: Path, cfg: dict, rt, out: Path, checkpoint: Path):
+    if cfg["crop_size"] % 32:
+        raise StageError(f"affinity.crop_size: {cfg['crop_size']} must be a multiple of 32")
+    cls_state, cls_meta = load_model(classifier)
+    backbone = cls_meta["backbone"]
+    if cfg["backbone_init"] == "classifier":
+        model = build_affinity_net(cfg, backbone)
+        model.backbone.load_state_dict({k[len("backbone."):]: v for k, v in cls_state.items() if k.startswith("backbone.")})
+    else:
+        model = build_affinity_net(cfg, backbone, pretrained=True)
+    data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=[labels_dir / f"{i}.png" for i in ids])
+    key = settings_key(cfg, rt.seed, ids, str(classifier))
+    groups = [{"params": model.head_parameters(), "lr": cfg["lr"]}]
+    history = fit(model, groups, data, affinity_step(model, cfg["radius"]), cfg, rt, checkpoint, key, "train_affinity")
+    meta = {"stage": "train_affinity", "backbone": backbone, "classes": index.classes, "config": cfg, "seed": rt.seed}
+    save_model(out, model.state_dict(), meta)
+    write_history(out.parent / "history.csv", history)
+    checkpoint.unlink(missing_ok=True)
+
+
+def add_arguments(p):
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--split-file", required=True, type=Path)
+    p.add_argument("--affinity-labels", required=True, type=Path)
+    p.add_argument("--classifier", required=True, type=Path, help="classifier model.pt (its backbone, frozen)")
+    p.add_argument("--out", required=True, type=Path, help="model.pt (history.csv is written beside it)")
+    p.add_argument("--checkpoint", required=True, type=Path)
+
+
+def run(args):
+    rt = cli.runtime(args)
+    index = load_index(args.labels)
+    train_affinity(index, index.ids(args.split_file), args.affinity_labels, args.classifier, args.cfg, rt, args.out, args.checkpoint)
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

@@ -1,0 +1,70 @@
+"""Rule train_classifier: the Puzzle-CAM classifier for one ablation variant."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from stages import StageError, cli
+from stages.data.datasets import TrainSamples
+from stages.data.index import load_index
+from stages.engine import fit, settings_key, write_history
+from stages.io import save_model
+from stages.models.classifier import CAMClassifier
+from stages.ops.puzzle import VARIANTS, alpha_at, merge, puzzle_losses, tile
+
+log = logging.getLogger("stages")
+
+
+def build_classifier(cfg: dict, num_classes: int) -> CAMClassifier:
+    return CAMClassifier(cfg["backbone"], num_classes, cfg.get("pretrained", False), cfg.get("pretrained_path"))
+
+
+def puzzle_step(model, variant, alpha_max: float, ramp: float):
+    """One training step's loss terms: full image, and (for puzzle variants) its 4 tiles merged back."""
+
+    def step(batch, iteration, max_iteration):
+        x, y = batch["image"], batch["label"]
+        cam = model(x)
+        cam_re = merge(model(tile(x))) if variant.puzzle else None
+        alpha = alpha_at(iteration, max_iteration, alpha_max, ramp)
+        return puzzle_losses(cam, cam_re, y, variant, alpha)
+
+    return step
+
+
+def train_classifier(index, ids, variant_name: str, cfg: dict, rt, out: Path, checkpoint: Path) -> list[dict]:
+    if variant_name not in VARIANTS:
+        raise StageError(f"variant: unknown {variant_name!r} (known: {', '.join(VARIANTS)})")
+    if cfg["crop_size"] % 32:
+        raise StageError(f"classifier.crop_size: {cfg['crop_size']} must be a multiple of 32 (2x2 tiles at stride 16)")
+    variant = VARIANTS[variant_name]
+    model = build_classifier(cfg, index.num_classes)
+    data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed,
+                        labels=[index.labels[i] for i in ids], num_classes=index.num_classes)
+    key = settings_key(cfg, variant_name, rt.seed, ids)
+    step = puzzle_step(model, variant, cfg["alpha_max"], cfg["alpha_ramp"])
+    history = fit(model, model.param_groups(cfg["lr"]), data, step, cfg, rt, checkpoint, key, f"train_classifier[{variant_name}]")
+    meta = {"stage": "train_classifier", "variant": variant_name, "backbone": cfg["backbone"],
+            "classes": index.classes, "config": cfg, "seed": rt.seed}
+    save_model(out, model.state_dict(), meta)
+    write_history(out.parent / "history.csv", history)
+    checkpoint.unlink(missing_ok=True)
+    return history
+
+
+def add_arguments(p):
+    p.add_argument("--labels", required=True, type=Path, help="image_labels.json")
+    p.add_argument("--split-file", required=True, type=Path, help="ids to train on")
+    p.add_argument("--variant", required=True, help=f"one of {', '.join(VARIANTS)}")
+    p.add_argument("--out", required=True, type=Path, help="model.pt (history.csv is written beside it)")
+    p.add_argument("--checkpoint", required=True, type=Path, help="resume checkpoint, kept until the model is written")
+
+
+def run(args):
+    rt = cli.runtime(args)
+    index = load_index(args.labels)
+    train_classifier(index, index.ids(args.split_file), args.variant, args.cfg, rt, args.out, args.checkpoint)
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

@@ -1,0 +1,70 @@
+"""Rule train_segmentation: DeepLabv3+ on pseudo labels (or, for the upper bound, on the ground-truth masks)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch.nn.functional as F
+
+from stages import StageError, cli
+from stages.data.datasets import TrainSamples
+from stages.data.index import load_index
+from stages.data.voc import IGNORE
+from stages.engine import fit, settings_key, write_history
+from stages.io import load_model, save_model
+from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, param_groups
+
+log = logging.getLogger("stages")
+
+
+def build_deeplab(cfg: dict, num_classes: int, pretrained: bool | None = None):
+    pretrained = cfg.get("pretrained", False) if pretrained is None else pretrained
+    return create_deeplab(cfg["encoder"], num_classes + 1, cfg["decoder_channels"], pretrained,
+                          cfg.get("pretrained_path") if pretrained else None)
+
+
+def segmentation_step(model):
+    def step(batch, iteration, max_iteration):
+        logits = model(batch["image"])
+        return {"total": F.cross_entropy(logits.float(), batch["mask"], ignore_index=IGNORE)}
+
+    return step
+
+
+def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, cfg: dict, rt, out: Path, checkpoint: Path):
+    """``masks`` is a folder of pseudo-label PNGs, or None for the ground-truth masks."""
+    if cfg["crop_size"] % 32:
+        raise StageError(f"segmentation.crop_size: {cfg['crop_size']} must be a multiple of 32")
+    model = build_deeplab(cfg, index.num_classes)
+    if classifier is not None:
+        state, _ = load_model(classifier)
+        log.info("train_segmentation: encoder starts from %s (%d tensors)", classifier, load_encoder_from_classifier(model, state))
+    mask_paths = [masks / f"{i}.png" for i in ids] if masks is not None else [index.layout.mask_path(i) for i in ids]
+    data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=mask_paths)
+    key = settings_key(cfg, rt.seed, ids, str(masks), str(classifier))
+    history = fit(model, param_groups(model, cfg["lr"]), data, segmentation_step(model), cfg, rt, checkpoint, key,
+                  "train_segmentation")
+    meta = {"stage": "train_segmentation", "masks": str(masks) if masks else "ground_truth", "encoder": cfg["encoder"],
+            "classes": index.classes, "config": cfg, "seed": rt.seed}
+    save_model(out, model.state_dict(), meta)
+    write_history(out.parent / "history.csv", history)
+    checkpoint.unlink(missing_ok=True)
+
+
+def add_arguments(p):
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--split-file", required=True, type=Path)
+    p.add_argument("--masks", type=Path, default=None, help="pseudo-label folder; omit to train on the ground-truth masks")
+    p.add_argument("--classifier", type=Path, default=None, help="start the encoder from this classifier's backbone")
+    p.add_argument("--out", required=True, type=Path, help="model.pt (history.csv is written beside it)")
+    p.add_argument("--checkpoint", required=True, type=Path)
+
+
+def run(args):
+    rt = cli.runtime(args)
+    index = load_index(args.labels)
+    train_segmentation(index, index.ids(args.split_file), args.masks, args.classifier, args.cfg, rt, args.out, args.checkpoint)
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

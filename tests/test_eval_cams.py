@@ -1,0 +1,44 @@
+"""CAM evaluation: the threshold sweep scores every image and matches a direct count."""
+import numpy as np
+import pytest
+
+from stages.data.voc import read_mask
+from stages.eval_cams import eval_cams, thresholds
+from stages.eval_masks import eval_masks
+from stages.io import save_label_png, save_npz
+from stages.metrics import confusion, score
+
+SWEEP = {"thresholds": {"start": 0.05, "stop": 0.8, "step": 0.05}}
+
+
+def test_thresholds_span_the_sweep():
+    ts = thresholds(SWEEP)
+    assert len(ts) == 16 and ts[0] == 0.05 and ts[-1] == 0.8
+
+
+def test_perfect_cams_score_100_at_every_threshold(tiny_index, tmp_path):
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    for image_id in ids:
+        mask = read_mask(tiny_index.layout.mask_path(image_id))
+        keys = np.asarray(tiny_index.labels[image_id])
+        cam = np.stack([(mask == k).astype(np.float16) for k in keys])
+        save_npz(tmp_path / f"{image_id}.npz", keys=keys, cam=cam, cam_s4=cam[:, ::4, ::4])
+    result = eval_cams(tiny_index, ids, tmp_path, SWEEP)
+    assert result["images"] == len(ids)
+    assert all(row["miou"] == 100.0 for row in result["sweep"])
+
+
+def test_eval_masks_matches_a_direct_count(tiny_index, tmp_path):
+    ids = tiny_index.ids(tiny_index.layout.split_file("val"))
+    rng = np.random.default_rng(0)
+    n = tiny_index.num_classes + 1
+    conf = np.zeros((n, n), np.int64)
+    for image_id in ids:
+        gt = read_mask(tiny_index.layout.mask_path(image_id))
+        pred = np.where(rng.random(gt.shape) < 0.8, gt, 0).astype(np.uint8)
+        save_label_png(tmp_path / f"{image_id}.png", pred)
+        conf += confusion(pred, gt, n)
+    result = eval_masks(tiny_index, ids, tmp_path)
+    direct = score(conf, tiny_index.names_with_background)
+    assert result["miou"] == pytest.approx(direct["miou"]) and result["images"] == len(ids)
+    assert 0 < result["miou"] < 100

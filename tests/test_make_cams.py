@@ -1,0 +1,66 @@
+"""CAM generation: normalisation, flip equivariance, thresholding, and the stage's npz artifacts."""
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from stages.io import load_npz
+from stages.ops.cam import cam_to_label, max_normalize, multiscale_cam, strided_size
+
+
+class Conv(nn.Module):
+    """A stand-in classifier: one strided conv, so flips are not symmetric by construction."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 3, 5, stride=4, padding=2)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_max_normalize_relus_and_scales_each_class_to_one():
+    cam = torch.tensor([[[-1.0, 2.0], [4.0, 0.0]], [[0.5, 0.25], [0.0, -3.0]]])
+    out = max_normalize(cam)
+    assert out.min() == 0
+    assert out[0].max().item() == pytest.approx(1.0, abs=1e-5)
+    assert out[1].max().item() == pytest.approx(1.0, abs=1e-4)
+    assert out[0, 0, 1].item() == pytest.approx(0.5, abs=1e-5)
+
+
+def test_multiscale_flip_cam_is_flip_equivariant():
+    model = Conv().eval()
+    img = torch.randn(3, 40, 56)
+    cam, cam_s4 = multiscale_cam(model, img, [1.0, 0.5, 1.5], True, [1, 3], contextlib.nullcontext)
+    cam_f, cam_s4_f = multiscale_cam(model, img.flip(-1), [1.0, 0.5, 1.5], True, [1, 3], contextlib.nullcontext)
+    assert cam.shape == (2, 40, 56) and cam_s4.shape == (2, *strided_size(40, 56, 4))
+    assert torch.allclose(cam_f, cam.flip(-1), atol=1e-5)
+    assert torch.allclose(cam_s4_f, cam_s4.flip(-1), atol=1e-5)
+    assert cam.flatten(1).max(1).values.tolist() == pytest.approx([1.0, 1.0], abs=1e-4)
+
+
+def test_cam_to_label_uses_a_constant_background_channel():
+    cam = np.array([[[0.9, 0.2, 0.5]], [[0.1, 0.6, 0.45]]], np.float32)  # classes 3 and 7
+    assert cam_to_label(cam, [3, 7], 0.3).tolist() == [[3, 7, 3]]
+    assert cam_to_label(cam, [3, 7], 0.55).tolist() == [[3, 7, 0]]
+    assert cam_to_label(np.zeros((0, 1, 2), np.float32), [], 0.3).tolist() == [[0, 0]]
+
+
+def test_make_cams_writes_one_npz_per_image(tiny_index, cpu, tmp_path):
+    from stages.io import save_model
+    from stages.make_cams import make_cams
+    from stages.models.classifier import CAMClassifier
+
+    cfg = {"backbone": "resnet18", "pretrained": False, "pretrained_path": None}
+    save_model(tmp_path / "model.pt", CAMClassifier("resnet18", tiny_index.num_classes).state_dict(), {"config": cfg})
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))[:3]
+    make_cams(tiny_index, ids, tmp_path / "model.pt", {"scales": [1.0, 0.5], "flip": True}, cpu, tmp_path / "cams")
+    for image_id in ids:
+        d = load_npz(tmp_path / "cams" / f"{image_id}.npz")
+        assert d["keys"].tolist() == tiny_index.labels[image_id]
+        assert d["cam"].dtype == np.float16 and d["cam"].shape == (len(d["keys"]), 64, 64)
+        assert d["cam_s4"].shape == (len(d["keys"]), 16, 16)
+        assert 0 <= d["cam"].min() and d["cam"].max() <= 1.0

@@ -1,0 +1,78 @@
+"""The banded random walk: a column-stochastic transition, equal to the dense matrix power."""
+import torch
+
+from stages.ops.random_walk import propagate, random_walk, transition_weights
+
+
+def dense_transition(weights, radius, h, w):
+    """The dense (HW, HW) matrix T with T[j + d, j] = weights[d, j]."""
+    k = 2 * radius + 1
+    t = torch.zeros(h * w, h * w, dtype=weights.dtype)
+    for j in range(h * w):
+        jy, jx = divmod(j, w)
+        for idx in range(k * k):
+            iy, ix = jy + idx // k - radius, jx + idx % k - radius
+            if 0 <= iy < h and 0 <= ix < w:
+                t[iy * w + ix, j] += weights[idx, j]
+    return t
+
+
+def boundary_map(h=9, w=11):
+    torch.manual_seed(0)
+    b = torch.rand(h, w) * 0.2
+    b[:, 5] = 0.95  # a wall
+    return b.double()
+
+
+def test_transition_columns_sum_to_one():
+    b = boundary_map()
+    weights = transition_weights(b, radius=3, beta=10)
+    t = dense_transition(weights, 3, *b.shape)
+    assert torch.allclose(t.sum(0), torch.ones(b.numel(), dtype=t.dtype))
+    assert (weights >= 0).all()
+    assert weights.sum(0).allclose(torch.ones(b.numel(), dtype=t.dtype))
+
+
+def test_transition_is_symmetric_before_normalisation():
+    b = boundary_map()
+    radius, beta = 3, 1.0
+    weights = transition_weights(b, radius, beta)
+    t = dense_transition(weights, radius, *b.shape)
+    # T = A / colsum(A) with A symmetric: T * colsum must be symmetric
+    colsum = 1.0 / t.diagonal()  # A[j, j] = 1, so T[j, j] = 1 / colsum(j)
+    affinity = t * colsum[None, :]
+    assert torch.allclose(affinity, affinity.T, atol=1e-9)
+
+
+def test_banded_walk_equals_dense_matrix_power():
+    b = boundary_map()
+    h, w = b.shape
+    radius, beta, exp_times = 3, 10, 3
+    seeds = torch.rand(2, h, w, dtype=torch.float64)
+    weights = transition_weights(b, radius, beta)
+    t = dense_transition(weights, radius, h, w)
+    for _ in range(exp_times):
+        t = t @ t
+    expected = ((seeds * (1 - b)).reshape(2, -1) @ t).reshape(2, h, w)
+    assert torch.allclose(random_walk(seeds, b, radius, beta, exp_times), expected, atol=1e-10)
+
+
+def test_walk_preserves_constants_and_never_exceeds_the_seed_maximum():
+    b = boundary_map()
+    weights = transition_weights(b, 3, 10)
+    ones = torch.ones(1, *b.shape, dtype=torch.float64)
+    assert torch.allclose(propagate(ones, weights, 3, 16), ones)
+    seeds = torch.rand(3, *b.shape, dtype=torch.float64)
+    out = propagate(seeds, weights, 3, 16)
+    assert (out.flatten(1).max(1).values <= seeds.flatten(1).max(1).values + 1e-12).all()
+
+
+def test_a_wall_holds_the_walk_back():
+    h, w = 12, 12
+    b = torch.zeros(h, w, dtype=torch.float64)
+    b[:, 6] = 1.0
+    seeds = torch.zeros(1, h, w, dtype=torch.float64)
+    seeds[0, :, :3] = 1.0
+    out = random_walk(seeds, b, radius=3, beta=10, exp_times=5)[0]
+    assert out[:, 7:].max() < 1e-6
+    assert out[:, :6].mean() > 0.3

@@ -1,0 +1,100 @@
+"""Pixel-pair affinities, their labels and loss, and AffinityNet training."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stages.ops.affinity import affinity_loss, displacements, pair_labels, path, path_affinity, shift
+
+
+def test_displacements_cover_each_pair_once():
+    d = set(displacements(4))
+    assert all((-dy, -dx) not in d for dy, dx in d)
+    full = {(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4) if 0 < dy * dy + dx * dx < 16}
+    assert d | {(-dy, -dx) for dy, dx in d} == full
+
+
+def test_path_runs_from_origin_to_target():
+    assert path((0, 3)) == ((0, 0), (0, 1), (0, 2), (0, 3))
+    p = path((2, -4))
+    assert p[0] == (0, 0) and p[-1] == (2, -4) and len(p) == 5
+
+
+def test_shift_moves_and_fills():
+    x = torch.arange(6.0).reshape(2, 3)
+    assert shift(x, 0, 1, -1).tolist() == [[1, 2, -1], [4, 5, -1]]
+    assert shift(x, -1, 0, 9).tolist() == [[9, 9, 9], [0, 1, 2]]
+
+
+def test_path_affinity_is_one_minus_the_strongest_boundary_on_the_path():
+    b = torch.zeros(1, 5, 5)
+    b[0, :, 2] = 0.8  # a vertical wall
+    aff = path_affinity(b, radius=3)
+    disp = displacements(3)
+    right2 = disp.index((0, 2))
+    down1 = disp.index((1, 0))
+    assert aff[0, right2, 2, 0].item() == pytest.approx(0.2)  # crosses the wall
+    assert aff[0, down1, 0, 0].item() == pytest.approx(1.0)  # stays left of it
+    assert aff[0, down1, 4, 0].item() == pytest.approx(0.0)  # leaves the map
+
+
+def brute_force_pairs(label, radius):
+    h, w = label.shape
+    counts = {"bg": 0, "fg": 0, "neg": 0}
+    for dy, dx in displacements(radius):
+        for y in range(h):
+            for x in range(w):
+                y2, x2 = y + dy, x + dx
+                if not (0 <= y2 < h and 0 <= x2 < w):
+                    continue
+                a, b = label[y, x], label[y2, x2]
+                if a == 255 or b == 255:
+                    continue
+                counts["bg" if a == b == 0 else "fg" if a == b else "neg"] += 1
+    return counts
+
+
+def test_pair_labels_match_a_brute_force_count():
+    rng = np.random.default_rng(0)
+    label = rng.choice([0, 1, 2, 255], size=(6, 7), p=[0.4, 0.25, 0.2, 0.15]).astype(np.int64)
+    bg, fg, neg = pair_labels(torch.from_numpy(label)[None], radius=3)
+    expected = brute_force_pairs(label, 3)
+    assert (int(bg.sum()), int(fg.sum()), int(neg.sum())) == (expected["bg"], expected["fg"], expected["neg"])
+
+
+def test_affinity_loss_known_value():
+    aff = torch.tensor([0.5, 0.8, 0.1])
+    bg = torch.tensor([True, False, False])
+    fg = torch.tensor([False, True, False])
+    neg = torch.tensor([False, False, True])
+    terms = affinity_loss(aff, bg, fg, neg, eps=0.0)
+    expected = (-math.log(0.5) / 2 - math.log(0.8) / 2 - math.log(0.9)) / 2
+    assert terms["total"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_train_affinity_learns_from_labels(tiny_index, cpu, tmp_path):
+    from conftest import train_cfg
+    from stages.affinity_labels import affinity_labels
+    from stages.io import load_model, save_model
+    from stages.make_cams import make_cams
+    from stages.models.classifier import CAMClassifier
+    from stages.train_affinity import train_affinity
+
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    cls_cfg = {"backbone": "resnet18", "pretrained": False}
+    save_model(tmp_path / "cls.pt", CAMClassifier("resnet18", 4).state_dict(), {"config": cls_cfg, "backbone": "resnet18"})
+    make_cams(tiny_index, ids, tmp_path / "cls.pt", {"scales": [1.0], "flip": False}, cpu, tmp_path / "cams")
+    crf = {"iterations": 1, "gt_prob": 0.7, "gaussian": {"sxy": 3, "compat": 3}, "bilateral": {"sxy": 50, "srgb": 5, "compat": 10}}
+    affinity_labels(tiny_index, ids, tmp_path / "cams", {"fg_threshold": 0.4, "bg_threshold": 0.1, "crf": crf},
+                    tmp_path / "aff_labels", processes=2)
+    cfg = train_cfg(backbone_init="classifier", head_channels=8, radius=4, epochs=1)
+    train_affinity(tiny_index, ids, tmp_path / "aff_labels", tmp_path / "cls.pt", cfg, cpu, tmp_path / "aff" / "model.pt",
+                   tmp_path / "ckpt.pt")
+    state, meta = load_model(tmp_path / "aff" / "model.pt")
+    assert meta["backbone"] == "resnet18" and "boundary.weight" in state
+    assert (tmp_path / "aff" / "history.csv").read_text().startswith("epoch,lr,")
+    assert not (tmp_path / "ckpt.pt").exists()
+    # the frozen backbone is the classifier's, untouched by training
+    cls_state, _ = load_model(tmp_path / "cls.pt")
+    assert torch.equal(state["backbone.conv1.weight"], cls_state["backbone.conv1.weight"])

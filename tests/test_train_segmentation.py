@@ -1,0 +1,63 @@
+"""DeepLabv3+: the model, training on masks, multi-scale prediction to palette PNGs."""
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from conftest import train_cfg
+from stages.io import load_model, read_label_png, save_label_png, save_model
+from stages.models.classifier import CAMClassifier
+from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, multiscale_logits
+from stages.predict_segmentation import predict_segmentation
+from stages.train_segmentation import train_segmentation
+
+
+def seg_cfg(**kw):
+    return train_cfg(encoder="resnet18", pretrained=False, pretrained_path=None, init_from_classifier=False,
+                     upper_bound=True, decoder_channels=32, **kw)
+
+
+def test_deeplab_has_a_groupnorm_head_and_full_resolution_output():
+    model = create_deeplab("resnet18", 5, decoder_channels=32).eval()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.decoder.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in model.decoder.modules())
+    assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 5, 64, 96)
+
+
+def test_multiscale_logits_handle_any_image_size():
+    model = create_deeplab("resnet18", 3, decoder_channels=32).eval()
+    out = multiscale_logits(model, torch.randn(3, 50, 70), [0.5, 1.0, 1.5], True, contextlib.nullcontext)
+    assert out.shape == (3, 50, 70) and torch.isfinite(out).all()
+
+
+def test_encoder_starts_from_the_classifier_backbone():
+    cls = CAMClassifier("resnet18", 4)
+    model = create_deeplab("resnet18", 5, decoder_channels=32)
+    assert load_encoder_from_classifier(model, cls.state_dict()) > 50
+    assert torch.equal(model.encoder.model.conv1.weight, cls.backbone.conv1.weight)
+
+
+def test_train_on_ground_truth_then_predict(tiny_index, cpu, tmp_path):
+    train_ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    val_ids = tiny_index.ids(tiny_index.layout.split_file("val"))
+    train_segmentation(tiny_index, train_ids, None, None, seg_cfg(epochs=1), cpu, tmp_path / "seg" / "model.pt", tmp_path / "ck.pt")
+    _, meta = load_model(tmp_path / "seg" / "model.pt")
+    assert meta["masks"] == "ground_truth"
+    crf = {"iterations": 1, "gt_prob": 0.7, "gaussian": {"sxy": 3, "compat": 3}, "bilateral": {"sxy": 80, "srgb": 13, "compat": 10}}
+    predict_segmentation(tiny_index, val_ids, tmp_path / "seg" / "model.pt", {"scales": [1.0, 0.5], "flip": True, "crf": crf},
+                         cpu, tmp_path / "pred", processes=2)
+    for image_id in val_ids:
+        pred = read_label_png(tmp_path / "pred" / f"{image_id}.png")
+        assert pred.shape == (64, 64) and pred.max() <= tiny_index.num_classes
+
+
+def test_train_on_pseudo_labels_reads_the_given_folder(tiny_index, cpu, tmp_path):
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    for image_id in ids:
+        save_label_png(tmp_path / "pl" / f"{image_id}.png", np.zeros((64, 64), np.uint8))
+    cls = tmp_path / "cls.pt"
+    save_model(cls, CAMClassifier("resnet18", 4).state_dict(), {"config": {}})
+    train_segmentation(tiny_index, ids, tmp_path / "pl", cls, seg_cfg(epochs=1), cpu, tmp_path / "seg" / "model.pt", tmp_path / "ck.pt")
+    _, meta = load_model(tmp_path / "seg" / "model.pt")
+    assert meta["masks"].endswith("pl")

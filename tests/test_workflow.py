@@ -1,0 +1,132 @@
+"""The Snakemake DAG: config validation, its shape, a whole micro run, and what a change reruns."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir, *args, check=True):
+    # the rules call `python`: the interpreter running the tests, with its packages
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
+                          capture_output=True, text=True, env=env, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A working directory with the repo's config folder, as a user's checkout has."""
+    wd = tmp_path_factory.mktemp("wf")
+    (wd / "config").symlink_to(ROOT / "config")
+    return wd
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Job counts from a dry run's 'Job stats' table."""
+    counts, in_table = {}, False
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+        elif in_table and len(parts) == 2 and parts[1].isdigit():
+            if parts[0] == "total":
+                break
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_unknown_config_key_stops_the_run_and_names_it(workdir):
+    proc = snakemake(workdir, "-n", "--config", "bogus_key=1", check=False)
+    assert proc.returncode != 0
+    assert "bogus_key" in proc.stdout + proc.stderr
+
+
+def test_wrong_type_stops_the_run_and_names_the_key(workdir):
+    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "seed=minus-one", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "seed" in out and "minus-one" in out
+
+
+def test_dag_has_every_stage_of_the_paper(workdir):
+    jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/config.yaml"))
+    assert jobs == {
+        "make_dataset": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cams": 1,
+        "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1, "eval_pseudo_labels": 1,
+        "train_segmentation": 2, "predict_segmentation": 2, "eval_segmentation": 2, "report": 1, "all": 1,
+    }
+
+
+def test_ablation_variants_are_one_rule_with_a_wildcard(workdir):
+    jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/micro.yaml",
+                                  "--config", "classifier={variants: [baseline, pcls, re, puzzle]}"))
+    assert jobs["train_classifier"] == 4 and jobs["make_cams"] == 4 and jobs["eval_cams"] == 4
+    assert jobs["train_affinity"] == 1
+
+
+@pytest.fixture(scope="module")
+def micro_run(workdir):
+    snakemake(workdir, "--cores", "2", "--configfile", "config/micro.yaml", "--config", "device=cpu")
+    return workdir / "results" / "micro"
+
+
+def test_micro_run_produces_valid_artifacts(micro_run):
+    r = micro_run
+    ids = (r / "labels/splits/train.txt").read_text().split()
+    val_ids = (r / "labels/splits/val.txt").read_text().split()
+    labels = json.loads((r / "labels/image_labels.json").read_text())["labels"]
+    for image_id in ids:
+        cam = np.load(r / f"cams/puzzle/{image_id}.npz")
+        assert cam["keys"].tolist() == labels[image_id]
+        assert cam["cam"].shape[1:] == (64, 64) and cam["cam_s4"].shape[1:] == (16, 16)
+        rw = np.load(r / f"rw/{image_id}.npz")
+        assert rw["rw"].shape == cam["cam"].shape and np.isfinite(rw["rw"].astype(np.float32)).all()
+        for folder in ("affinity_labels", "pseudo_labels"):
+            with Image.open(r / folder / f"{image_id}.png") as png:
+                assert png.mode == "P" and png.size == (64, 64)
+                assert set(np.unique(np.array(png))) <= {0, 255, *labels[image_id]}
+    for masks in ("pseudo_labels", "ground_truth"):
+        assert (r / f"segmentation/{masks}/model.pt").stat().st_size > 0
+        assert json.loads((r / f"segmentation/{masks}/model.json").read_text())["stage"] == "train_segmentation"
+        assert len(list((r / f"predictions/{masks}/val").glob("*.png"))) == len(val_ids)
+    for rule in ("train_classifier/puzzle", "make_cams/puzzle", "random_walk/random_walk", "report/report"):
+        assert (r / f"benchmarks/{rule}.tsv").read_text().startswith("s\th:m:s")
+        assert (r / f"logs/{rule}.log").exists()
+    assert "make_cams: 16 img in" in (r / "logs/make_cams/puzzle.log").read_text()
+    assert not list(r.rglob("*.tmp"))
+
+
+def test_micro_run_tables_parse(micro_run):
+    rows = json.loads((micro_run / "tables/miou.json").read_text())
+    assert [(row["stage"], row["split"]) for row in rows] == [
+        ("cam", "train"), ("pseudo_labels", "train"), ("segmentation", "val"), ("upper_bound", "val")]
+    for row in rows:
+        assert 0 <= row["miou"] <= 100
+        assert list(row["per_class"]) == ["background", "disc", "square", "triangle", "cross"]
+    md = (micro_run / "tables/miou.md").read_text()
+    assert md.count("\n| ") == 1 + len(rows)
+    assert (micro_run / "tables/miou.csv").read_text().splitlines()[0].startswith("stage,split,variant")
+
+
+def test_a_second_run_has_nothing_to_do(micro_run, workdir):
+    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "device=cpu")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_a_changed_random_walk_parameter_reruns_only_what_follows(micro_run, workdir):
+    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml",
+                     "--config", "device=cpu", "random_walk={radius: 5, beta: 8, exp_times: 4}")
+    jobs = planned_jobs(proc)
+    assert set(jobs) == {"random_walk", "pseudo_labels", "eval_pseudo_labels", "train_segmentation",
+                         "predict_segmentation", "eval_segmentation", "report", "all"}
+    assert jobs["train_segmentation"] == 1  # the upper bound does not depend on the random walk

@@ -1,0 +1,68 @@
+rule affinity_labels:
+    input:
+        labels=LABELS,
+        split=split_file("train_split"),
+        cams=f"{R}/cams/{VARIANT}",
+    output:
+        directory(f"{R}/affinity_labels"),
+    params:
+        cfg=section("affinity_labels"),
+    log:
+        log_of("affinity_labels"),
+    benchmark:
+        benchmark_of("affinity_labels")
+    threads: workflow.cores
+    shell:
+        "python -m stages.affinity_labels --cfg {params.cfg:q} --threads {threads} --labels {input.labels:q}"
+        " --split-file {input.split:q} --cams {input.cams:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule train_affinity:
+    input:
+        labels=LABELS,
+        split=split_file("train_split"),
+        affinity_labels=f"{R}/affinity_labels",
+        classifier=f"{R}/classifier/{VARIANT}/model.pt",
+    output:
+        model=f"{R}/affinity/model.pt",
+        meta=f"{R}/affinity/model.json",
+        history=f"{R}/affinity/history.csv",
+    params:
+        cfg=section("affinity"),
+        runtime=RUNTIME,
+        checkpoint=f"{R}/checkpoints/train_affinity/affinity.pt",
+    log:
+        log_of("train_affinity"),
+    benchmark:
+        benchmark_of("train_affinity")
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    shell:
+        "python -m stages.train_affinity --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        " --labels {input.labels:q} --split-file {input.split:q} --affinity-labels {input.affinity_labels:q}"
+        " --classifier {input.classifier:q} --out {output.model:q} --checkpoint {params.checkpoint:q} > {log:q} 2>&1"
+
+
+rule random_walk:
+    input:
+        labels=LABELS,
+        split=split_file("train_split"),
+        cams=f"{R}/cams/{VARIANT}",
+        model=f"{R}/affinity/model.pt",
+    output:
+        directory(f"{R}/rw"),
+    params:
+        cfg=section("random_walk"),
+        runtime=RUNTIME,
+    log:
+        log_of("random_walk"),
+    benchmark:
+        benchmark_of("random_walk")
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    shell:
+        "python -m stages.random_walk --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        " --labels {input.labels:q} --split-file {input.split:q} --cams {input.cams:q} --model {input.model:q}"
+        " --out {output:q} > {log:q} 2>&1"

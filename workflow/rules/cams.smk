@@ -1,0 +1,38 @@
+rule make_cams:
+    input:
+        labels=LABELS,
+        split=split_file("train_split"),
+        model=f"{R}/classifier/{{variant}}/model.pt",
+    output:
+        directory(f"{R}/cams/{{variant}}"),
+    params:
+        cfg=section("cams"),
+        runtime=RUNTIME,
+    log:
+        log_of("make_cams", "variant"),
+    benchmark:
+        benchmark_of("make_cams", "variant")
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    shell:
+        "python -m stages.make_cams --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        " --labels {input.labels:q} --split-file {input.split:q} --model {input.model:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule eval_cams:
+    input:
+        labels=LABELS,
+        split=split_file("cam_split"),
+        cams=f"{R}/cams/{{variant}}",
+    output:
+        f"{R}/tables/cam_{{variant}}.json",
+    params:
+        cfg=section("eval_cams"),
+    log:
+        log_of("eval_cams", "variant"),
+    benchmark:
+        benchmark_of("eval_cams", "variant")
+    shell:
+        "python -m stages.eval_cams --cfg {params.cfg:q} --labels {input.labels:q} --split-file {input.split:q}"
+        " --cams {input.cams:q} --variant {wildcards.variant} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,23 @@
+rule train_classifier:
+    input:
+        labels=LABELS,
+        split=split_file("train_split"),
+    output:
+        model=f"{R}/classifier/{{variant}}/model.pt",
+        meta=f"{R}/classifier/{{variant}}/model.json",
+        history=f"{R}/classifier/{{variant}}/history.csv",
+    params:
+        cfg=section("classifier"),
+        runtime=RUNTIME,
+        checkpoint=f"{R}/checkpoints/train_classifier/{{variant}}.pt",
+    log:
+        log_of("train_classifier", "variant"),
+    benchmark:
+        benchmark_of("train_classifier", "variant")
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    shell:
+        "python -m stages.train_classifier --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        " --labels {input.labels:q} --split-file {input.split:q} --variant {wildcards.variant}"
+        " --out {output.model:q} --checkpoint {params.checkpoint:q} > {log:q} 2>&1"

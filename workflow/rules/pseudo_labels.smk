@@ -1,0 +1,33 @@
+rule pseudo_labels:
+    input:
+        labels=LABELS,
+        split=split_file("train_split"),
+        rw=f"{R}/rw",
+    output:
+        directory(f"{R}/pseudo_labels"),
+    params:
+        cfg=section("pseudo_labels"),
+    log:
+        log_of("pseudo_labels"),
+    benchmark:
+        benchmark_of("pseudo_labels")
+    threads: workflow.cores
+    shell:
+        "python -m stages.pseudo_labels --cfg {params.cfg:q} --threads {threads} --labels {input.labels:q}"
+        " --split-file {input.split:q} --rw {input.rw:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule eval_pseudo_labels:
+    input:
+        labels=LABELS,
+        split=split_file("cam_split"),
+        pred=f"{R}/pseudo_labels",
+    output:
+        f"{R}/tables/pseudo_labels.json",
+    log:
+        log_of("eval_pseudo_labels"),
+    benchmark:
+        benchmark_of("eval_pseudo_labels")
+    shell:
+        "python -m stages.eval_masks --labels {input.labels:q} --split-file {input.split:q} --pred {input.pred:q}"
+        " --stage pseudo_labels --out {output:q} > {log:q} 2>&1"

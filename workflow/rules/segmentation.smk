@@ -1,0 +1,80 @@
+def segmentation_masks(wildcards):
+    return {"masks": f"{R}/pseudo_labels"} if wildcards.masks == "pseudo_labels" else {}
+
+
+def segmentation_init(wildcards):
+    if config["segmentation"]["init_from_classifier"]:
+        return {"classifier": f"{R}/classifier/{VARIANT}/model.pt"}
+    return {}
+
+
+def optional_args(wildcards, input):
+    return " ".join(f"--{k} {input[k]}" for k in ("masks", "classifier") if k in input.keys())
+
+
+rule train_segmentation:
+    input:
+        unpack(segmentation_masks),
+        unpack(segmentation_init),
+        labels=LABELS,
+        split=split_file("train_split"),
+    output:
+        model=f"{R}/segmentation/{{masks}}/model.pt",
+        meta=f"{R}/segmentation/{{masks}}/model.json",
+        history=f"{R}/segmentation/{{masks}}/history.csv",
+    params:
+        cfg=section("segmentation"),
+        runtime=RUNTIME,
+        checkpoint=f"{R}/checkpoints/train_segmentation/{{masks}}.pt",
+        optional=optional_args,
+    log:
+        log_of("train_segmentation", "masks"),
+    benchmark:
+        benchmark_of("train_segmentation", "masks")
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    shell:
+        "python -m stages.train_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        " --labels {input.labels:q} --split-file {input.split:q} {params.optional}"
+        " --out {output.model:q} --checkpoint {params.checkpoint:q} > {log:q} 2>&1"
+
+
+rule predict_segmentation:
+    input:
+        labels=LABELS,
+        split=f"{R}/labels/splits/{{split}}.txt",
+        model=f"{R}/segmentation/{{masks}}/model.pt",
+    output:
+        directory(f"{R}/predictions/{{masks}}/{{split}}"),
+    params:
+        cfg=section("predict_segmentation"),
+        runtime=RUNTIME,
+    log:
+        log_of("predict_segmentation", "masks", "split"),
+    benchmark:
+        benchmark_of("predict_segmentation", "masks", "split")
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    shell:
+        "python -m stages.predict_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        " --labels {input.labels:q} --split-file {input.split:q} --model {input.model:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule eval_segmentation:
+    input:
+        labels=LABELS,
+        split=f"{R}/labels/splits/{{split}}.txt",
+        pred=f"{R}/predictions/{{masks}}/{{split}}",
+    output:
+        f"{R}/tables/segmentation_{{masks}}_{{split}}.json",
+    params:
+        stage=lambda wildcards: SEG_STAGE[wildcards.masks],
+    log:
+        log_of("eval_segmentation", "masks", "split"),
+    benchmark:
+        benchmark_of("eval_segmentation", "masks", "split")
+    shell:
+        "python -m stages.eval_masks --labels {input.labels:q} --split-file {input.split:q} --pred {input.pred:q}"
+        " --stage {params.stage} --out {output:q} > {log:q} 2>&1"
