@@ -9,6 +9,9 @@ min_version("8.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/classifier.smk"
@@ -22,4 +25,7 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         expand(f"{R}/tables/miou.{{ext}}", ext=["md", "csv", "json"]),
+        rules.figures.output,
+        ABLATION if len(config["classifier"]["variants"]) > 1 else [],
+        SUBMISSION if TEST_SPLITS else [],
     default_target: True

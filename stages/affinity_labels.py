@@ -18,6 +18,7 @@ from stages.ops.cam import threshold_argmax, with_background
 from stages.ops.crf import crf_labels
 from stages.parallel import imap
 from stages.progress import track
+from stages.staging import StagedOutputs, inputs_key
 
 
 def affinity_label(img: np.ndarray, cam: np.ndarray, keys, cfg: dict) -> np.ndarray:
@@ -38,10 +39,11 @@ def _one(job, cfg):
 
 
 def affinity_labels(index, ids, cams: Path, cfg: dict, out: Path, processes: int) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [(index.layout.image_path(i), cams / f"{i}.npz", out / f"{i}.png") for i in ids]
+    staged = StagedOutputs(out, ".png", cfg, ids, inputs_key(cams))
+    jobs = [(index.layout.image_path(i), cams / f"{i}.npz", staged.path(i)) for i in staged.todo(ids)]
     for _ in track(imap(functools.partial(_one, cfg=cfg), jobs, processes), "affinity_labels", total=len(jobs)):
         pass
+    staged.commit()
 
 
 def add_arguments(p):

@@ -7,9 +7,7 @@ per-epoch mean of every loss term in a history CSV.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import logging
 import math
 from pathlib import Path
@@ -24,11 +22,6 @@ from stages.progress import track
 from stages.runtime import Runtime
 
 log = logging.getLogger("stages")
-
-
-def settings_key(*parts) -> str:
-    """A digest of everything that determines a training run, so a checkpoint is only resumed by the same run."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def poly_lambda(max_iteration: int, power: float = 0.9):
@@ -63,6 +56,7 @@ def fit(
 
     Returns the history: one row per epoch with the mean of each term and the learning rate.
     """
+    rt.place(model)  # before any optimizer state is loaded, so that it lands on the same device (channels_last on CUDA)
     batch_size = min(cfg["batch_size"], len(dataset))
     iters_per_epoch = len(dataset) // batch_size
     max_iteration = cfg["epochs"] * iters_per_epoch
@@ -81,7 +75,6 @@ def fit(
             log.info("%s: resumed from %s after epoch %d", desc, checkpoint, start_epoch)
         else:
             log.info("%s: ignoring %s (written by other settings)", desc, checkpoint)
-    model.to(rt.device)
     for epoch in range(start_epoch, cfg["epochs"]):
         model.train()
         sums: dict[str, float] = {}

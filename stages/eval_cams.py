@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import cli
+from stages import StageError, cli
 from stages.data.index import load_index
-from stages.data.voc import read_mask
+from stages.data.voc import image_level_labels, read_mask
 from stages.io import load_npz, write_json
 from stages.metrics import confusion, score
 from stages.ops.cam import cam_to_label
@@ -20,6 +20,14 @@ def thresholds(cfg: dict) -> list[float]:
     return [round(t["start"] + i * t["step"], 4) for i in range(n)]
 
 
+def check_labels(image_id: str, keys, mask: np.ndarray, num_classes: int) -> None:
+    """The CAMs hold the image-level labels' classes: they must be the classes in the mask."""
+    in_mask = image_level_labels(mask, num_classes)
+    if list(keys) != in_mask:
+        raise StageError(f"{image_id}: image-level labels {list(keys)} disagree with its mask's classes {in_mask}; "
+                         "rerun image_labels (snakemake --forcerun image_labels)")
+
+
 def eval_cams(index, ids, cams: Path, cfg: dict) -> dict:
     """Every image is scored (the reference script scores every 8th by mistake)."""
     ts = thresholds(cfg)
@@ -28,6 +36,7 @@ def eval_cams(index, ids, cams: Path, cfg: dict) -> dict:
     for image_id in track(ids, "eval_cams"):
         d = load_npz(cams / f"{image_id}.npz")
         gt = read_mask(index.layout.mask_path(image_id), d["cam"].shape[1:])
+        check_labels(image_id, d["keys"].tolist(), gt, index.num_classes)
         cam = d["cam"].astype(np.float32)
         for k, t in enumerate(ts):
             conf[k] += confusion(cam_to_label(cam, d["keys"], t), gt, n)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -24,6 +25,10 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StageError(f"{path}: no space left on the device; nothing was written there (free space and rerun)") from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

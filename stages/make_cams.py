@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -12,33 +13,53 @@ from stages.data.index import load_index
 from stages.data.transforms import normalize
 from stages.data.voc import read_image
 from stages.io import load_model, save_npz
-from stages.ops.cam import multiscale_cam
+from stages.ops.cam import multiscale_cams
 from stages.progress import track
+from stages.staging import StagedOutputs, inputs_key
 from stages.train_classifier import build_classifier
 
 log = logging.getLogger("stages")
+
+
+# images per forward (each with its flip); VOC's sizes repeat, so most batches fill up
+BATCH_SIZE = 4
 
 
 def load_classifier(path, num_classes: int, rt):
     state, meta = load_model(path)
     model = build_classifier({**meta["config"], "pretrained": False, "pretrained_path": None}, num_classes)
     model.load_state_dict(state)
-    model.eval().to(rt.device)
-    if rt.cuda:
-        model.to(memory_format=torch.channels_last)
-    return model
+    return rt.inference_model(model)
 
 
-def make_cams(index, ids, model_path: Path, cfg: dict, rt, out: Path) -> None:
+def same_size_batches(images, batch_size: int):
+    """Group (id, image) pairs into lists of up to ``batch_size`` images of one size; leftovers come last."""
+    groups = defaultdict(list)
+    for image_id, img in images:
+        group = groups[img.shape]
+        group.append((image_id, img))
+        if len(group) == batch_size:
+            yield groups.pop(img.shape)
+    yield from groups.values()
+
+
+def make_cams(index, ids, model_path: Path, cfg: dict, rt, out: Path, batch_size: int = BATCH_SIZE) -> None:
+    staged = StagedOutputs(out, ".npz", cfg, ids, inputs_key(model_path))
     model = load_classifier(model_path, index.num_classes, rt)
-    out.mkdir(parents=True, exist_ok=True)
-    for image_id in track(ids, "make_cams"):
-        img = read_image(index.layout.image_path(image_id))
-        keys = index.labels[image_id]
-        x = normalize(img).to(rt.device)
-        cam, cam_s4 = multiscale_cam(model, x, cfg["scales"], cfg["flip"], keys, rt.autocast)
-        save_npz(out / f"{image_id}.npz", keys=np.asarray(keys, np.int64),
+    todo = staged.todo(ids)
+
+    def cams():
+        images = ((i, read_image(index.layout.image_path(i))) for i in todo)
+        for batch in same_size_batches(images, batch_size):
+            batch_ids = [i for i, _ in batch]
+            x = torch.stack([normalize(img) for _, img in batch]).to(rt.device, non_blocking=True)
+            keys = [index.labels[i] for i in batch_ids]
+            yield from zip(batch_ids, keys, multiscale_cams(model, x, cfg["scales"], cfg["flip"], keys, rt.autocast))
+
+    for image_id, keys, (cam, cam_s4) in track(cams(), "make_cams", total=len(todo)):
+        save_npz(staged.path(image_id), keys=np.asarray(keys, np.int64),
                  cam=cam.numpy().astype(np.float16), cam_s4=cam_s4.numpy().astype(np.float16))
+    staged.commit()
 
 
 def add_arguments(p):
@@ -46,12 +67,13 @@ def add_arguments(p):
     p.add_argument("--split-file", required=True, type=Path)
     p.add_argument("--model", required=True, type=Path, help="classifier model.pt")
     p.add_argument("--out", required=True, type=Path, help="folder for <id>.npz")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per forward (grouped by size)")
 
 
 def run(args):
     rt = cli.runtime(args)
     index = load_index(args.labels)
-    make_cams(index, index.ids(args.split_file), args.model, args.cfg, rt, args.out)
+    make_cams(index, index.ids(args.split_file), args.model, args.cfg, rt, args.out, args.batch_size)
 
 
 if __name__ == "__main__":

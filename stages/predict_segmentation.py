@@ -16,6 +16,7 @@ from stages.models.segmentation import multiscale_logits
 from stages.ops.crf import crf_probs
 from stages.parallel import imap
 from stages.progress import track
+from stages.staging import StagedOutputs, inputs_key
 from stages.train_segmentation import build_deeplab
 
 
@@ -38,18 +39,20 @@ def _finish(job, cfg):
 
 
 def predict_segmentation(index, ids, model_path: Path, cfg: dict, rt, out: Path, processes: int) -> None:
+    staged = StagedOutputs(out, ".png", cfg, ids, inputs_key(model_path))
+    todo = staged.todo(ids)
     model = load_deeplab(model_path, index.num_classes, rt)
-    out.mkdir(parents=True, exist_ok=True)
 
     def jobs():
-        for image_id in ids:
+        for image_id in todo:
             path = index.layout.image_path(image_id)
             x = normalize(read_image(path)).to(rt.device)
             probs = torch.softmax(multiscale_logits(model, x, cfg["scales"], cfg["flip"], rt.autocast), 0)
-            yield path, probs.cpu().numpy().astype(np.float16), out / f"{image_id}.png"
+            yield path, probs.cpu().numpy().astype(np.float16), staged.path(image_id)
 
-    for _ in track(imap(functools.partial(_finish, cfg=cfg), jobs(), processes), "predict_segmentation", total=len(ids)):
+    for _ in track(imap(functools.partial(_finish, cfg=cfg), jobs(), processes), "predict_segmentation", total=len(todo)):
         pass
+    staged.commit()
 
 
 def add_arguments(p):

@@ -14,6 +14,7 @@ from stages.data.voc import read_image
 from stages.io import load_model, load_npz, save_npz
 from stages.ops.random_walk import random_walk
 from stages.progress import track
+from stages.staging import StagedOutputs, inputs_key
 from stages.train_affinity import build_affinity_net
 
 
@@ -40,12 +41,13 @@ def propagate_cams(model, img: np.ndarray, cam_s4: np.ndarray, cfg: dict, rt) ->
 
 
 def run_random_walk(index, ids, cams: Path, model_path: Path, cfg: dict, rt, out: Path) -> None:
+    staged = StagedOutputs(out, ".npz", cfg, ids, inputs_key(model_path, cams))
     model = load_affinity_net(model_path, rt)
-    out.mkdir(parents=True, exist_ok=True)
-    for image_id in track(ids, "random_walk"):
+    for image_id in track(staged.todo(ids), "random_walk"):
         d = load_npz(cams / f"{image_id}.npz")
         rw = propagate_cams(model, read_image(index.layout.image_path(image_id)), d["cam_s4"], cfg, rt)
-        save_npz(out / f"{image_id}.npz", keys=d["keys"], rw=rw.astype(np.float16))
+        save_npz(staged.path(image_id), keys=d["keys"], rw=rw.astype(np.float16))
+    staged.commit()
 
 
 def add_arguments(p):

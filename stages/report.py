@@ -21,7 +21,7 @@ def rows_from_tables(cam_tables, mask_tables, variant: str) -> list[dict]:
     for t in mask_tables:
         rows.append({"stage": t["stage"], "split": t["split"], "variant": variant if t["stage"] != "upper_bound" else None,
                      "miou": t["miou"], "per_class": t["per_class"], "images": t["images"]})
-    rows.sort(key=lambda r: (ORDER.index(r["stage"]) if r["stage"] in ORDER else len(ORDER), str(r["variant"])))
+    rows.sort(key=lambda r: (ORDER.index(r["stage"]) if r["stage"] in ORDER else len(ORDER), str(r["variant"]), r["split"]))
     return rows
 
 

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from stages import StageError, cli
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
-from stages.engine import fit, settings_key, write_history
+from stages.engine import fit, write_history
 from stages.io import load_model, save_model
 from stages.models.affinity import AffinityNet
 from stages.ops.affinity import affinity_loss, pair_labels, path_affinity
+from stages.staging import settings_key
 
 
 def build_affinity_net(cfg: dict, backbone: str, pretrained: bool = False) -> AffinityNet:

@@ -7,10 +7,11 @@ from pathlib import Path
 from stages import StageError, cli
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
-from stages.engine import fit, settings_key, write_history
+from stages.engine import fit, write_history
 from stages.io import save_model
 from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS, alpha_at, merge, puzzle_losses, tile
+from stages.staging import settings_key
 
 log = logging.getLogger("stages")
 

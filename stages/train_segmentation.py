@@ -10,9 +10,10 @@ from stages import StageError, cli
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
 from stages.data.voc import IGNORE
-from stages.engine import fit, settings_key, write_history
+from stages.engine import fit, write_history
 from stages.io import load_model, save_model
 from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, param_groups
+from stages.staging import settings_key
 
 log = logging.getLogger("stages")
 

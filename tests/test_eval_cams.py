@@ -1,7 +1,10 @@
 """CAM evaluation: the threshold sweep scores every image and matches a direct count."""
+import re
+
 import numpy as np
 import pytest
 
+from stages import StageError
 from stages.data.voc import read_mask
 from stages.eval_cams import eval_cams, thresholds
 from stages.eval_masks import eval_masks
@@ -42,3 +45,14 @@ def test_eval_masks_matches_a_direct_count(tiny_index, tmp_path):
     direct = score(conf, tiny_index.names_with_background)
     assert result["miou"] == pytest.approx(direct["miou"]) and result["images"] == len(ids)
     assert 0 < result["miou"] < 100
+
+
+def test_image_labels_that_disagree_with_the_mask_are_named(tiny_index, tmp_path):
+    image_id = tiny_index.ids(tiny_index.layout.split_file("train"))[0]
+    present = tiny_index.labels[image_id]
+    wrong = [c for c in range(1, 5) if c not in present][:1]
+    cam = np.zeros((1, 64, 64), np.float16)
+    save_npz(tmp_path / f"{image_id}.npz", keys=np.asarray(wrong), cam=cam, cam_s4=cam[:, ::4, ::4])
+    message = f"{image_id}: image-level labels {wrong} disagree with its mask's classes {present}"
+    with pytest.raises(StageError, match=re.escape(message)):
+        eval_cams(tiny_index, [image_id], tmp_path, SWEEP)

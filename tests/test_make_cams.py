@@ -64,3 +64,21 @@ def test_make_cams_writes_one_npz_per_image(tiny_index, cpu, tmp_path):
         assert d["cam"].dtype == np.float16 and d["cam"].shape == (len(d["keys"]), 64, 64)
         assert d["cam_s4"].shape == (len(d["keys"]), 16, 16)
         assert 0 <= d["cam"].min() and d["cam"].max() <= 1.0
+
+
+def test_batched_cams_equal_one_image_at_a_time(tiny_index, cpu, tmp_path):
+    from stages.io import save_model
+    from stages.make_cams import make_cams
+    from stages.models.classifier import CAMClassifier
+
+    cfg = {"backbone": "resnet18", "pretrained": False, "pretrained_path": None}
+    save_model(tmp_path / "model.pt", CAMClassifier("resnet18", tiny_index.num_classes).state_dict(), {"config": cfg})
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))[:5]  # a full batch of 3 and a leftover of 2
+    cams = {"scales": [1.0, 0.5, 1.5], "flip": True}
+    make_cams(tiny_index, ids, tmp_path / "model.pt", cams, cpu, tmp_path / "batched", batch_size=3)
+    make_cams(tiny_index, ids, tmp_path / "model.pt", cams, cpu, tmp_path / "single", batch_size=1)
+    for image_id in ids:
+        a, b = load_npz(tmp_path / "batched" / f"{image_id}.npz"), load_npz(tmp_path / "single" / f"{image_id}.npz")
+        assert a["keys"].tolist() == b["keys"].tolist()
+        for name in ("cam", "cam_s4"):
+            np.testing.assert_allclose(a[name].astype(np.float32), b[name].astype(np.float32), atol=2e-3)

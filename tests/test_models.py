@@ -1,11 +1,22 @@
-"""Backbones: output stride 16, unknown names, local pretrained weights."""
+"""Backbones: output stride 16, unknown names, pretrained weights from a file, the hub cache, or a clear error."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import huggingface_hub
 import pytest
+import safetensors.torch
 import timm
 import torch
 
+from conftest import ROOT
 from stages import StageError
+from stages.io import write_json
 from stages.models.affinity import AffinityNet
 from stages.models.backbone import create_backbone
+from stages.models.segmentation import create_deeplab
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnest14d"])
@@ -40,3 +51,65 @@ def test_affinity_net_freezes_its_backbone_and_predicts_at_stride_4():
     assert net(torch.zeros(2, 3, 64, 96)).shape == (2, 16, 24)
     prob = net.boundary_prob(torch.zeros(1, 3, 64, 96))
     assert prob.shape == (1, 16, 24) and ((prob >= 0) & (prob <= 1)).all()
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnest50d", "resnest101e", "resnest269e"])
+def test_the_papers_backbones_end_at_output_stride_16(name):
+    net = create_backbone(name).eval()
+    assert net.feature_info.reduction()[-1] == 16
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, 64, 64))[-1].shape[-2:] == (4, 4)
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_offline_without_weights_fails_at_once_and_says_how_to_provide_them(empty_hub_cache, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    start = time.perf_counter()
+    with pytest.raises(StageError, match="backbone 'resnet50': no ImageNet weights: .* set pretrained_path .* pretrained: false"):
+        create_backbone("resnet50", pretrained=True)
+    assert time.perf_counter() - start < 5
+
+
+def test_unreachable_hub_fails_at_once(empty_hub_cache, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
+    start = time.perf_counter()
+    with pytest.raises(StageError, match=r"http://127.0.0.1:9 is unreachable"):
+        create_deeplab("resnet18", 5, pretrained=True)
+    assert time.perf_counter() - start < 5
+
+
+def test_weights_in_the_hub_cache_load_offline(empty_hub_cache, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    reference = timm.create_model("resnet18")
+    repo = timm.models.get_pretrained_cfg("resnet18").hf_hub_id
+    snapshot = empty_hub_cache / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    safetensors.torch.save_file(reference.state_dict(), snapshot / "model.safetensors")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs/main").write_text("0" * 40)
+    net = create_backbone("resnet18", pretrained=True)
+    assert torch.equal(net.conv1.weight, reference.conv1.weight)
+
+
+def test_training_stops_before_its_first_step_without_weights(tiny_index, tmp_path):
+    """The stage's command line, offline with an empty hub cache: exit 2, one line, no model, no checkpoint."""
+    write_json(tmp_path / "image_labels.json", tiny_index.to_json())
+    split = tiny_index.layout.split_file("train")
+    cfg = {"backbone": "resnet50", "pretrained": True, "pretrained_path": None, "alpha_max": 4.0, "alpha_ramp": 0.5,
+           "epochs": 1, "batch_size": 2, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "resize_long": [56, 72],
+           "crop_size": 64}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "stages.train_classifier", "--cfg", json.dumps(cfg), "--runtime", '{"device": "cpu"}',
+                           "--labels", str(tmp_path / "image_labels.json"), "--split-file", str(split), "--variant", "puzzle",
+                           "--out", str(tmp_path / "model.pt"), "--checkpoint", str(tmp_path / "ckpt.pt")],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: backbone 'resnet50': no ImageNet weights")
+    assert time.perf_counter() - start < 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image_labels.json"]

@@ -1,4 +1,10 @@
 """Classifier training: the artifact, and a killed run resuming to the same weights."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
@@ -6,7 +12,7 @@ from conftest import train_cfg
 from stages import StageError
 from stages.data.datasets import TrainSamples
 from stages.engine import fit
-from stages.io import load_model
+from stages.io import load_model, write_json
 from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS
 from stages.train_classifier import puzzle_step, train_classifier
@@ -65,5 +71,53 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_index, cpu, tmp_path):
         run(tmp_path / "b.pt", kill_at=3)  # two steps per epoch: killed in epoch 2
     assert torch.load(tmp_path / "b.pt", weights_only=False)["epoch"] == 1
     resumed = run(tmp_path / "b.pt")
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tiny_index, cpu, tmp_path):
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    cfg = classifier_cfg(epochs=2)
+    model = CAMClassifier("resnet18", 4)
+    data = TrainSamples([tiny_index.layout.image_path(i) for i in ids], cfg, 0,
+                        labels=[tiny_index.labels[i] for i in ids], num_classes=4)
+    step = puzzle_step(model, VARIANTS["puzzle"], 4.0, 0.5)
+
+    def diverging(batch, it, max_it):
+        terms = step(batch, it, max_it)
+        if it == 3:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    with pytest.raises(StageError, match=r"non-finite loss at step 3 \(epoch 2\).*last good checkpoint: .*ck.pt"):
+        fit(model, model.param_groups(cfg["lr"]), data, diverging, cfg, cpu, tmp_path / "ck.pt", "k", "test")
+    assert torch.load(tmp_path / "ck.pt", weights_only=False)["epoch"] == 1
+
+
+def test_a_sigkilled_training_process_resumes_from_its_checkpoint(tiny_index, tmp_path):
+    """The stage's command line, killed for real after its first checkpoint, then rerun."""
+    labels = tmp_path / "labels.json"
+    write_json(labels, tiny_index.to_json())
+    split = tiny_index.layout.split_file("train")
+    cfg = json.dumps(classifier_cfg(epochs=4, batch_size=2))
+
+    def command(name):
+        return [sys.executable, "-m", "stages.train_classifier", "--cfg", cfg, "--runtime", '{"device": "cpu"}',
+                "--threads", "1", "--labels", str(labels), "--split-file", str(split), "--variant", "puzzle",
+                "--out", str(tmp_path / name / "model.pt"), "--checkpoint", str(tmp_path / f"{name}.ckpt")]
+
+    subprocess.run(command("straight"), check=True, capture_output=True)
+    proc = subprocess.Popen(command("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "killed.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "model.pt").exists()
+    assert torch.load(tmp_path / "killed.ckpt", weights_only=False)["epoch"] < 4
+    rerun = subprocess.run(command("killed"), check=True, capture_output=True, text=True)
+    assert "resumed from" in rerun.stderr
+    straight, _ = load_model(tmp_path / "straight" / "model.pt")
+    resumed, _ = load_model(tmp_path / "killed" / "model.pt")
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k

@@ -1,6 +1,7 @@
 """The Snakemake DAG: config validation, its shape, a whole micro run, and what a change reruns."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,7 @@ def test_dag_has_every_stage_of_the_paper(workdir):
     assert jobs == {
         "make_dataset": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cams": 1,
         "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1, "eval_pseudo_labels": 1,
-        "train_segmentation": 2, "predict_segmentation": 2, "eval_segmentation": 2, "report": 1, "all": 1,
+        "train_segmentation": 2, "predict_segmentation": 3, "eval_segmentation": 3, "report": 1, "figures": 1, "all": 1,
     }
 
 
@@ -103,13 +104,17 @@ def test_micro_run_produces_valid_artifacts(micro_run):
         assert (r / f"benchmarks/{rule}.tsv").read_text().startswith("s\th:m:s")
         assert (r / f"logs/{rule}.log").exists()
     assert "make_cams: 16 img in" in (r / "logs/make_cams/puzzle.log").read_text()
-    assert not list(r.rglob("*.tmp"))
+    for figure in ("miou_per_class", "loss_curves", "examples"):
+        with Image.open(r / f"figures/{figure}.png") as png:
+            assert png.format == "PNG" and png.size[0] > 200
+    assert not list(r.rglob("*.tmp")) and not list(r.rglob(".*.staging"))
 
 
 def test_micro_run_tables_parse(micro_run):
     rows = json.loads((micro_run / "tables/miou.json").read_text())
     assert [(row["stage"], row["split"]) for row in rows] == [
-        ("cam", "train"), ("pseudo_labels", "train"), ("segmentation", "val"), ("upper_bound", "val")]
+        ("cam", "train"), ("pseudo_labels", "train"), ("segmentation", "train"), ("segmentation", "val"),
+        ("upper_bound", "val")]
     for row in rows:
         assert 0 <= row["miou"] <= 100
         assert list(row["per_class"]) == ["background", "disc", "square", "triangle", "cross"]
@@ -118,15 +123,34 @@ def test_micro_run_tables_parse(micro_run):
     assert (micro_run / "tables/miou.csv").read_text().splitlines()[0].startswith("stage,split,variant")
 
 
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_report_renders_the_table_in_a_browser(micro_run, workdir):
+    report = micro_run / "report.html"
+    snakemake(workdir, "--configfile", "config/micro.yaml", "--config", "device=cpu", "--report", str(report))
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={workdir / 'chromium'}",
+         "--virtual-time-budget=10000", "--dump-dom", report.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    rows = json.loads((micro_run / "tables/miou.json").read_text())
+    assert "mIoU (%) per scored stage" in dom
+    for row in rows:
+        assert f"{row['miou']}" in dom
+
+
 def test_a_second_run_has_nothing_to_do(micro_run, workdir):
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "device=cpu")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 def test_a_changed_random_walk_parameter_reruns_only_what_follows(micro_run, workdir):
-    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml",
-                     "--config", "device=cpu", "random_walk={radius: 5, beta: 8, exp_times: 4}")
+    (workdir / "beta8.yaml").write_text("random_walk: {radius: 5, beta: 8, exp_times: 4}\n")
+    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "beta8.yaml", "--config", "device=cpu")
     jobs = planned_jobs(proc)
     assert set(jobs) == {"random_walk", "pseudo_labels", "eval_pseudo_labels", "train_segmentation",
-                         "predict_segmentation", "eval_segmentation", "report", "all"}
+                         "predict_segmentation", "eval_segmentation", "report", "figures", "all"}
     assert jobs["train_segmentation"] == 1  # the upper bound does not depend on the random walk

@@ -1,7 +1,7 @@
 """The dataset index written by rule image_labels and read by every later stage."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stages import StageError
@@ -14,6 +14,7 @@ class DatasetIndex:
     layout: VOCLayout
     classes: list[str]  # foreground class names; class id c is classes[c - 1]
     labels: dict[str, list[int]]  # image id -> class ids present (1..C)
+    unlabeled: frozenset[str] = field(default_factory=frozenset)  # ids of mask-less splits (test): predicted only
 
     @property
     def num_classes(self) -> int:
@@ -25,18 +26,22 @@ class DatasetIndex:
 
     def ids(self, split_file) -> list[str]:
         ids = read_ids(split_file)
-        missing = [i for i in ids if i not in self.labels]
+        missing = [i for i in ids if i not in self.labels and i not in self.unlabeled]
         if missing:
             raise StageError(f"{split_file}: {len(missing)} ids have no image-level labels (first: {missing[0]})")
         return ids
 
     def to_json(self) -> dict:
-        return {"root": str(self.layout.root), "classes": self.classes, "labels": self.labels}
+        aug = self.layout.aug_masks
+        return {"root": str(self.layout.root), "aug_masks": str(aug) if aug else None, "classes": self.classes,
+                "labels": self.labels, "unlabeled": sorted(self.unlabeled)}
 
 
 def load_index(path) -> DatasetIndex:
     d = read_json(path)
     try:
-        return DatasetIndex(VOCLayout(Path(d["root"])), list(d["classes"]), {k: list(v) for k, v in d["labels"].items()})
+        layout = VOCLayout(Path(d["root"]), d.get("aug_masks"))
+        return DatasetIndex(layout, list(d["classes"]), {k: list(v) for k, v in d["labels"].items()},
+                            frozenset(d.get("unlabeled", ())))
     except KeyError as e:
         raise StageError(f"{path}: missing key {e}") from None

@@ -1,12 +1,18 @@
 """timm backbones at output stride 16, with ImageNet weights from timm's hub or a local file."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
+import huggingface_hub
 import timm
 import torch.nn as nn
 
 from stages import StageError
+
+# the files timm looks for in a model's hub repository, in its order
+HUB_FILES = ("model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin")
 
 
 def check_backbone(name: str) -> None:
@@ -16,14 +22,54 @@ def check_backbone(name: str) -> None:
         raise StageError(f"backbone: unknown timm model {name!r}{hint}")
 
 
+def cached_hub_weights(name: str) -> str | None:
+    """The local copy of a model's hub weights, if an earlier run downloaded them."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    repo = cfg.hf_hub_id if cfg is not None else None
+    if not repo:
+        return None
+    files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else HUB_FILES
+    for filename in files:
+        path = huggingface_hub.try_to_load_from_cache(repo, filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """One TCP connect to the hub: offline, huggingface_hub would retry for about a minute per file."""
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(huggingface_hub.constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def pretrained_kwargs(name: str, pretrained: bool, pretrained_path: str | None) -> dict:
-    """timm arguments for the weights: a local file wins over the hub."""
+    """timm arguments for the weights: a local file wins over the hub cache, which wins over a download.
+
+    Called when a model is built, before any training: unobtainable weights stop the stage at once."""
     if pretrained_path:
         path = Path(pretrained_path)
         if not path.is_file():
             raise StageError(f"pretrained_path: {path} is not a file")
         return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path.resolve())}}
-    return {"pretrained": bool(pretrained)}
+    if not pretrained:
+        return {"pretrained": False}
+    cached = cached_hub_weights(name)
+    if cached:
+        return {"pretrained": True, "pretrained_cfg_overlay": {"file": cached}}
+    if not hub_reachable():
+        raise StageError(
+            f"backbone {name!r}: no ImageNet weights: {huggingface_hub.constants.ENDPOINT} is unreachable and they are "
+            f"not in the local hub cache. Download them where there is network (timm.create_model({name!r}, "
+            "pretrained=True) fills the cache; or save the state_dict to a .pth/.safetensors file) and set "
+            "pretrained_path to that file, or set pretrained: false to train from scratch"
+        )
+    return {"pretrained": True}
 
 
 def create_backbone(name: str, pretrained: bool = False, pretrained_path: str | None = None, output_stride: int = 16) -> nn.Module:
@@ -32,8 +78,6 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_path: str | 
     kwargs = pretrained_kwargs(name, pretrained, pretrained_path)
     try:
         return timm.create_model(name, features_only=True, output_stride=output_stride, **kwargs)
-    except StageError:
-        raise
     except Exception as e:  # hub, network and file-format failures all surface here
         if kwargs["pretrained"]:
             raise StageError(

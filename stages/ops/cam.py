@@ -16,31 +16,40 @@ def max_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return cam / (cam.flatten(1).max(dim=1).values[:, None, None] + eps)
 
 
-@torch.no_grad()
 def multiscale_cam(model, image: torch.Tensor, scales, flip: bool, classes: list[int], autocast, s4_stride: int = 4):
-    """CAMs of one normalised image (3, H, W) for the given class ids (1..C).
+    """CAMs of one normalised image (3, H, W): :func:`multiscale_cams` of a batch of one."""
+    return multiscale_cams(model, image[None], scales, flip, [classes], autocast, s4_stride)[0]
 
-    Each scale runs with its horizontal flip in one batch; maps are ReLU'd, flipped
-    back, resized to the image size (and to stride 4) and summed, then max-normalised.
-    Returns (cam (K, H, W), cam_s4 (K, ceil(H/4), ceil(W/4))) as float32 CPU tensors.
+
+@torch.no_grad()
+def multiscale_cams(model, images: torch.Tensor, scales, flip: bool, classes: list[list[int]], autocast, s4_stride: int = 4):
+    """CAMs of a batch of same-size normalised images (B, 3, H, W), for each image's class ids (1..C).
+
+    Each scale runs the whole batch with its horizontal flips in one forward; maps are ReLU'd,
+    flipped back, resized to the image size (and to stride 4) and summed, then max-normalised.
+    Returns one (cam (K, H, W), cam_s4 (K, ceil(H/4), ceil(W/4))) pair of float32 CPU tensors per image.
     """
-    h, w = image.shape[-2:]
+    b, _, h, w = images.shape
     s4 = strided_size(h, w, s4_stride)
-    idx = torch.as_tensor([c - 1 for c in classes], dtype=torch.long)
-    full = torch.zeros(len(classes), h, w)
-    low = torch.zeros(len(classes), *s4)
+    # the maps of every image's own classes, stacked along channels: one resize call serves the batch
+    sample = torch.cat([torch.full((len(c),), i) for i, c in enumerate(classes)]).long().to(images.device)
+    channel = torch.as_tensor([k - 1 for c in classes for k in c], dtype=torch.long, device=images.device)
+    full = torch.zeros(1, len(channel), h, w, device=images.device)
+    low = torch.zeros(1, len(channel), *s4, device=images.device)
     for s in scales:
         size = (max(1, round(h * s)), max(1, round(w * s)))
-        x = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
+        x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         if flip:
             x = torch.cat([x, x.flip(-1)])
         with autocast():
             a = model(x)
-        a = F.relu(a.float()[:, idx.to(a.device)])
-        a = a[:1] + a[1:].flip(-1) if flip else a
-        full += F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)[0].cpu()
-        low += F.interpolate(a, size=s4, mode="bilinear", align_corners=False)[0].cpu()
-    return max_normalize(full), max_normalize(low)
+        a = F.relu(a.float())
+        a = a[:b] + a[b:].flip(-1) if flip else a
+        a = a[sample, channel][None]
+        full += F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)
+        low += F.interpolate(a, size=s4, mode="bilinear", align_corners=False)
+    sizes = [len(c) for c in classes]
+    return [(max_normalize(f), max_normalize(s)) for f, s in zip(full[0].cpu().split(sizes), low[0].cpu().split(sizes))]
 
 
 def threshold_argmax(cam: np.ndarray, threshold: float) -> np.ndarray:

@@ -11,7 +11,7 @@ rule affinity_labels:
         log_of("affinity_labels"),
     benchmark:
         benchmark_of("affinity_labels")
-    threads: workflow.cores
+    threads: JOB_THREADS
     shell:
         "python -m stages.affinity_labels --cfg {params.cfg:q} --threads {threads} --labels {input.labels:q}"
         " --split-file {input.split:q} --cams {input.cams:q} --out {output:q} > {log:q} 2>&1"
@@ -35,7 +35,7 @@ rule train_affinity:
         log_of("train_affinity"),
     benchmark:
         benchmark_of("train_affinity")
-    threads: workflow.cores
+    threads: JOB_THREADS
     resources:
         gpu=1,
     shell:
@@ -59,7 +59,7 @@ rule random_walk:
         log_of("random_walk"),
     benchmark:
         benchmark_of("random_walk")
-    threads: workflow.cores
+    threads: JOB_THREADS
     resources:
         gpu=1,
     shell:

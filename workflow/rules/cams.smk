@@ -12,7 +12,7 @@ rule make_cams:
         log_of("make_cams", "variant"),
     benchmark:
         benchmark_of("make_cams", "variant")
-    threads: workflow.cores
+    threads: JOB_THREADS
     resources:
         gpu=1,
     shell:

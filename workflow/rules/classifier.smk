@@ -14,7 +14,7 @@ rule train_classifier:
         log_of("train_classifier", "variant"),
     benchmark:
         benchmark_of("train_classifier", "variant")
-    threads: workflow.cores
+    threads: JOB_THREADS
     resources:
         gpu=1,
     shell:

@@ -1,4 +1,6 @@
 import json
+import shlex
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -9,17 +11,48 @@ DATA = config["data"]
 for _key in ("train_split", "cam_split", "eval_split"):
     if DATA[_key] not in DATA["splits"]:
         raise ValueError(f"config data.{_key}: {DATA[_key]!r} is not one of data.splits {DATA['splits']}")
+if DATA.get("test_split") in DATA["splits"]:
+    raise ValueError(f"config data.test_split: {DATA['test_split']!r} has masks; it must not be one of data.splits")
 if config["classifier"]["variant"] not in config["classifier"]["variants"]:
     raise ValueError(
         f"config classifier.variant: {config['classifier']['variant']!r} is not one of classifier.variants"
     )
 
+
+def data_path(path):
+    """A dataset path of the config: relative ones are under data_root (`--config data_root=/path`) when set."""
+    root = config.get("data_root")
+    return str(Path(root) / path) if root and not Path(path).is_absolute() else path
+
+
+# Fail at start-up, before any training, on a weights file that is not there.
+for _section in ("classifier", "affinity", "segmentation"):
+    _path = config[_section].get("pretrained_path")
+    if _path and not Path(_path).is_file():
+        raise ValueError(f"config {_section}.pretrained_path: {_path} is not a file")
+
+VOC_ROOT = data_path(DATA["root"])
+# The mask-less split (VOC test): listed by image_labels, predicted and packed for the evaluation server.
+TEST_SPLITS = [DATA["test_split"]] if "test_split" in DATA else []
+# Split lists kept outside ImageSets/Segmentation (the train_aug list the user provides).
+SPLIT_LISTS = {split: data_path(path) for split, path in DATA.get("lists", {}).items()}
+# SBD-converted masks: the user's SegmentationClassAug where it exists, else converted from SBD by convert_sbd.
+SBD_MASKS = f"resources/{config['run']}/SegmentationClassAug"
+AUG_MASKS = data_path(DATA["aug_masks"]) if "aug_masks" in DATA else None
+if "sbd" in DATA and not (AUG_MASKS and Path(AUG_MASKS).is_dir()):
+    AUG_MASKS = SBD_MASKS
+
+# Threads of a job that can use many; Snakemake lowers it to --cores where that is smaller.
+JOB_THREADS = config["max_threads"]
 # Every artifact of a run lives under results/<run>/.
 R = f"results/{config['run']}"
 LABELS = f"{R}/labels/image_labels.json"
 VARIANT = config["classifier"]["variant"]
 # Training masks of DeepLabv3+: the pseudo labels, and the ground truth for the fully supervised upper bound.
 SEG_MASKS = ["pseudo_labels"] + (["ground_truth"] if config["segmentation"]["upper_bound"] else [])
+# The paper's Table 1, and the test-set archive for the PASCAL VOC evaluation server.
+ABLATION = expand(f"{R}/tables/ablation.{{ext}}", ext=["md", "json"])
+SUBMISSION = f"{R}/submission/{config['run']}_test.tar"
 SEG_STAGE = {"pseudo_labels": "segmentation", "ground_truth": "upper_bound"}
 # What every stage's computation depends on besides its own section (a change reruns it).
 RUNTIME = json.dumps({k: config[k] for k in ("device", "seed", "num_workers")}, sort_keys=True)

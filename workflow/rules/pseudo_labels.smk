@@ -11,7 +11,7 @@ rule pseudo_labels:
         log_of("pseudo_labels"),
     benchmark:
         benchmark_of("pseudo_labels")
-    threads: workflow.cores
+    threads: JOB_THREADS
     shell:
         "python -m stages.pseudo_labels --cfg {params.cfg:q} --threads {threads} --labels {input.labels:q}"
         " --split-file {input.split:q} --rw {input.rw:q} --out {output:q} > {log:q} 2>&1"

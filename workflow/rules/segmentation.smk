@@ -31,7 +31,7 @@ rule train_segmentation:
         log_of("train_segmentation", "masks"),
     benchmark:
         benchmark_of("train_segmentation", "masks")
-    threads: workflow.cores
+    threads: JOB_THREADS
     resources:
         gpu=1,
     shell:
@@ -54,7 +54,7 @@ rule predict_segmentation:
         log_of("predict_segmentation", "masks", "split"),
     benchmark:
         benchmark_of("predict_segmentation", "masks", "split")
-    threads: workflow.cores
+    threads: JOB_THREADS
     resources:
         gpu=1,
     shell:
@@ -78,3 +78,22 @@ rule eval_segmentation:
     shell:
         "python -m stages.eval_masks --labels {input.labels:q} --split-file {input.split:q} --pred {input.pred:q}"
         " --stage {params.stage} --out {output:q} > {log:q} 2>&1"
+
+
+if TEST_SPLITS:
+
+    rule pack_test:
+        input:
+            labels=LABELS,
+            split=split_file("test_split"),
+            pred=f"{R}/predictions/pseudo_labels/{DATA['test_split']}",
+        output:
+            folder=directory(f"{R}/submission/results"),
+            tar=SUBMISSION,
+        log:
+            log_of("pack_test"),
+        benchmark:
+            benchmark_of("pack_test")
+        shell:
+            "python -m stages.pack_test --labels {input.labels:q} --split-file {input.split:q} --pred {input.pred:q}"
+            " --out {R}/submission --tar {output.tar:q} > {log:q} 2>&1"

@@ -1,0 +1,322 @@
+"""The measured cases: each hot stage as the project runs it and as the naive reference does.
+
+A case builds its inputs in ``setup`` (not timed), then ``project`` and ``naive`` each map the
+state to comparable outputs; ``compare`` gives their deviation, checked against ``tolerance``.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench import naive
+from bench.inputs import NUM_CLASSES, noisy_labels, samples
+from stages.data.transforms import normalize
+from stages.engine import make_sgd
+from stages.make_cams import BATCH_SIZE, same_size_batches
+from stages.models.affinity import AffinityNet
+from stages.models.classifier import CAMClassifier
+from stages.models.segmentation import create_deeplab, multiscale_logits
+from stages.ops.cam import multiscale_cams
+from stages.ops.crf import crf_labels
+from stages.ops.puzzle import VARIANTS
+from stages.ops.random_walk import random_walk
+from stages.parallel import imap
+from stages.runtime import make_runtime, seed_everything
+from stages.train_affinity import affinity_step
+from stages.train_classifier import puzzle_step
+from stages.train_segmentation import segmentation_step
+
+CAM_SCALES = (1.0, 0.5, 1.5, 2.0)
+SEG_SCALES = (0.5, 1.0, 1.5)
+RW = {"radius": 5, "beta": 10, "exp_times": 8}
+# IRN's crf_inference_label settings, which the naive version hard-codes
+CRF = {"iterations": 10, "gt_prob": 0.7, "gaussian": {"sxy": 3, "compat": 3}, "bilateral": {"sxy": 50, "srgb": 5, "compat": 10}}
+CRF_IMAGES_PER_N = 4  # a CRF is cheap: more images, so the pool's start-up weighs as in a real run
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str = "cpu"
+    backbone: str = "resnet50"
+    height: int = 375
+    width: int = 500
+    n: int = 2
+    crop: int = 512
+    rw_height: int = 48
+    rw_width: int = 64
+    threads: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    setup: Callable[[Settings], dict]
+    project: Callable[[dict], list]
+    naive: Callable[[dict], list] | None
+    compare: Callable[[list, list], float] | None
+    tolerance: Callable[[Settings], float] | None
+    count: Callable[[Settings], int]
+    size: Callable[[Settings], str]
+    deviation: str = ""  # what ``compare`` measures
+    naive_note: str = ""
+    cpu_only: bool = False  # runs on the CPU whatever the device (memory is then the CPU's)
+
+
+CASES: dict[str, Case] = {}
+
+
+def register(case: Case) -> Case:
+    CASES[case.name] = case
+    return case
+
+
+def image_size(s: Settings) -> str:
+    return f"{s.width}x{s.height}"
+
+
+def crop_size(s: Settings) -> str:
+    return f"{s.crop}x{s.crop} crops"
+
+
+def n_images(s: Settings) -> int:
+    return s.n
+
+
+def max_abs(a: list, b: list) -> float:
+    return max(float(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).max()) for x, y in zip(a, b))
+
+
+def max_rel(a: list, b: list) -> float:
+    """Largest difference relative to the larger magnitude of each pair of outputs."""
+    return max(float(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).max()
+                     / max(np.abs(x).max(), np.abs(y).max(), 1e-12)) for x, y in zip(a, b))
+
+
+def bf16_or(cpu_tolerance: float, cuda_tolerance: float):
+    """On the CPU both versions compute in fp32; on CUDA the project's bf16 autocast deviates more."""
+    return lambda s: cuda_tolerance if s.device == "cuda" else cpu_tolerance
+
+
+# -- training steps -----------------------------------------------------------------------------
+
+def train_batch(s: Settings) -> dict:
+    data = samples(s.n, s.crop, s.crop, s.seed)
+    label = torch.zeros(s.n, NUM_CLASSES)
+    for i, d in enumerate(data):
+        label[i, [k - 1 for k in d.keys]] = 1.0
+    return {"image": torch.stack([normalize(d.image) for d in data]), "label": label,
+            "mask": torch.from_numpy(np.stack([d.mask for d in data]).astype(np.int64))}
+
+
+def one_step(model, step, batch, rt, fp32: bool) -> list:
+    """One SGD step as stages.engine.fit runs it; ``fp32``: no autocast, no channels_last."""
+    model = copy.deepcopy(model)  # both versions start from the same weights
+    model = model.to(rt.device) if fp32 else rt.place(model)
+    model.train()
+    optimizer = make_sgd(model.parameters(), {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4})
+    batch = {k: v.to(rt.device) for k, v in batch.items()}
+    torch.manual_seed(rt.seed)  # the same dropout masks for both versions
+    with torch.autocast(rt.device.type, enabled=False) if fp32 else rt.autocast():
+        terms = step(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizer.step()
+    if rt.cuda:
+        torch.cuda.synchronize()
+    return [np.array([float(v.detach()) for v in terms.values()])]
+
+
+def train_case(name: str, build, make_step) -> Case:
+    def setup(s):
+        seed_everything(s.seed)
+        return {"model": build(s), "batch": train_batch(s), "rt": make_runtime(s.device, s.seed)}
+
+    def run(state, fp32):
+        return one_step(state["model"], make_step, state["batch"], state["rt"], fp32)
+
+    return Case(name, setup, functools.partial(run, fp32=False), functools.partial(run, fp32=True), max_rel,
+                bf16_or(1e-4, 3e-2), n_images, crop_size, "relative difference of the loss terms",
+                "fp32, contiguous")
+
+
+def classifier_step(model, batch):
+    return puzzle_step(model, VARIANTS["puzzle"], 4.0, 0.5)(batch, 0, 100)
+
+
+register(train_case("classifier training step (puzzle)",
+                    lambda s: CAMClassifier(s.backbone, NUM_CLASSES), classifier_step))
+
+
+def deeplab_step(model, batch):
+    return segmentation_step(model)(batch, 0, 100)
+
+
+register(train_case("DeepLabv3+ training step",
+                    lambda s: create_deeplab(s.backbone, NUM_CLASSES + 1, 256), deeplab_step))
+
+
+def affinity_train_setup(s: Settings) -> dict:
+    seed_everything(s.seed)
+    batch = train_batch(s)
+    rng = np.random.default_rng(s.seed)
+    batch["mask"] = torch.where(torch.from_numpy(rng.random(batch["mask"].shape) < 0.3), 255, batch["mask"])
+    return {"model": AffinityNet(s.backbone), "batch": batch, "rt": make_runtime(s.device, s.seed)}
+
+
+register(Case("AffinityNet training step", affinity_train_setup,
+              lambda st: one_step(st["model"], lambda m, b: affinity_step(m, 10)(b, 0, 100), st["batch"], st["rt"], False),
+              None, None, None, n_images, crop_size))
+
+
+# -- CAM generation -----------------------------------------------------------------------------
+
+def model_flops(model, shapes) -> int:
+    """FLOPs of one forward per input shape, counted on a meta-device copy (nothing computed)."""
+    meta = copy.deepcopy(model).to("meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        for shape in shapes:
+            meta(torch.empty(shape, device="meta"))
+    return counter.get_total_flops()
+
+
+def cam_images(s: Settings) -> int:
+    """At least one full batch of make_cams, so that its batching is what is measured."""
+    return max(s.n, BATCH_SIZE)
+
+
+def cam_setup(s: Settings) -> dict:
+    seed_everything(s.seed)
+    model = CAMClassifier(s.backbone, NUM_CLASSES).eval()
+    shapes = [(2, 3, max(1, round(s.height * sc)), max(1, round(s.width * sc))) for sc in CAM_SCALES]
+    return {"model": model, "data": samples(cam_images(s), s.height, s.width, s.seed), "rt": make_runtime(s.device, s.seed),
+            "flops": model_flops(model, shapes) * cam_images(s)}
+
+
+def cam_project(state) -> list:
+    """make_cams' loop without the files: same-size batches through multiscale_cams."""
+    rt = state["rt"]
+    model = rt.inference_model(copy.deepcopy(state["model"]))
+    out = []
+    for batch in same_size_batches(((d.keys, d.image) for d in state["data"]), BATCH_SIZE):
+        x = torch.stack([normalize(img) for _, img in batch]).to(rt.device)
+        out += multiscale_cams(model, x, CAM_SCALES, True, [k for k, _ in batch], rt.autocast)
+    return [t.numpy() for pair in out for t in pair]
+
+
+def cam_naive(state) -> list:
+    model = copy.deepcopy(state["model"]).to(state["rt"].device)
+    out = naive.cams(model, [d.image for d in state["data"]], [d.keys for d in state["data"]], CAM_SCALES)
+    return [t.numpy() for pair in out for t in pair]
+
+
+# PIL antialiases the 0.5 downscale, torch's bilinear resize does not: that alone moves the CAMs by a few
+# hundredths (tests/test_bench.py shows agreement to 1e-4 over the scales where the two resizes agree)
+register(Case("CAM generation (4 scales x flip)", cam_setup, cam_project, cam_naive, max_abs,
+              bf16_or(5e-2, 8e-2), cam_images, image_size,
+              "max |difference| of the max-normalised CAMs (PIL antialiases the 0.5 downscale, torch does not)",
+              "per image, fp32, PIL resize per scale"))
+
+
+# -- random walk --------------------------------------------------------------------------------
+
+def walk_inputs(s: Settings, h: int, w: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(seeds (K, h, w), boundary (h, w)) pairs from the synthetic masks at stride-4 size."""
+    out = []
+    for d in samples(s.n, s.height, s.width, s.seed):
+        mask = torch.from_numpy(d.mask).long()[None, None]
+        small = F.interpolate(mask.float(), size=(h, w), mode="nearest")[0, 0].long()
+        edge = (small != torch.roll(small, 1, 0)) | (small != torch.roll(small, 1, 1))
+        boundary = F.avg_pool2d(edge.float()[None, None], 3, 1, 1)[0, 0].clamp(0, 1) * 0.9 + 0.05
+        seeds = torch.stack([(small == k).float() for k in d.keys])
+        seeds = F.avg_pool2d(seeds[None], 5, 1, 2)[0] * torch.rand(seeds.shape, generator=torch.Generator().manual_seed(s.seed))
+        out.append((seeds, boundary))
+    return out
+
+
+def walk_setup(s: Settings, full: bool) -> dict:
+    h, w = ((s.height + 3) // 4, (s.width + 3) // 4) if full else (s.rw_height, s.rw_width)
+    return {"pairs": walk_inputs(s, h, w), "device": torch.device(s.device)}
+
+
+def walk(fn, state) -> list:
+    out = []
+    for seeds, boundary in state["pairs"]:
+        rw = fn(seeds.to(state["device"]), boundary.to(state["device"]), RW["radius"], RW["beta"], RW["exp_times"])
+        out.append((rw / (rw.max() + 1e-5)).cpu().numpy())
+    return out
+
+
+register(Case("random walk", functools.partial(walk_setup, full=False), functools.partial(walk, random_walk),
+              functools.partial(walk, naive.random_walk), max_abs, lambda s: 1e-3, n_images,
+              lambda s: f"{s.rw_width}x{s.rw_height} maps", "max |difference| of the maps divided by their maximum",
+              "dense HW x HW matrix squared 8 times"))
+register(Case("random walk (VOC stride-4 size)", functools.partial(walk_setup, full=True),
+              functools.partial(walk, random_walk), None, None, None, n_images,
+              lambda s: f"{(s.width + 3) // 4}x{(s.height + 3) // 4} maps"))
+
+
+# -- dense CRF ----------------------------------------------------------------------------------
+
+def crf_setup(s: Settings) -> dict:
+    rng = np.random.default_rng(s.seed)
+    jobs = []
+    for d in samples(s.n * CRF_IMAGES_PER_N, s.height, s.width, s.seed):
+        labels, n_labels = noisy_labels(d, rng)
+        jobs.append((d.image, labels, n_labels))
+    return {"jobs": jobs, "processes": s.threads}
+
+
+def crf_job(job) -> np.ndarray:
+    return crf_labels(*job, CRF)
+
+
+def crf_project(state) -> list:
+    """As the pseudo_labels and affinity_labels rules: stages.parallel.imap over ``--threads`` workers."""
+    return list(imap(crf_job, state["jobs"], state["processes"]))
+
+
+def crf_naive(state) -> list:
+    return [naive.crf_inference_label(img, labels, n) for img, labels, n in state["jobs"]]
+
+
+def differing_fraction(a: list, b: list) -> float:
+    return float(np.mean([np.mean(x != y) for x, y in zip(a, b)]))
+
+
+register(Case("dense CRF (10 iterations)", crf_setup, crf_project, crf_naive, differing_fraction, lambda s: 0.0,
+              lambda s: s.n * CRF_IMAGES_PER_N, image_size, "fraction of pixels labelled differently",
+              "one process", cpu_only=True))
+
+
+# -- DeepLabv3+ inference -----------------------------------------------------------------------
+
+def seg_setup(s: Settings) -> dict:
+    seed_everything(s.seed)
+    return {"model": create_deeplab(s.backbone, NUM_CLASSES + 1, 256).eval(), "data": samples(s.n, s.height, s.width, s.seed),
+            "rt": make_runtime(s.device, s.seed)}
+
+
+def seg_project(state) -> list:
+    """As predict_segmentation: the model placed by the runtime, scales batched with their flips."""
+    rt = state["rt"]
+    model = rt.place(copy.deepcopy(state["model"]))
+    return [multiscale_logits(model, normalize(d.image).to(rt.device), SEG_SCALES, True, rt.autocast).float().cpu().numpy()
+            for d in state["data"]]
+
+
+def seg_naive(state) -> list:
+    model = copy.deepcopy(state["model"]).to(state["rt"].device)
+    return [t.numpy() for t in naive.segmentation_logits(model, [d.image for d in state["data"]], SEG_SCALES)]
+
+
+register(Case("DeepLabv3+ multi-scale inference (3 scales x flip)", seg_setup, seg_project, seg_naive, max_rel,
+              bf16_or(5e-2, 8e-2), n_images, image_size, "max |difference| of the logits / max |logit| (the same 0.5 downscale)",
+              "per image, fp32, PIL resize per scale"))

@@ -1,0 +1,114 @@
+"""Rule figures: per-class IoU bars, training loss curves and a grid of examples, as PNGs."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib.pyplot as plt  # without a display, matplotlib draws with Agg
+import numpy as np
+
+from stages import cli
+from stages.data.index import load_index
+from stages.data.voc import read_image, read_mask
+from stages.io import atomic_path, load_npz, read_json, read_label_png, voc_palette
+
+PALETTE = np.array(voc_palette(), np.uint8).reshape(256, 3)
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def per_class_chart(rows: list[dict], path: Path) -> None:
+    """Grouped bars: per-class IoU of every scored stage."""
+    classes = list(rows[0]["per_class"])
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(classes), 3.6))
+    x = np.arange(len(classes))
+    for k, row in enumerate(rows):
+        values = [row["per_class"][c] or 0.0 for c in classes]
+        ax.bar(x + (k - (len(rows) - 1) / 2) * width, values, width, label=f"{row['stage']} ({row['split']}): {row['miou']:.1f}")
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set_ylabel("IoU (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Per-class IoU by stage")
+    _save(fig, path)
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: [float(r[k]) for r in rows if r.get(k)] for k in rows[0] if k not in ("lr",)}
+
+
+def loss_curves(histories: dict[str, Path], path: Path) -> None:
+    """One panel per trained model: every loss term per epoch."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(3.4 * len(histories), 2.8), squeeze=False)
+    for ax, (name, hpath) in zip(axes[0], histories.items()):
+        h = read_history(hpath)
+        for term, values in h.items():
+            if term != "epoch":
+                ax.plot(h["epoch"], values, marker=".", label=term)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("loss")
+    _save(fig, path)
+
+
+def _heat(maps: np.ndarray, shape) -> np.ndarray:
+    """Maximum over class maps, or zeros for an image without classes."""
+    return maps.astype(np.float32).max(0) if len(maps) else np.zeros(shape, np.float32)
+
+
+def example_grid(index, ids, cams: Path, rw: Path, pseudo: Path, pred: Path, path: Path) -> None:
+    """Rows of examples: image, ground truth, CAM, random walk, pseudo label, prediction."""
+    titles = ["image", "ground truth", "CAM", "random walk", "pseudo label", "prediction"]
+    fig, axes = plt.subplots(len(ids), len(titles), figsize=(2 * len(titles), 2 * len(ids)), squeeze=False)
+    for r, image_id in enumerate(ids):
+        img = read_image(index.layout.image_path(image_id))
+        shape = img.shape[:2]
+        panels = [
+            img,
+            PALETTE[read_mask(index.layout.mask_path(image_id))],
+            _heat(load_npz(cams / f"{image_id}.npz")["cam"], shape),
+            _heat(load_npz(rw / f"{image_id}.npz")["rw"], shape),
+            PALETTE[read_label_png(pseudo / f"{image_id}.png")],
+            PALETTE[read_label_png(pred / f"{image_id}.png")],
+        ]
+        for c, (ax, panel) in enumerate(zip(axes[r], panels)):
+            ax.imshow(panel, cmap="jet", vmin=0, vmax=1) if panel.ndim == 2 else ax.imshow(panel)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=9)
+        axes[r][0].set_ylabel(image_id, fontsize=7)
+    _save(fig, path)
+
+
+def add_arguments(p):
+    p.add_argument("--miou", required=True, type=Path, help="tables/miou.json")
+    p.add_argument("--histories", nargs="+", required=True, help="name=path/to/history.csv")
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--split-file", required=True, type=Path, help="ids to draw examples from")
+    p.add_argument("--cams", required=True, type=Path)
+    p.add_argument("--rw", required=True, type=Path)
+    p.add_argument("--pseudo-labels", required=True, type=Path)
+    p.add_argument("--predictions", required=True, type=Path, help="predictions on the same split")
+    p.add_argument("--examples", type=int, default=6)
+    p.add_argument("--out", required=True, type=Path, help="figures folder")
+
+
+def run(args):
+    index = load_index(args.labels)
+    per_class_chart(read_json(args.miou), args.out / "miou_per_class.png")
+    loss_curves(dict(h.split("=", 1) for h in args.histories), args.out / "loss_curves.png")
+    ids = index.ids(args.split_file)[: args.examples]
+    example_grid(index, ids, args.cams, args.rw, args.pseudo_labels, args.predictions, args.out / "examples.png")
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

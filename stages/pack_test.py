@@ -1,0 +1,49 @@
+"""Rule pack_test: test-split predictions in the PASCAL VOC evaluation server's layout, and its .tar.
+
+    <out>/results/VOC2012/Segmentation/comp6_test_cls/<id>.png   (comp6: trained without VOC's own masks)
+"""
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+from stages import StageError, cli
+from stages.data.index import load_index
+from stages.data.voc import read_mask
+from stages.image_labels import image_size
+from stages.io import atomic_path, save_label_png
+from stages.progress import track
+
+SERVER_DIR = Path("results/VOC2012/Segmentation/comp6_test_cls")
+
+
+def pack_test(index, ids, pred: Path, out: Path, tar: Path) -> None:
+    """Check each prediction (present, image-sized, labels 0..C), copy it as a palette PNG, pack the tree."""
+    folder = out / SERVER_DIR
+    for image_id in track(ids, "pack_test"):
+        path = pred / f"{image_id}.png"
+        if not path.is_file():
+            raise StageError(f"{path}: no prediction for test image {image_id}")
+        label = read_mask(path, image_size(index.layout.image_path(image_id)), index.num_classes)
+        save_label_png(folder / f"{image_id}.png", label)
+    with atomic_path(tar) as tmp:
+        with tarfile.open(tmp, "w") as t:
+            for image_id in ids:
+                t.add(folder / f"{image_id}.png", arcname=str(SERVER_DIR / f"{image_id}.png"))
+
+
+def add_arguments(p):
+    p.add_argument("--labels", required=True, type=Path)
+    p.add_argument("--split-file", required=True, type=Path, help="the test ids")
+    p.add_argument("--pred", required=True, type=Path, help="predicted <id>.png folder")
+    p.add_argument("--out", required=True, type=Path, help="folder that receives results/VOC2012/...")
+    p.add_argument("--tar", required=True, type=Path, help="the archive to upload")
+
+
+def run(args):
+    index = load_index(args.labels)
+    pack_test(index, index.ids(args.split_file), args.pred, args.out, args.tar)
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

@@ -1,0 +1,60 @@
+"""The ablation table: the paper's Table 1 layout from the per-variant CAM tables."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages import StageError
+from stages.ablation import ablation_rows, to_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+OURS = {"puzzle": 55.5, "baseline": 40.25, "re": 44.0, "pcls": 41.0}
+
+
+def cam_table(variant: str, miou: float) -> dict:
+    best = {"threshold": 0.15, "miou": miou, "per_class": {"background": 80.0}}
+    return {"variant": variant, "split": "train", "stage": "cam", "images": 1464, "best": best, "sweep": [best]}
+
+
+def test_rows_follow_the_paper_order_with_its_losses_and_figures():
+    rows = ablation_rows([cam_table(v, m) for v, m in OURS.items()])
+    assert [(r["variant"], r["L_cls"], r["L_p-cls"], r["L_re"]) for r in rows] == [
+        ("baseline", True, False, False), ("pcls", True, True, False), ("re", True, False, True), ("puzzle", True, True, True)]
+    assert [r["miou"] for r in rows] == [40.25, 41.0, 44.0, 55.5]
+    assert [r["paper_miou"] for r in rows] == [47.82, None, 49.21, 51.53]
+    assert all(r["threshold"] == 0.15 and r["split"] == "train" and r["images"] == 1464 for r in rows)
+
+
+def test_markdown_has_check_marks_and_a_dash_where_the_paper_has_no_figure():
+    md = to_markdown(ablation_rows([cam_table(v, m) for v, m in OURS.items()]))
+    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| variant | L_cls | L_p-cls | L_re | split | images | bg threshold | CAM mIoU | paper |"
+    assert lines[1:] == [
+        "| baseline | ✓ |  |  | train | 1464 | 0.15 | 40.25 | 47.82 |",
+        "| pcls | ✓ | ✓ |  | train | 1464 | 0.15 | 41.00 | - |",
+        "| re | ✓ |  | ✓ | train | 1464 | 0.15 | 44.00 | 49.21 |",
+        "| puzzle | ✓ | ✓ | ✓ | train | 1464 | 0.15 | 55.50 | 51.53 |",
+    ]
+
+
+def test_a_subset_of_variants_gives_only_their_rows():
+    assert [r["variant"] for r in ablation_rows([cam_table("puzzle", 50.0), cam_table("baseline", 45.0)])] == ["baseline", "puzzle"]
+
+
+def test_unknown_variant_is_an_error():
+    with pytest.raises(StageError, match=r"ablation: unknown variants \['mystery'\]"):
+        ablation_rows([cam_table("mystery", 1.0)])
+
+
+def test_cli_writes_markdown_and_json(tmp_path):
+    paths = []
+    for v, m in OURS.items():
+        paths.append(tmp_path / f"cam_{v}.json")
+        paths[-1].write_text(json.dumps(cam_table(v, m)))
+    subprocess.run([sys.executable, "-m", "stages.ablation", "--cam-tables", *map(str, paths), "--out", str(tmp_path / "tables")],
+                   check=True, cwd=ROOT, capture_output=True)
+    rows = json.loads((tmp_path / "tables/ablation.json").read_text())
+    assert [r["variant"] for r in rows] == ["baseline", "pcls", "re", "puzzle"]
+    assert (tmp_path / "tables/ablation.md").read_text().startswith("# Ablation")

@@ -1,0 +1,201 @@
+"""The paper's setup (config/voc2012.yaml) on a tiny generated dataset in the real VOC 2012 + SBD formats:
+the DAG's shape, and the whole DAG end to end with the schedule shrunk to seconds."""
+import json
+import tarfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from stages.data.voc import VOC_CLASSES
+from stages.io import read_label_png, save_label_png
+from test_convert_sbd import write_sbd_mat
+from test_workflow import planned_jobs, snakemake
+
+ROOT = Path(__file__).resolve().parents[1]
+# VOC train/val have SegmentationClass masks; SBD adds masks for more ids (and overlaps VOC train);
+# train_aug = VOC train + SBD-only ids; test has images only.
+SPLITS = {"train": 6, "val": 4, "test": 3}
+SBD_ONLY = 6
+SIZES = [(64, 80), (72, 64), (64, 64)]  # (height, width): VOC images are not square
+
+
+def sample(rng, size) -> tuple[np.ndarray, np.ndarray]:
+    """A textured background with one or two class rectangles; the mask has VOC's 255 outline."""
+    h, w = size
+    img = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    for c in rng.choice(np.arange(1, len(VOC_CLASSES) + 1), size=rng.integers(1, 3), replace=False):
+        y, x = rng.integers(0, h // 2), rng.integers(0, w // 2)
+        bh, bw = rng.integers(h // 4, h // 2), rng.integers(w // 4, w // 2)
+        img[y:y + bh, x:x + bw] = np.array([c * 12, 255 - c * 12, (c * 37) % 256], np.uint8)
+        mask[y:y + bh, x:x + bw] = c
+    edges = cv2.dilate(mask, np.ones((3, 3), np.uint8)) != cv2.erode(mask, np.ones((3, 3), np.uint8))
+    return img, np.where(edges, 255, mask).astype(np.uint8)
+
+
+def make_voc_fixture(data_root: Path, seed: int = 0) -> dict[str, list[str]]:
+    """``data_root``/VOCdevkit/VOC2012, benchmark_RELEASE/dataset/cls/*.mat and train_aug.txt; returns the ids."""
+    rng = np.random.default_rng(seed)
+    voc = data_root / "VOCdevkit" / "VOC2012"
+    sbd = data_root / "benchmark_RELEASE" / "dataset" / "cls"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / sub).mkdir(parents=True, exist_ok=True)
+    ids, n = {}, 0
+    for split, count in {**SPLITS, "sbd": SBD_ONLY}.items():
+        ids[split] = [f"20{10 + len(ids)}_{n + i:06d}" for i in range(count)]
+        n += count
+        for k, image_id in enumerate(ids[split]):
+            img, mask = sample(rng, SIZES[k % len(SIZES)])
+            cv2.imwrite(str(voc / "JPEGImages" / f"{image_id}.jpg"), img[..., ::-1])
+            if split in ("train", "val"):
+                save_label_png(voc / "SegmentationClass" / f"{image_id}.png", mask)
+            if split in ("sbd", "train"):  # SBD has no 255 outline
+                write_sbd_mat(sbd / f"{image_id}.mat", np.where(mask == 255, 0, mask))
+        if split != "sbd":
+            (voc / "ImageSets/Segmentation" / f"{split}.txt").write_text("\n".join(ids[split]) + "\n")
+    ids["train_aug"] = ids["train"] + ids["sbd"]
+    # the path-pair form some repositories ship the list in
+    (data_root / "train_aug.txt").write_text("".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in ids["train_aug"]))
+    return ids
+
+
+TINY = {  # the paper's schedule shrunk to seconds on a CPU; two variants are enough for the ablation table
+    "num_workers": 0,
+    "classifier": {"backbone": "resnet18", "pretrained": False, "epochs": 1, "batch_size": 4, "resize_long": [48, 80],
+                   "crop_size": 64, "variants": ["baseline", "puzzle"]},
+    "cams": {"scales": [1.0, 0.5]},
+    "affinity_labels": {"crf": {"iterations": 1}},
+    "affinity": {"backbone_init": "classifier", "epochs": 1, "batch_size": 4, "resize_long": [48, 80], "crop_size": 64,
+                 "radius": 5},
+    "random_walk": {"radius": 5, "beta": 10, "exp_times": 4},
+    "segmentation": {"encoder": "resnet18", "pretrained": False, "init_from_classifier": True, "decoder_channels": 32,
+                     "epochs": 1, "batch_size": 4, "resize_long": [48, 80], "crop_size": 64},
+    "predict_segmentation": {"scales": [1.0], "crf": {"iterations": 1}},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc_data")
+    return root, make_voc_fixture(root)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("voc_wf")
+    (wd / "config").symlink_to(ROOT / "config")
+    (wd / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    return wd
+
+
+def test_voc2012_config_has_the_papers_settings():
+    cfg = yaml.safe_load((ROOT / "config/voc2012.yaml").read_text())
+    c, a, s = cfg["classifier"], cfg["affinity"], cfg["segmentation"]
+    assert (c["batch_size"], c["epochs"], c["lr"], c["weight_decay"], c["resize_long"], c["crop_size"]) == (32, 15, 0.1, 1e-4, [320, 640], 512)
+    assert (c["alpha_max"], c["alpha_ramp"], c["variants"]) == (4.0, 0.5, ["baseline", "pcls", "re", "puzzle"])
+    assert cfg["cams"] == {"scales": [1.0, 0.5, 1.5, 2.0], "flip": True}
+    assert (a["batch_size"], a["epochs"], a["lr"], a["weight_decay"], a["radius"]) == (32, 3, 0.1, 1e-4, 10)
+    assert (cfg["affinity_labels"]["fg_threshold"], cfg["affinity_labels"]["bg_threshold"]) == (0.40, 0.10)
+    assert cfg["random_walk"] == {"radius": 5, "beta": 10, "exp_times": 8}
+    assert cfg["pseudo_labels"]["threshold"] == 0.35
+    assert (s["batch_size"], s["epochs"], s["lr"], s["weight_decay"], s["resize_long"], s["crop_size"]) == (32, 50, 0.007, 4e-5, [256, 1024], 512)
+    assert cfg["predict_segmentation"]["scales"][0] == 0.5 and cfg["predict_segmentation"]["scales"][-1] == 2.0
+    d = cfg["data"]
+    assert (d["train_split"], d["cam_split"], d["eval_split"], d["test_split"]) == ("train_aug", "train", "val", "test")
+
+
+# One job per stage, four per ablation variant; DeepLabv3+ trained once (no upper bound) and predicted on test too.
+PAPER_DAG = {"image_labels": 1, "train_classifier": 4, "make_cams": 4, "eval_cams": 4, "ablation": 1,
+             "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1, "eval_pseudo_labels": 1,
+             "train_segmentation": 1, "pack_test": 1, "report": 1, "all": 1}
+
+
+def paper_dag(workdir, data_root) -> tuple[dict, str]:
+    proc = snakemake(workdir, "-n", "--configfile", "config/voc2012.yaml", "--config", f"data_root={data_root}")
+    return planned_jobs(proc), proc.stdout
+
+
+def test_dag_converts_sbd_when_segmentation_class_aug_is_absent(data, workdir):
+    root, _ = data
+    jobs, out = paper_dag(workdir, root)
+    assert {k: jobs.get(k) for k in [*PAPER_DAG, "convert_sbd"]} == {**PAPER_DAG, "convert_sbd": 1}
+    assert "results/voc2012/predictions/pseudo_labels/test" in out
+    assert "results/voc2012/tables/segmentation_pseudo_labels_val.json" in out
+    assert "segmentation_pseudo_labels_test.json" not in out  # test has no masks to score against
+
+
+def test_dag_reads_segmentation_class_aug_where_present(tmp_path, workdir):
+    make_voc_fixture(tmp_path)
+    (tmp_path / "VOCdevkit/VOC2012/SegmentationClassAug").mkdir()
+    jobs, _ = paper_dag(workdir, tmp_path)
+    assert "convert_sbd" not in jobs
+    assert {k: jobs.get(k) for k in PAPER_DAG} == PAPER_DAG
+
+
+def test_missing_weights_file_stops_the_run_at_start_up(data, workdir):
+    root, _ = data
+    proc = snakemake(workdir, "-n", "--configfile", "config/voc2012.yaml", "--config", f"data_root={root}",
+                     "segmentation={pretrained_path: nowhere.pth}", check=False)
+    assert proc.returncode != 0
+    assert "segmentation.pretrained_path: nowhere.pth is not a file" in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def voc_run(data, workdir):
+    root, ids = data
+    snakemake(workdir, "--cores", "2", "--configfile", "config/voc2012.yaml", "tiny.yaml",
+              "--config", f"data_root={root}", "device=cpu")
+    return workdir / "results" / "voc2012", root, ids
+
+
+def test_sbd_masks_are_converted_and_labels_come_from_them(voc_run):
+    r, root, ids = voc_run
+    aug = r.parents[1] / "resources/voc2012/SegmentationClassAug"
+    assert sorted(p.stem for p in aug.glob("*.png")) == sorted(ids["train"] + ids["sbd"])
+    index = json.loads((r / "labels/image_labels.json").read_text())
+    assert sorted(index["labels"]) == sorted(ids["train_aug"] + ids["val"])
+    assert index["unlabeled"] == sorted(ids["test"])
+    for image_id in ids["sbd"]:
+        mask = read_label_png(aug / f"{image_id}.png")
+        assert index["labels"][image_id] == sorted(int(c) for c in np.unique(mask) if 0 < c < 255)
+    for split in ("train_aug", "train", "val", "test"):
+        assert (r / f"labels/splits/{split}.txt").read_text().split() == ids[split]
+
+
+def test_tables_score_the_right_splits_and_hold_the_ablation(voc_run):
+    r, _, _ = voc_run
+    rows = json.loads((r / "tables/miou.json").read_text())
+    scored = {(row["stage"], row["split"], row["variant"]) for row in rows}
+    assert {("cam", "train", "baseline"), ("cam", "train", "puzzle"), ("pseudo_labels", "train", "puzzle"),
+            ("segmentation", "val", "puzzle")} <= scored
+    assert not any(split == "test" for _, split, _ in scored)
+    assert list(rows[0]["per_class"]) == ["background", *VOC_CLASSES]
+    ablation = json.loads((r / "tables/ablation.json").read_text())
+    assert [a["variant"] for a in ablation] == ["baseline", "puzzle"]
+    cams = {row["variant"]: row["miou"] for row in rows if row["stage"] == "cam"}
+    assert all(a["miou"] == cams[a["variant"]] and a["split"] == "train" for a in ablation)
+    assert (r / "tables/ablation.md").read_text().count("✓") == 1 + 3
+
+
+def test_test_predictions_are_packed_for_the_evaluation_server(voc_run):
+    r, root, ids = voc_run
+    server = "results/VOC2012/Segmentation/comp6_test_cls"
+    with tarfile.open(r / "submission/voc2012_test.tar") as tar:
+        assert sorted(tar.getnames()) == sorted(f"{server}/{i}.png" for i in ids["test"])
+    for image_id in ids["test"]:
+        with Image.open(r / "submission" / server / f"{image_id}.png") as png, \
+                Image.open(root / "VOCdevkit/VOC2012/JPEGImages" / f"{image_id}.jpg") as img:
+            assert png.mode == "P" and png.size == img.size
+            assert np.array(png).max() <= len(VOC_CLASSES)
+    assert not list(r.rglob("*.tmp"))
+
+
+def test_a_second_run_has_nothing_to_do(voc_run, workdir):
+    _, root, _ = voc_run
+    proc = snakemake(workdir, "-n", "--configfile", "config/voc2012.yaml", "tiny.yaml",
+                     "--config", f"data_root={root}", "device=cpu")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
