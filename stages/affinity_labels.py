@@ -5,20 +5,16 @@ it and the map at ``bg_threshold`` both say background, 255 (unknown) elsewhere.
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 
 from stages import cli
 from stages.data.index import load_index
-from stages.data.voc import IGNORE, read_image
-from stages.io import load_npz, save_label_png
+from stages.data.voc import IGNORE
 from stages.ops.cam import threshold_argmax, with_background
 from stages.ops.crf import crf_labels
-from stages.parallel import imap
-from stages.progress import track
-from stages.staging import StagedOutputs, inputs_key
+from stages.parallel import label_images
 
 
 def affinity_label(img: np.ndarray, cam: np.ndarray, keys, cfg: dict) -> np.ndarray:
@@ -32,18 +28,8 @@ def affinity_label(img: np.ndarray, cam: np.ndarray, keys, cfg: dict) -> np.ndar
     return label
 
 
-def _one(job, cfg):
-    image_path, cam_path, out_path = job
-    d = load_npz(cam_path)
-    save_label_png(out_path, affinity_label(read_image(image_path), d["cam"].astype(np.float32), d["keys"], cfg))
-
-
 def affinity_labels(index, ids, cams: Path, cfg: dict, out: Path, processes: int) -> None:
-    staged = StagedOutputs(out, ".png", cfg, ids, inputs_key(cams))
-    jobs = [(index.layout.image_path(i), cams / f"{i}.npz", staged.path(i)) for i in staged.todo(ids)]
-    for _ in track(imap(functools.partial(_one, cfg=cfg), jobs, processes), "affinity_labels", total=len(jobs)):
-        pass
-    staged.commit()
+    label_images("affinity_labels", affinity_label, index, ids, cams, "cam", cfg, out, processes)
 
 
 def add_arguments(p):

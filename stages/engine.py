@@ -17,7 +17,7 @@ import torch
 
 from stages import StageError
 from stages.data.datasets import TrainSamples, epoch_loader
-from stages.io import atomic_path
+from stages.io import atomic_path, save_model
 from stages.progress import track
 from stages.runtime import Runtime
 
@@ -104,6 +104,13 @@ def fit(
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
         })
     return history
+
+
+def save_trained(out: Path, model: torch.nn.Module, meta: dict, history: list[dict], checkpoint: Path) -> None:
+    """The finished model (state_dict + sidecar), its history.csv beside it; then the checkpoint goes."""
+    save_model(out, model.state_dict(), meta)
+    write_history(out.parent / "history.csv", history)
+    checkpoint.unlink(missing_ok=True)
 
 
 def write_history(path: Path, history: list[dict]) -> None:

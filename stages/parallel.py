@@ -1,7 +1,16 @@
 """Per-image CPU work (dense CRF) spread over a process pool."""
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+
+from stages.data.voc import read_image
+from stages.io import load_npz, save_label_png
+from stages.progress import track
+from stages.staging import StagedOutputs, inputs_key
 
 
 def imap(fn, items, processes: int):
@@ -17,3 +26,19 @@ def imap(fn, items, processes: int):
     # fork: workers inherit the loaded modules; they run numpy/pydensecrf only, never torch
     with mp.get_context("fork").Pool(processes) as pool:
         yield from pool.imap(fn, items, chunksize=chunksize)
+
+
+def _label_one(job, label_fn, array: str, cfg: dict) -> None:
+    image_path, maps_path, out_path = job
+    d = load_npz(maps_path)
+    save_label_png(out_path, label_fn(read_image(image_path), d[array].astype(np.float32), d["keys"], cfg))
+
+
+def label_images(desc: str, label_fn, index, ids, maps: Path, array: str, cfg: dict, out: Path, processes: int) -> None:
+    """For every image, ``label_fn(image, maps/<id>.npz[array], keys, cfg)`` -> ``out/<id>.png``, over the pool, staged."""
+    staged = StagedOutputs(out, ".png", cfg, ids, inputs_key(maps))
+    jobs = [(index.layout.image_path(i), maps / f"{i}.npz", staged.path(i)) for i in staged.todo(ids)]
+    work = functools.partial(_label_one, label_fn=label_fn, array=array, cfg=cfg)
+    for _ in track(imap(work, jobs, processes), desc, total=len(jobs)):
+        pass
+    staged.commit()

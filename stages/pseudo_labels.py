@@ -1,20 +1,15 @@
 """Rule pseudo_labels: random-walk maps -> background threshold -> argmax (-> dense CRF) -> palette PNGs."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 
 from stages import cli
 from stages.data.index import load_index
-from stages.data.voc import read_image
-from stages.io import load_npz, save_label_png
 from stages.ops.cam import threshold_argmax, with_background
 from stages.ops.crf import crf_labels
-from stages.parallel import imap
-from stages.progress import track
-from stages.staging import StagedOutputs, inputs_key
+from stages.parallel import label_images
 
 
 def pseudo_label(img: np.ndarray, rw: np.ndarray, keys, cfg: dict) -> np.ndarray:
@@ -25,18 +20,8 @@ def pseudo_label(img: np.ndarray, rw: np.ndarray, keys, cfg: dict) -> np.ndarray
     return ids[idx]
 
 
-def _one(job, cfg):
-    image_path, rw_path, out_path = job
-    d = load_npz(rw_path)
-    save_label_png(out_path, pseudo_label(read_image(image_path), d["rw"].astype(np.float32), d["keys"], cfg))
-
-
 def pseudo_labels(index, ids, rw: Path, cfg: dict, out: Path, processes: int) -> None:
-    staged = StagedOutputs(out, ".png", cfg, ids, inputs_key(rw))
-    jobs = [(index.layout.image_path(i), rw / f"{i}.npz", staged.path(i)) for i in staged.todo(ids)]
-    for _ in track(imap(functools.partial(_one, cfg=cfg), jobs, processes), "pseudo_labels", total=len(jobs)):
-        pass
-    staged.commit()
+    label_images("pseudo_labels", pseudo_label, index, ids, rw, "rw", cfg, out, processes)
 
 
 def add_arguments(p):

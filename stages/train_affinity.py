@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from stages import StageError, cli
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
-from stages.engine import fit, write_history
-from stages.io import load_model, save_model
+from stages.engine import fit, save_trained
+from stages.io import load_model
 from stages.models.affinity import AffinityNet
 from stages.ops.affinity import affinity_loss, pair_labels, path_affinity
 from stages.staging import settings_key
@@ -45,9 +45,7 @@ def train_affinity(index, ids, labels_dir: Path, classifier: Path, cfg: dict, rt
     groups = [{"params": model.head_parameters(), "lr": cfg["lr"]}]
     history = fit(model, groups, data, affinity_step(model, cfg["radius"]), cfg, rt, checkpoint, key, "train_affinity")
     meta = {"stage": "train_affinity", "backbone": backbone, "classes": index.classes, "config": cfg, "seed": rt.seed}
-    save_model(out, model.state_dict(), meta)
-    write_history(out.parent / "history.csv", history)
-    checkpoint.unlink(missing_ok=True)
+    save_trained(out, model, meta, history, checkpoint)
 
 
 def add_arguments(p):

@@ -7,8 +7,7 @@ from pathlib import Path
 from stages import StageError, cli
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
-from stages.engine import fit, write_history
-from stages.io import save_model
+from stages.engine import fit, save_trained
 from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS, alpha_at, merge, puzzle_losses, tile
 from stages.staging import settings_key
@@ -47,9 +46,7 @@ def train_classifier(index, ids, variant_name: str, cfg: dict, rt, out: Path, ch
     history = fit(model, model.param_groups(cfg["lr"]), data, step, cfg, rt, checkpoint, key, f"train_classifier[{variant_name}]")
     meta = {"stage": "train_classifier", "variant": variant_name, "backbone": cfg["backbone"],
             "classes": index.classes, "config": cfg, "seed": rt.seed}
-    save_model(out, model.state_dict(), meta)
-    write_history(out.parent / "history.csv", history)
-    checkpoint.unlink(missing_ok=True)
+    save_trained(out, model, meta, history, checkpoint)
     return history
 
 

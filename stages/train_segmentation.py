@@ -10,8 +10,8 @@ from stages import StageError, cli
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
 from stages.data.voc import IGNORE
-from stages.engine import fit, write_history
-from stages.io import load_model, save_model
+from stages.engine import fit, save_trained
+from stages.io import load_model
 from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, param_groups
 from stages.staging import settings_key
 
@@ -47,9 +47,7 @@ def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, 
                   "train_segmentation")
     meta = {"stage": "train_segmentation", "masks": str(masks) if masks else "ground_truth", "encoder": cfg["encoder"],
             "classes": index.classes, "config": cfg, "seed": rt.seed}
-    save_model(out, model.state_dict(), meta)
-    write_history(out.parent / "history.csv", history)
-    checkpoint.unlink(missing_ok=True)
+    save_trained(out, model, meta, history, checkpoint)
 
 
 def add_arguments(p):
