@@ -8,6 +8,8 @@ without the O((HW)^2) matrix.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from stages.ops.affinity import displacements, path_affinity, shift
@@ -41,7 +43,10 @@ def transition_matrix(weights: torch.Tensor, radius: int, h: int, w: int) -> tor
     crow = torch.zeros(h * w + 1, **ints)
     crow[1:] = inside.sum(1).cumsum(0)
     # d runs row-major over the window, so each row's columns j + d come out ascending
-    return torch.sparse_csr_tensor(crow, (iy * w + ix)[inside], weights.T[inside], (h * w, h * w), check_invariants=False)
+    with warnings.catch_warnings():  # CSR products are all this uses of torch's "beta" sparse support, and tested
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, (iy * w + ix)[inside], weights.T[inside], (h * w, h * w),
+                                       check_invariants=False)
 
 
 def propagate(x: torch.Tensor, weights: torch.Tensor, radius: int, steps: int) -> torch.Tensor:
