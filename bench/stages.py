@@ -19,11 +19,10 @@ from bench import naive
 from bench.inputs import NUM_CLASSES, noisy_labels, samples
 from stages.data.transforms import normalize
 from stages.engine import make_sgd
-from stages.make_cams import BATCH_SIZE, same_size_batches
+from stages.make_cams import BATCH_SIZE, batched_cams
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
 from stages.models.segmentation import create_deeplab, multiscale_logits
-from stages.ops.cam import multiscale_cams
 from stages.ops.crf import crf_labels
 from stages.ops.puzzle import VARIANTS
 from stages.ops.random_walk import random_walk
@@ -204,10 +203,9 @@ def cam_project(state) -> list:
     """make_cams' loop without the files: same-size batches through multiscale_cams."""
     rt = state["rt"]
     model = rt.inference_model(copy.deepcopy(state["model"]))
-    out = []
-    for batch in same_size_batches(((d.keys, d.image) for d in state["data"]), BATCH_SIZE):
-        x = torch.stack([normalize(img) for _, img in batch]).to(rt.device)
-        out += multiscale_cams(model, x, CAM_SCALES, True, [k for k, _ in batch], rt.autocast)
+    images = [(i, d.image) for i, d in enumerate(state["data"])]
+    classes = {i: d.keys for i, d in enumerate(state["data"])}
+    out = [pair for _, _, pair in batched_cams(model, images, classes, {"scales": CAM_SCALES, "flip": True}, rt)]
     return [t.numpy() for pair in out for t in pair]
 
 

@@ -43,20 +43,22 @@ def same_size_batches(images, batch_size: int):
     yield from groups.values()
 
 
+def batched_cams(model, images, classes: dict, cfg: dict, rt, batch_size: int = BATCH_SIZE):
+    """(id, class ids, (cam, cam_s4)) for each (id, RGB image), several same-size images per forward."""
+    for batch in same_size_batches(images, batch_size):
+        batch_ids = [i for i, _ in batch]
+        x = torch.stack([normalize(img) for _, img in batch]).to(rt.device, non_blocking=True)
+        keys = [classes[i] for i in batch_ids]
+        yield from zip(batch_ids, keys, multiscale_cams(model, x, cfg["scales"], cfg["flip"], keys, rt.autocast))
+
+
 def make_cams(index, ids, model_path: Path, cfg: dict, rt, out: Path, batch_size: int = BATCH_SIZE) -> None:
     staged = StagedOutputs(out, ".npz", cfg, ids, inputs_key(model_path))
     model = load_classifier(model_path, index.num_classes, rt)
     todo = staged.todo(ids)
-
-    def cams():
-        images = ((i, read_image(index.layout.image_path(i))) for i in todo)
-        for batch in same_size_batches(images, batch_size):
-            batch_ids = [i for i, _ in batch]
-            x = torch.stack([normalize(img) for _, img in batch]).to(rt.device, non_blocking=True)
-            keys = [index.labels[i] for i in batch_ids]
-            yield from zip(batch_ids, keys, multiscale_cams(model, x, cfg["scales"], cfg["flip"], keys, rt.autocast))
-
-    for image_id, keys, (cam, cam_s4) in track(cams(), "make_cams", total=len(todo)):
+    images = ((i, read_image(index.layout.image_path(i))) for i in todo)
+    cams = batched_cams(model, images, index.labels, cfg, rt, batch_size)
+    for image_id, keys, (cam, cam_s4) in track(cams, "make_cams", total=len(todo)):
         save_npz(staged.path(image_id), keys=np.asarray(keys, np.int64),
                  cam=cam.numpy().astype(np.float16), cam_s4=cam_s4.numpy().astype(np.float16))
     staged.commit()

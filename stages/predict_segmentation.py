@@ -24,10 +24,7 @@ def load_deeplab(path, num_classes: int, rt):
     state, meta = load_model(path)
     model = build_deeplab(meta["config"], num_classes, pretrained=False)
     model.load_state_dict(state)
-    model.eval().to(rt.device)
-    if rt.cuda:
-        model.to(memory_format=torch.channels_last)
-    return model
+    return rt.place(model.eval())
 
 
 def _finish(job, cfg):
