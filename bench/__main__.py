@@ -12,6 +12,7 @@ import torch
 from bench.measure import measure
 from bench.report import Row, results_md, table
 from bench.stages import CASES, Settings
+from stages.io import write_text
 
 
 def size(text: str) -> tuple[int, int]:
@@ -55,7 +56,7 @@ def main() -> None:
         rows.append(Row(name, case.size(s), case.count(s), project, reference, deviation,
                         case.tolerance(s) if case.tolerance else None))
     device = device_name(args.device, args.threads)
-    args.out.write_text(results_md(rows, s, device, time.perf_counter() - start))
+    write_text(args.out, results_md(rows, s, device, time.perf_counter() - start))
     print(table(rows))
     print(f"written: {args.out}")
 
