@@ -38,11 +38,13 @@ def main() -> None:
     p.add_argument("--crop", type=int, default=512, help="training crop size")
     p.add_argument("--rw-size", type=size, default=(64, 48), help="map width x height of the dense-vs-banded random walk")
     p.add_argument("--threads", type=int, default=2, help="torch threads and CRF processes")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="the project's autocast dtype, as the config key (auto: bf16 where the device computes it natively)")
     p.add_argument("--cases", nargs="*", default=list(CASES), help="a subset of: " + "; ".join(CASES))
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")
     args = p.parse_args()
     s = Settings(args.device, args.backbone, args.size[1], args.size[0], args.n, args.crop, args.rw_size[1], args.rw_size[0],
-                 args.threads)
+                 args.threads, precision=args.precision)
     start, rows = time.perf_counter(), []
     for name in args.cases:
         case = CASES[name]

@@ -55,23 +55,26 @@ def anon_rss(proc: psutil.Process) -> int:
 class TreePeak:
     """The largest resident data of this process plus what its children added, sampled every ``interval`` s.
 
-    A forked child starts with its parent's pages mapped: only its growth over its first sample counts.
+    A forked child starts with its parent's resident data mapped: only what it holds beyond the
+    parent's, as of the sample that first sees it, counts. (Not the child's own first sample: a
+    sparse sampler may first see a child mid-job.) Sampling is sparse because on a 2-core machine
+    a busy sampler takes CPU from the workers it measures.
     """
 
-    def __init__(self, interval: float = 0.005):
+    def __init__(self, interval: float = 0.05):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
         self._first: dict[int, int] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _rss(self) -> int:
         proc = psutil.Process()
-        total = anon_rss(proc)
+        own = total = anon_rss(proc)
         for child in proc.children(recursive=True):
             try:
                 rss = anon_rss(child)
             except psutil.Error:
                 continue  # a worker that has just exited
-            total += max(0, rss - self._first.setdefault(child.pid, rss))
+            total += max(0, rss - self._first.setdefault(child.pid, own))
         return total
 
     def _run(self):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.stages import CASES, Settings
+from bench.stages import CASES, Settings, precision
 
 # ratio targets on the CPU: case -> (minimum speed-up, maximum memory ratio or None)
 TARGETS = {
@@ -123,8 +123,9 @@ def results_md(rows: list[Row], settings: Settings, device: str, seconds: float)
     return "\n".join([
         "# Throughput", "",
         f"`python -m bench --device {settings.device} --backbone {settings.backbone} --size {settings.width}x{settings.height} "
-        f"--n {settings.n} --crop {settings.crop} --rw-size {settings.rw_width}x{settings.rw_height} --threads {settings.threads}` "
-        f"on {device}; backbone {settings.backbone} (random weights), {seconds / 60:.1f} min.", "",
+        f"--n {settings.n} --crop {settings.crop} --rw-size {settings.rw_width}x{settings.rw_height} --threads {settings.threads} "
+        f"--precision {settings.precision}` on {device}; backbone {settings.backbone} (random weights); the project in "
+        f"{precision(settings)}, the naive versions in fp32; {seconds / 60:.1f} min.", "",
         table(rows), "",
         *( [cam, ""] if cam else [] ),
         "## Targets", "", *targets(rows), "",
@@ -135,9 +136,10 @@ def results_md(rows: list[Row], settings: Settings, device: str, seconds: float)
         "sampled resident sets of the worker and its pool children (their growth after the fork), data pages only "
         "(resident set less file-backed and shared pages), above the worker's before the run; on CUDA "
         "torch.cuda.max_memory_allocated.",
-        "- On the CPU the project computes in fp32 like the naive versions (bf16 autocast is CUDA only), so the "
-        "training-step ratios compare fp32 with fp32; the CPU gains come from batching, folded BatchNorm, "
-        "channels_last (CAMs) and the process pool (CRF).",
+        f"- The project computes in {precision(settings)} (`precision: auto` picks bf16 on GPUs and on CPUs with "
+        "native bf16, AVX512-BF16 or AMX, and fp32 elsewhere), channels_last for inference (and for training on "
+        "CUDA); the naive versions in fp32, contiguous. The other gains are batching and folded BatchNorm (CAMs), the banded walk and the process "
+        "pool (CRF).",
         f"- The dense random walk builds the {settings.rw_width * settings.rw_height}^2 matrix of {settings.rw_width}x{settings.rw_height} maps; "
         "at VOC's stride-4 size (125x94, 11750^2 entries, 0.55 GB per fp32 copy and ~26 TFLOP for 8 squarings) it "
         "is not run; the project's banded walk runs at both sizes.",

@@ -22,7 +22,7 @@ def load_affinity_net(path, rt):
     state, meta = load_model(path)
     model = build_affinity_net(meta["config"], meta["backbone"])
     model.load_state_dict(state)
-    return model.eval().to(rt.device)
+    return rt.inference_model(model)
 
 
 @torch.no_grad()

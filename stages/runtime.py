@@ -14,24 +14,52 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from stages import StageError
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16 support, or a CPU with
+    AVX512-BF16 or AMX (oneDNN runs bf16 convolutions there about twice as fast as fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+# config value -> autocast dtype (None: full precision)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The config's ``precision`` as computed on ``device``: ``auto`` becomes bf16 where it is native, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise StageError(f"precision: unknown value {precision!r} (expected auto, {', '.join(PRECISIONS)})")
+    return precision
+
+
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
     seed: int = 0
     num_workers: int = 0
+    dtype: torch.dtype | None = None  # autocast dtype; None: fp32
 
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def precision(self) -> str:
+        return next(k for k, v in PRECISIONS.items() if v == self.dtype)
+
     def autocast(self):
-        """bf16 autocast on CUDA; full precision on the CPU (deterministic and fast enough there)."""
-        if self.cuda:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """Autocast to the runtime's dtype on its device; full precision when it has none."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     def place(self, model: nn.Module) -> nn.Module:
-        """The model on the device; channels_last on CUDA, where the convolutions run fastest in it."""
+        """The model on the device for training; channels_last on CUDA, where the convolutions run
+        fastest in it (on the CPU it speeds some backbones' training and slows others')."""
         model.to(self.device)
         if self.cuda:
             model.to(memory_format=torch.channels_last)
@@ -50,7 +78,8 @@ class Runtime:
         return kw
 
 
-def make_runtime(device: str = "auto", seed: int = 0, num_workers: int = 0, threads: int | None = None) -> Runtime:
+def make_runtime(device: str = "auto", seed: int = 0, num_workers: int = 0, threads: int | None = None,
+                 precision: str = "auto") -> Runtime:
     if device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     elif device == "cuda":
@@ -61,12 +90,13 @@ def make_runtime(device: str = "auto", seed: int = 0, num_workers: int = 0, thre
         dev = torch.device("cpu")
     else:
         raise StageError(f"device: unknown value {device!r} (expected auto, cpu or cuda)")
+    precision = resolve_precision(precision, dev)
     if threads:
         torch.set_num_threads(threads)
     seed_everything(seed)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return Runtime(device=dev, seed=seed, num_workers=num_workers)
+    return Runtime(device=dev, seed=seed, num_workers=num_workers, dtype=PRECISIONS[precision])
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -41,10 +41,11 @@ def train_affinity(index, ids, labels_dir: Path, classifier: Path, cfg: dict, rt
     else:
         model = build_affinity_net(cfg, backbone, pretrained=True)
     data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=[labels_dir / f"{i}.png" for i in ids])
-    key = settings_key(cfg, rt.seed, ids, str(classifier))
+    key = settings_key(cfg, rt.seed, rt.precision, ids, str(classifier))
     groups = [{"params": model.head_parameters(), "lr": cfg["lr"]}]
     history = fit(model, groups, data, affinity_step(model, cfg["radius"]), cfg, rt, checkpoint, key, "train_affinity")
-    meta = {"stage": "train_affinity", "backbone": backbone, "classes": index.classes, "config": cfg, "seed": rt.seed}
+    meta = {"stage": "train_affinity", "backbone": backbone, "classes": index.classes, "config": cfg, "seed": rt.seed,
+            "precision": rt.precision}
     save_trained(out, model, meta, history, checkpoint)
 
 

@@ -41,11 +41,11 @@ def train_classifier(index, ids, variant_name: str, cfg: dict, rt, out: Path, ch
     model = build_classifier(cfg, index.num_classes)
     data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed,
                         labels=[index.labels[i] for i in ids], num_classes=index.num_classes)
-    key = settings_key(cfg, variant_name, rt.seed, ids)
+    key = settings_key(cfg, variant_name, rt.seed, rt.precision, ids)
     step = puzzle_step(model, variant, cfg["alpha_max"], cfg["alpha_ramp"])
     history = fit(model, model.param_groups(cfg["lr"]), data, step, cfg, rt, checkpoint, key, f"train_classifier[{variant_name}]")
     meta = {"stage": "train_classifier", "variant": variant_name, "backbone": cfg["backbone"],
-            "classes": index.classes, "config": cfg, "seed": rt.seed}
+            "classes": index.classes, "config": cfg, "seed": rt.seed, "precision": rt.precision}
     save_trained(out, model, meta, history, checkpoint)
     return history
 

@@ -42,11 +42,11 @@ def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, 
         log.info("train_segmentation: encoder starts from %s (%d tensors)", classifier, load_encoder_from_classifier(model, state))
     mask_paths = [masks / f"{i}.png" for i in ids] if masks is not None else [index.layout.mask_path(i) for i in ids]
     data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=mask_paths)
-    key = settings_key(cfg, rt.seed, ids, str(masks), str(classifier))
+    key = settings_key(cfg, rt.seed, rt.precision, ids, str(masks), str(classifier))
     history = fit(model, param_groups(model, cfg["lr"]), data, segmentation_step(model), cfg, rt, checkpoint, key,
                   "train_segmentation")
     meta = {"stage": "train_segmentation", "masks": str(masks) if masks else "ground_truth", "encoder": cfg["encoder"],
-            "classes": index.classes, "config": cfg, "seed": rt.seed}
+            "classes": index.classes, "config": cfg, "seed": rt.seed, "precision": rt.precision}
     save_trained(out, model, meta, history, checkpoint)
 
 

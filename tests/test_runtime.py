@@ -16,3 +16,26 @@ def test_cuda_asked_for_where_there_is_none(monkeypatch):
 def test_cpu_can_be_forced():
     rt = make_runtime("cpu", seed=3)
     assert rt.device.type == "cpu" and not rt.cuda and rt.seed == 3
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, None)])
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch, native, expected):
+    monkeypatch.setattr("stages.runtime.native_bf16", lambda device: native)
+    assert make_runtime("cpu").dtype is expected
+    assert make_runtime("cpu", precision="fp32").dtype is None
+    assert make_runtime("cpu", precision="bf16").dtype is torch.bfloat16
+
+
+def test_autocast_follows_the_precision():
+    conv = torch.nn.Conv2d(3, 4, 3)
+    x = torch.randn(1, 3, 8, 8)
+    with make_runtime("cpu", precision="bf16").autocast():
+        assert conv(x).dtype == torch.bfloat16
+    with make_runtime("cpu", precision="fp32").autocast():
+        assert conv(x).dtype == torch.float32
+    assert make_runtime("cpu", precision="bf16").precision == "bf16"
+
+
+def test_unknown_precision_is_named():
+    with pytest.raises(StageError, match="precision: unknown value 'fp16' \\(expected auto, fp32, bf16\\)"):
+        make_runtime("cpu", precision="fp16")

@@ -15,6 +15,7 @@ from stages.engine import fit
 from stages.io import load_model, write_json
 from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS
+from stages.runtime import make_runtime
 from stages.train_classifier import puzzle_step, train_classifier
 
 
@@ -121,3 +122,14 @@ def test_a_sigkilled_training_process_resumes_from_its_checkpoint(tiny_index, tm
     resumed, _ = load_model(tmp_path / "killed" / "model.pt")
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_a_checkpoint_resumes_only_under_the_same_precision(tiny_index, monkeypatch, tmp_path):
+    keys = []
+    monkeypatch.setattr("stages.train_classifier.fit", lambda *a, **kw: keys.append(a[7]) or [])
+    monkeypatch.setattr("stages.train_classifier.save_trained", lambda *a: None)
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    for precision in ("fp32", "bf16", "fp32"):
+        rt = make_runtime("cpu", precision=precision)
+        train_classifier(tiny_index, ids, "puzzle", classifier_cfg(), rt, tmp_path / "m.pt", tmp_path / "c.pt")
+    assert keys[0] == keys[2] != keys[1]

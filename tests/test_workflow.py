@@ -52,11 +52,12 @@ def test_unknown_config_key_stops_the_run_and_names_it(workdir):
     assert "bogus_key" in proc.stdout + proc.stderr
 
 
-def test_wrong_type_stops_the_run_and_names_the_key(workdir):
-    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "seed=minus-one", check=False)
+@pytest.mark.parametrize("key, value", [("seed", "minus-one"), ("precision", "fp16")])
+def test_a_wrong_value_stops_the_run_and_names_the_key(workdir, key, value):
+    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", f"{key}={value}", check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "seed" in out and "minus-one" in out
+    assert key in out and value in out
 
 
 def test_dag_has_every_stage_of_the_paper(workdir):

@@ -55,7 +55,7 @@ ABLATION = expand(f"{R}/tables/ablation.{{ext}}", ext=["md", "json"])
 SUBMISSION = f"{R}/submission/{config['run']}_test.tar"
 SEG_STAGE = {"pseudo_labels": "segmentation", "ground_truth": "upper_bound"}
 # What every stage's computation depends on besides its own section (a change reruns it).
-RUNTIME = json.dumps({k: config[k] for k in ("device", "seed", "num_workers")}, sort_keys=True)
+RUNTIME = json.dumps({k: config[k] for k in ("device", "precision", "seed", "num_workers")}, sort_keys=True)
 
 
 wildcard_constraints:
