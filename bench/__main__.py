@@ -12,6 +12,7 @@ import torch
 from bench.measure import measure
 from bench.report import Row, results_md, table
 from bench.stages import CASES, Settings
+from stages.runtime import PRECISIONS
 from stages.io import write_text
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     p.add_argument("--crop", type=int, default=512, help="training crop size")
     p.add_argument("--rw-size", type=size, default=(64, 48), help="map width x height of the dense-vs-banded random walk")
     p.add_argument("--threads", type=int, default=2, help="torch threads and CRF processes")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+    p.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
                    help="the project's autocast dtype, as the config key (auto: bf16 where the device computes it natively)")
     p.add_argument("--cases", nargs="*", default=list(CASES), help="a subset of: " + "; ".join(CASES))
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")

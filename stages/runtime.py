@@ -41,15 +41,16 @@ class Runtime:
     device: torch.device
     seed: int = 0
     num_workers: int = 0
-    dtype: torch.dtype | None = None  # autocast dtype; None: fp32
+    precision: str = "fp32"  # a key of PRECISIONS, resolved for the device
 
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
     @property
-    def precision(self) -> str:
-        return next(k for k, v in PRECISIONS.items() if v == self.dtype)
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype; None: full precision."""
+        return PRECISIONS[self.precision]
 
     def autocast(self):
         """Autocast to the runtime's dtype on its device; full precision when it has none."""
@@ -96,7 +97,7 @@ def make_runtime(device: str = "auto", seed: int = 0, num_workers: int = 0, thre
     seed_everything(seed)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return Runtime(device=dev, seed=seed, num_workers=num_workers, dtype=PRECISIONS[precision])
+    return Runtime(device=dev, seed=seed, num_workers=num_workers, precision=precision)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
