@@ -1,8 +1,11 @@
 """The training loop shared by the classifier, AffinityNet and DeepLabv3+.
 
 SGD with poly decay (power 0.9) per iteration; a checkpoint after every epoch, written
-atomically and keyed by the run's settings, from which a killed run resumes; the
-per-epoch mean of every loss term in a history CSV.
+atomically and keyed by the run's settings and the contents of its inputs, from which a
+killed run resumes; the per-epoch mean of every loss term in a history CSV.
+
+Checkpoints hold tensors and plain data only and are read with ``weights_only=True``: one
+that needs any other Python object is refused, never unpickled.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import csv
 import io
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +36,28 @@ def make_sgd(param_groups, cfg: dict) -> torch.optim.SGD:
     """SGD as configured; ``reference_momentum`` reproduces the reference code, which passes the weight decay as momentum."""
     momentum = cfg["weight_decay"] if cfg.get("reference_momentum", False) else cfg["momentum"]
     return torch.optim.SGD(param_groups, lr=cfg["lr"], momentum=momentum, weight_decay=cfg["weight_decay"])
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """A checkpoint's state; None, with a warning, where the file is unreadable: it is set aside and training starts over.
+
+    A readable file that needs Python objects besides tensors and plain data was not written by
+    :func:`fit` (its checkpoints never do): it is refused with an error rather than set aside, since
+    loading it would run its code, and whoever placed it there should look at it.
+    """
+    try:
+        foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        state = None if foreign else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch reports a damaged file as RuntimeError, EOFError, UnpicklingError, ...
+        aside = path.with_name(path.name + ".unreadable")
+        os.replace(path, aside)
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        log.warning("%s: unreadable checkpoint (%s); set aside as %s, training starts over", path, reason, aside.name)
+        return None
+    if foreign:
+        raise StageError(f"{path}: checkpoint holds Python objects ({', '.join(foreign[:3])}), not only tensors; "
+                         "refusing to unpickle it (delete it to train from the start)")
+    return state
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -64,9 +90,9 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(max_iteration))
     start_epoch, history = 0, []
     checkpoint = Path(checkpoint)
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("key") == key:
+    state = load_checkpoint(checkpoint) if checkpoint.exists() else None
+    if state is not None:
+        if isinstance(state, dict) and state.get("key") == key:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -74,7 +100,7 @@ def fit(
             torch.set_rng_state(state["torch_rng"])
             log.info("%s: resumed from %s after epoch %d", desc, checkpoint, start_epoch)
         else:
-            log.info("%s: ignoring %s (written by other settings)", desc, checkpoint)
+            log.info("%s: not resuming from %s: written from other settings or inputs", desc, checkpoint)
     for epoch in range(start_epoch, cfg["epochs"]):
         model.train()
         sums: dict[str, float] = {}

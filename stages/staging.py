@@ -23,12 +23,21 @@ def settings_key(*parts) -> str:
 
 
 def inputs_key(*paths) -> list:
-    """What the staged files depend on besides the settings: each input's path, size and mtime."""
+    """What outputs depend on besides the settings: each input's path, size and mtime (a stat, cheap for 10k files)."""
     out = []
     for p in paths:
         st = os.stat(p)
         out.append([str(p), st.st_size, st.st_mtime_ns])
     return out
+
+
+def file_digest(path) -> str:
+    """The sha256 of a file's bytes: a model or label file a result was computed from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class StagedOutputs:

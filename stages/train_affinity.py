@@ -12,7 +12,7 @@ from stages.engine import fit, save_trained
 from stages.io import load_model
 from stages.models.affinity import AffinityNet
 from stages.ops.affinity import affinity_loss, pair_labels, path_affinity
-from stages.staging import settings_key
+from stages.staging import file_digest, inputs_key, settings_key
 
 
 def build_affinity_net(cfg: dict, backbone: str, pretrained: bool = False) -> AffinityNet:
@@ -41,7 +41,9 @@ def train_affinity(index, ids, labels_dir: Path, classifier: Path, cfg: dict, rt
     else:
         model = build_affinity_net(cfg, backbone, pretrained=True)
     data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=[labels_dir / f"{i}.png" for i in ids])
-    key = settings_key(cfg, rt.seed, rt.precision, ids, str(classifier))
+    # the affinity labels' and images' sizes and mtimes and the classifier's bytes, as in train_segmentation
+    key = settings_key(cfg, rt.seed, rt.precision, ids, inputs_key(*data.image_paths, *data.mask_paths),
+                       file_digest(classifier))
     groups = [{"params": model.head_parameters(), "lr": cfg["lr"]}]
     history = fit(model, groups, data, affinity_step(model, cfg["radius"]), cfg, rt, checkpoint, key, "train_affinity")
     meta = {"stage": "train_affinity", "backbone": backbone, "classes": index.classes, "config": cfg, "seed": rt.seed,

@@ -10,7 +10,7 @@ from stages.data.index import load_index
 from stages.engine import fit, save_trained
 from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS, alpha_at, merge, puzzle_losses, tile
-from stages.staging import settings_key
+from stages.staging import inputs_key, settings_key
 
 log = logging.getLogger("stages")
 
@@ -41,7 +41,8 @@ def train_classifier(index, ids, variant_name: str, cfg: dict, rt, out: Path, ch
     model = build_classifier(cfg, index.num_classes)
     data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed,
                         labels=[index.labels[i] for i in ids], num_classes=index.num_classes)
-    key = settings_key(cfg, variant_name, rt.seed, rt.precision, ids)
+    # the labels and images themselves, not only their ids: a checkpoint trained on other contents is not resumed
+    key = settings_key(cfg, variant_name, rt.seed, rt.precision, ids, data.labels, inputs_key(*data.image_paths))
     step = puzzle_step(model, variant, cfg["alpha_max"], cfg["alpha_ramp"])
     history = fit(model, model.param_groups(cfg["lr"]), data, step, cfg, rt, checkpoint, key, f"train_classifier[{variant_name}]")
     meta = {"stage": "train_classifier", "variant": variant_name, "backbone": cfg["backbone"],

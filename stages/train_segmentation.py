@@ -13,7 +13,7 @@ from stages.data.voc import IGNORE
 from stages.engine import fit, save_trained
 from stages.io import load_model
 from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, param_groups
-from stages.staging import settings_key
+from stages.staging import file_digest, inputs_key, settings_key
 
 log = logging.getLogger("stages")
 
@@ -42,7 +42,9 @@ def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, 
         log.info("train_segmentation: encoder starts from %s (%d tensors)", classifier, load_encoder_from_classifier(model, state))
     mask_paths = [masks / f"{i}.png" for i in ids] if masks is not None else [index.layout.mask_path(i) for i in ids]
     data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=mask_paths)
-    key = settings_key(cfg, rt.seed, rt.precision, ids, str(masks), str(classifier))
+    # the masks' and images' sizes and mtimes and the classifier's bytes: a checkpoint trained on other inputs is not resumed
+    key = settings_key(cfg, rt.seed, rt.precision, ids, inputs_key(*data.image_paths, *data.mask_paths),
+                       file_digest(classifier) if classifier is not None else None)
     history = fit(model, param_groups(model, cfg["lr"]), data, segmentation_step(model), cfg, rt, checkpoint, key,
                   "train_segmentation")
     meta = {"stage": "train_segmentation", "masks": str(masks) if masks else "ground_truth", "encoder": cfg["encoder"],

@@ -1,5 +1,6 @@
 """Classifier training: the artifact, and a killed run resuming to the same weights."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import torch
 from conftest import train_cfg
 from stages import StageError
 from stages.data.datasets import TrainSamples
+from stages.data.index import load_index
 from stages.engine import fit
 from stages.io import load_model, write_json
 from stages.models.classifier import CAMClassifier
@@ -49,29 +51,11 @@ class Killed(Exception):
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tiny_index, cpu, tmp_path):
-    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
-    cfg = classifier_cfg(epochs=2)
-
-    def run(checkpoint, kill_at=None):
-        torch.manual_seed(0)
-        model = CAMClassifier("resnet18", 4)
-        data = TrainSamples([tiny_index.layout.image_path(i) for i in ids], cfg, 0,
-                            labels=[tiny_index.labels[i] for i in ids], num_classes=4)
-        step = puzzle_step(model, VARIANTS["puzzle"], 4.0, 0.5)
-
-        def killable(batch, it, max_it):
-            if it == kill_at:
-                raise Killed
-            return step(batch, it, max_it)
-
-        fit(model, model.param_groups(cfg["lr"]), data, killable, cfg, cpu, checkpoint, "k", "test")
-        return model.state_dict()
-
-    straight = run(tmp_path / "a.pt")
+    straight = tiny_fit(tiny_index, cpu, tmp_path / "a.pt")
     with pytest.raises(Killed):
-        run(tmp_path / "b.pt", kill_at=3)  # two steps per epoch: killed in epoch 2
-    assert torch.load(tmp_path / "b.pt", weights_only=False)["epoch"] == 1
-    resumed = run(tmp_path / "b.pt")
+        tiny_fit(tiny_index, cpu, tmp_path / "b.pt", kill_at=3)  # two steps per epoch: killed in epoch 2
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 1
+    resumed = tiny_fit(tiny_index, cpu, tmp_path / "b.pt")
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
 
@@ -92,7 +76,7 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tiny_in
 
     with pytest.raises(StageError, match=r"non-finite loss at step 3 \(epoch 2\).*last good checkpoint: .*ck.pt"):
         fit(model, model.param_groups(cfg["lr"]), data, diverging, cfg, cpu, tmp_path / "ck.pt", "k", "test")
-    assert torch.load(tmp_path / "ck.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] == 1
 
 
 def test_a_sigkilled_training_process_resumes_from_its_checkpoint(tiny_index, tmp_path):
@@ -115,7 +99,7 @@ def test_a_sigkilled_training_process_resumes_from_its_checkpoint(tiny_index, tm
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed" / "model.pt").exists()
-    assert torch.load(tmp_path / "killed.ckpt", weights_only=False)["epoch"] < 4
+    assert torch.load(tmp_path / "killed.ckpt", weights_only=True)["epoch"] < 4
     rerun = subprocess.run(command("killed"), check=True, capture_output=True, text=True)
     assert "resumed from" in rerun.stderr
     straight, _ = load_model(tmp_path / "straight" / "model.pt")
@@ -133,3 +117,104 @@ def test_a_checkpoint_resumes_only_under_the_same_precision(tiny_index, monkeypa
         rt = make_runtime("cpu", precision=precision)
         train_classifier(tiny_index, ids, "puzzle", classifier_cfg(), rt, tmp_path / "m.pt", tmp_path / "c.pt")
     assert keys[0] == keys[2] != keys[1]
+
+
+def tiny_fit(tiny_index, cpu, checkpoint, labels=None, kill_at=None):
+    """Two epochs of the puzzle classifier from seed 0; ``labels`` replace the image labels; killed at step ``kill_at``."""
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    cfg = classifier_cfg(epochs=2)
+    torch.manual_seed(0)
+    model = CAMClassifier("resnet18", 4)
+    data = TrainSamples([tiny_index.layout.image_path(i) for i in ids], cfg, 0,
+                        labels=labels or [tiny_index.labels[i] for i in ids], num_classes=4)
+    step = killed_at(puzzle_step, kill_at)(model, VARIANTS["puzzle"], 4.0, 0.5)
+    fit(model, model.param_groups(cfg["lr"]), data, step, cfg, cpu, checkpoint, "k", "test")
+    return model.state_dict()
+
+
+def test_a_truncated_checkpoint_is_set_aside_with_a_warning_and_training_starts_over(tiny_index, cpu, tmp_path, caplog):
+    straight = tiny_fit(tiny_index, cpu, tmp_path / "a.pt")
+    with pytest.raises(Killed):
+        tiny_fit(tiny_index, cpu, tmp_path / "b.pt", kill_at=3)
+    data = (tmp_path / "b.pt").read_bytes()
+    (tmp_path / "b.pt").write_bytes(data[: len(data) // 2])
+    with caplog.at_level("INFO", logger="stages"):
+        rerun = tiny_fit(tiny_index, cpu, tmp_path / "b.pt")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert warnings[0].startswith(f"{tmp_path / 'b.pt'}: unreadable checkpoint (")
+    assert warnings[0].endswith("set aside as b.pt.unreadable, training starts over")
+    assert (tmp_path / "b.pt.unreadable").read_bytes() == data[: len(data) // 2]
+    assert not any("resumed" in r.getMessage() for r in caplog.records)
+    for k in straight:
+        assert torch.equal(straight[k], rerun[k]), k
+
+
+class Executes:
+    """Unpickling this object would run a shell command that leaves a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_refused_and_never_executed(tiny_index, cpu, tmp_path):
+    marker = tmp_path / "executed"
+    torch.save({"key": "k", "epoch": 1, "history": [], "payload": Executes(marker)}, tmp_path / "ck.pt")
+    with pytest.raises(StageError, match=rf"^{tmp_path / 'ck.pt'}: checkpoint holds Python objects \(.*system\).*refusing"):
+        tiny_fit(tiny_index, cpu, tmp_path / "ck.pt")
+    assert not marker.exists() and (tmp_path / "ck.pt").exists()
+
+
+def test_checkpoints_load_with_weights_only(tiny_index, cpu, tmp_path):
+    with pytest.raises(Killed):
+        tiny_fit(tiny_index, cpu, tmp_path / "ck.pt", kill_at=3)
+    state = torch.load(tmp_path / "ck.pt", weights_only=True)
+    assert state["epoch"] == 1 and [row["epoch"] for row in state["history"]] == [1]
+
+
+def test_a_checkpoint_of_other_image_labels_is_not_resumed(tiny_index, tmp_path, caplog):
+    """Kill, change the image labels, rerun: the rerun equals a clean run on the new labels."""
+    labels = tmp_path / "labels.json"
+    write_json(labels, tiny_index.to_json())
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    cfg = classifier_cfg(epochs=2)
+
+    def rt():  # a fresh runtime seeds the model's initialisation afresh
+        return make_runtime("cpu", seed=0)
+
+    with pytest.raises(Killed), pytest.MonkeyPatch.context() as mp:
+        mp.setattr("stages.train_classifier.puzzle_step", killed_at(puzzle_step, 3))
+        train_classifier(tiny_index, ids, "puzzle", cfg, rt(), tmp_path / "old" / "model.pt", tmp_path / "ck.pt")
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] == 1
+    changed = tiny_index.to_json()
+    changed["labels"][ids[0]] = [c for c in range(1, 5) if c not in changed["labels"][ids[0]]][:1]
+    write_json(labels, changed)
+    new_index = load_index(labels)
+    with caplog.at_level("INFO", logger="stages"):
+        train_classifier(new_index, ids, "puzzle", cfg, rt(), tmp_path / "rerun" / "model.pt", tmp_path / "ck.pt")
+    assert any("not resuming from" in r.getMessage() for r in caplog.records)
+    assert not any("resumed" in r.getMessage() for r in caplog.records)
+    train_classifier(new_index, ids, "puzzle", cfg, rt(), tmp_path / "clean" / "model.pt", tmp_path / "clean.pt")
+    rerun, _ = load_model(tmp_path / "rerun" / "model.pt")
+    clean, _ = load_model(tmp_path / "clean" / "model.pt")
+    for k in clean:
+        assert torch.equal(clean[k], rerun[k]), k
+
+
+def killed_at(make_step, kill_at):
+    """A step factory like ``make_step`` whose steps raise Killed at iteration ``kill_at``."""
+
+    def factory(*args, **kw):
+        step = make_step(*args, **kw)
+
+        def killable(batch, it, max_it):
+            if it == kill_at:
+                raise Killed
+            return step(batch, it, max_it)
+
+        return killable
+
+    return factory
