@@ -2,6 +2,7 @@
 import contextlib
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 
@@ -10,6 +11,7 @@ from stages.io import load_model, read_label_png, save_label_png, save_model
 from stages.models.classifier import CAMClassifier
 from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, multiscale_logits
 from stages.predict_segmentation import predict_segmentation
+from stages.runtime import make_runtime
 from stages.train_segmentation import train_segmentation
 
 
@@ -61,3 +63,51 @@ def test_train_on_pseudo_labels_reads_the_given_folder(tiny_index, cpu, tmp_path
     train_segmentation(tiny_index, ids, tmp_path / "pl", cls, seg_cfg(epochs=1), cpu, tmp_path / "seg" / "model.pt", tmp_path / "ck.pt")
     _, meta = load_model(tmp_path / "seg" / "model.pt")
     assert meta["masks"].endswith("pl")
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_checkpoint_of_other_pseudo_labels_is_not_resumed(tiny_index, tmp_path, monkeypatch, caplog):
+    """Kill after epoch 1, rewrite the pseudo labels, rerun: the rerun equals a clean run on the new labels."""
+    import stages.train_segmentation as module
+
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    cfg = seg_cfg(epochs=2)
+
+    def write_labels(value):
+        for image_id in ids:
+            save_label_png(tmp_path / "pl" / f"{image_id}.png", np.full((64, 64), value, np.uint8))
+
+    def train(name, checkpoint):
+        train_segmentation(tiny_index, ids, tmp_path / "pl", None, cfg, make_runtime("cpu", seed=0),
+                           tmp_path / name / "model.pt", checkpoint)
+        return load_model(tmp_path / name / "model.pt")[0]
+
+    write_labels(0)
+    make_step = module.segmentation_step
+
+    def killed_in_epoch_2(model):
+        step = make_step(model)
+
+        def killable(batch, it, max_it):
+            if it == 2:  # two steps per epoch
+                raise Killed
+            return step(batch, it, max_it)
+
+        return killable
+
+    monkeypatch.setattr(module, "segmentation_step", killed_in_epoch_2)
+    with pytest.raises(Killed):
+        train("killed", tmp_path / "ck.pt")
+    monkeypatch.setattr(module, "segmentation_step", make_step)
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] == 1
+    write_labels(1)
+    with caplog.at_level("INFO", logger="stages"):
+        rerun = train("rerun", tmp_path / "ck.pt")
+    assert any("not resuming from" in r.getMessage() for r in caplog.records)
+    assert not any("resumed" in r.getMessage() for r in caplog.records)
+    clean = train("clean", tmp_path / "clean.pt")
+    for k in clean:
+        assert torch.equal(clean[k], rerun[k]), k

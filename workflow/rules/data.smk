@@ -1,3 +1,6 @@
+from stages import dataset_manifest
+
+
 if "generate" in DATA:
 
     rule make_dataset:
@@ -33,8 +36,29 @@ if "sbd" in DATA:
             "python -m stages.convert_sbd --sbd {input:q} --num-classes {params.num_classes} --out {output:q} > {log:q} 2>&1"
 
 
+# What the labels are derived from: the VOC folder, the SBD masks and the split lists kept outside it.
+DATASET_PATHS = [VOC_ROOT, *([AUG_MASKS] if AUG_MASKS else []), *SPLIT_LISTS.values()]
+MANIFEST = f"{R}/labels/dataset_manifest.json"
+# A file edited in place changes no folder's mtime: the manifest, refreshed here when the files no
+# longer match it, gets a newer mtime, which reruns image_labels and what depends on a changed label.
+dataset_manifest.refresh(MANIFEST, DATASET_PATHS)
+
+
+rule dataset_manifest:
+    input:
+        DATASET_PATHS,
+    output:
+        MANIFEST,
+    log:
+        log_of("dataset_manifest"),
+    benchmark:
+        benchmark_of("dataset_manifest")
+    shell:
+        "python -m stages.dataset_manifest --out {output:q} {input:q} > {log:q} 2>&1"
+
+
 def image_labels_inputs(wildcards):
-    inputs = {"root": VOC_ROOT, **{f"list_{split}": path for split, path in SPLIT_LISTS.items()}}
+    inputs = {"root": VOC_ROOT, "manifest": MANIFEST, **{f"list_{split}": path for split, path in SPLIT_LISTS.items()}}
     return {**inputs, "aug_masks": AUG_MASKS} if AUG_MASKS else inputs
 
 
