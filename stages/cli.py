@@ -1,5 +1,5 @@
 """The command line shared by every stage: ``--cfg`` (the stage's config section as JSON),
-``--runtime`` (device, precision, seed, workers as JSON) and ``--threads``."""
+``--runtime`` (device, precision, seed as JSON), ``--threads`` and ``--workers``."""
 from __future__ import annotations
 
 import argparse
@@ -15,14 +15,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--cfg", type=json.loads, default={}, help="this stage's config section, as JSON")
     p.add_argument("--runtime", type=json.loads, default={},
-                   help='{"device": "auto|cpu|cuda", "precision": "auto|bf16|fp32", "seed": 0, "num_workers": 0}')
+                   help='{"device": "auto|cpu|cuda", "precision": "auto|bf16|fp32", "seed": 0}')
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes of a training stage")
     return p
 
 
 def runtime(args) -> Runtime:
     r = args.runtime
-    return make_runtime(r.get("device", "auto"), r.get("seed", 0), r.get("num_workers", 0), args.threads,
+    return make_runtime(r.get("device", "auto"), r.get("seed", 0), args.workers, args.threads,
                         r.get("precision", "auto"))
 
 

@@ -41,7 +41,8 @@ rule train_affinity:
     shell:
         "python -m stages.train_affinity --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --affinity-labels {input.affinity_labels:q}"
-        " --classifier {input.classifier:q} --out {output.model:q} --checkpoint {params.checkpoint:q} > {log:q} 2>&1"
+        " --classifier {input.classifier:q} --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {WORKERS}"
+        " > {log:q} 2>&1"
 
 
 rule random_walk:
@@ -54,7 +55,7 @@ rule random_walk:
         directory(f"{R}/rw"),
     params:
         cfg=section("random_walk"),
-        runtime=RUNTIME,
+        runtime=INFERENCE_RUNTIME,
     log:
         log_of("random_walk"),
     benchmark:

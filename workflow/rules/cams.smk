@@ -7,7 +7,7 @@ rule make_cams:
         directory(f"{R}/cams/{{variant}}"),
     params:
         cfg=section("cams"),
-        runtime=RUNTIME,
+        runtime=INFERENCE_RUNTIME,
     log:
         log_of("make_cams", "variant"),
     benchmark:

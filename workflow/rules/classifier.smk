@@ -7,7 +7,7 @@ rule train_classifier:
         meta=f"{R}/classifier/{{variant}}/model.json",
         history=f"{R}/classifier/{{variant}}/history.csv",
     params:
-        cfg=section("classifier"),
+        cfg=section("classifier", without=("variants", "variant")),
         runtime=RUNTIME,
         checkpoint=f"{R}/checkpoints/train_classifier/{{variant}}.pt",
     log:
@@ -20,4 +20,4 @@ rule train_classifier:
     shell:
         "python -m stages.train_classifier --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --variant {wildcards.variant}"
-        " --out {output.model:q} --checkpoint {params.checkpoint:q} > {log:q} 2>&1"
+        " --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {WORKERS} > {log:q} 2>&1"

@@ -1,22 +1,21 @@
 import json
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
+from stages import StageError
+from stages.config import check_config
 
-validate(config, "../schemas/config.schema.yaml")
+# One line on the terminal for a bad config (sys.exit prints just the message), before any job runs.
+try:
+    check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+except StageError as e:
+    sys.exit(str(e))
+validate(config, "../schemas/config.schema.yaml")  # fills in the schema's defaults
 
 DATA = config["data"]
-for _key in ("train_split", "cam_split", "eval_split"):
-    if DATA[_key] not in DATA["splits"]:
-        raise ValueError(f"config data.{_key}: {DATA[_key]!r} is not one of data.splits {DATA['splits']}")
-if DATA.get("test_split") in DATA["splits"]:
-    raise ValueError(f"config data.test_split: {DATA['test_split']!r} has masks; it must not be one of data.splits")
-if config["classifier"]["variant"] not in config["classifier"]["variants"]:
-    raise ValueError(
-        f"config classifier.variant: {config['classifier']['variant']!r} is not one of classifier.variants"
-    )
 
 
 def data_path(path):
@@ -29,7 +28,7 @@ def data_path(path):
 for _section in ("classifier", "affinity", "segmentation"):
     _path = config[_section].get("pretrained_path")
     if _path and not Path(_path).is_file():
-        raise ValueError(f"config {_section}.pretrained_path: {_path} is not a file")
+        sys.exit(f"config {_section}.pretrained_path: {_path} is not a file")
 
 VOC_ROOT = data_path(DATA["root"])
 # The mask-less split (VOC test): listed by image_labels, predicted and packed for the evaluation server.
@@ -54,8 +53,11 @@ SEG_MASKS = ["pseudo_labels"] + (["ground_truth"] if config["segmentation"]["upp
 ABLATION = expand(f"{R}/tables/ablation.{{ext}}", ext=["md", "json"])
 SUBMISSION = f"{R}/submission/{config['run']}_test.tar"
 SEG_STAGE = {"pseudo_labels": "segmentation", "ground_truth": "upper_bound"}
-# What every stage's computation depends on besides its own section (a change reruns it).
-RUNTIME = json.dumps({k: config[k] for k in ("device", "precision", "seed", "num_workers")}, sort_keys=True)
+# What a trained model depends on besides its stage's section (a change reruns it); inference does not use
+# the seed, and num_workers (--workers) changes only the speed of loading.
+RUNTIME = json.dumps({k: config[k] for k in ("device", "precision", "seed")}, sort_keys=True)
+INFERENCE_RUNTIME = json.dumps({k: config[k] for k in ("device", "precision")}, sort_keys=True)
+WORKERS = config["num_workers"]
 
 
 wildcard_constraints:
@@ -64,9 +66,12 @@ wildcard_constraints:
     split="[A-Za-z0-9_]+",
 
 
-def section(name):
-    """A config section as JSON: the stage's params, so that changing it reruns that stage and what follows."""
-    return json.dumps(config[name], sort_keys=True)
+def section(name, without=()):
+    """A config section as JSON: the stage's params, so that changing it reruns that stage and what follows.
+
+    Keys in ``without`` choose which jobs run, not what one job computes, and stay out of its params.
+    """
+    return json.dumps({k: v for k, v in config[name].items() if k not in without}, sort_keys=True)
 
 
 def split_file(key):

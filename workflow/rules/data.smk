@@ -8,7 +8,7 @@ if "generate" in DATA:
             directory(VOC_ROOT),
         params:
             cfg=json.dumps(DATA["generate"], sort_keys=True),
-            runtime=RUNTIME,
+            runtime=json.dumps({"seed": config["seed"]}),
             classes=",".join(DATA["classes"]),
         log:
             log_of("make_dataset"),

@@ -37,7 +37,7 @@ rule train_segmentation:
     shell:
         "python -m stages.train_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} {params.optional}"
-        " --out {output.model:q} --checkpoint {params.checkpoint:q} > {log:q} 2>&1"
+        " --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {WORKERS} > {log:q} 2>&1"
 
 
 rule predict_segmentation:
@@ -49,7 +49,7 @@ rule predict_segmentation:
         directory(f"{R}/predictions/{{masks}}/{{split}}"),
     params:
         cfg=section("predict_segmentation"),
-        runtime=RUNTIME,
+        runtime=INFERENCE_RUNTIME,
     log:
         log_of("predict_segmentation", "masks", "split"),
     benchmark:

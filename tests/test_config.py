@@ -1,0 +1,68 @@
+"""The config check at start-up: strict integers, exponent-form numbers, and the constraints between keys."""
+import copy
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from stages import StageError
+from stages.config import CONSTRAINTS, check_config
+
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+MICRO = yaml.safe_load((ROOT / "config/micro.yaml").read_text())
+
+
+def changed(text: str) -> dict:
+    """The micro config with the YAML ``text`` merged in, as Snakemake merges a second --configfile."""
+
+    def merge(base, extra):
+        for k, v in extra.items():
+            base[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        return base
+
+    return merge(copy.deepcopy(MICRO), yaml.safe_load(text))
+
+
+def test_the_shipped_configs_pass():
+    for name in ("config.yaml", "micro.yaml", "voc2012.yaml"):
+        check_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
+
+
+def test_numbers_in_exponent_form_are_numbers():
+    config = changed("run: 1e3\nclassifier: {lr: 1e-3, weight_decay: 5E-4}\nsegmentation: {lr: '+7e-3'}")
+    assert config["classifier"]["lr"] == "1e-3"  # what YAML 1.1 makes of it
+    check_config(config, SCHEMA)
+    assert config["classifier"]["lr"] == 0.001 and config["classifier"]["weight_decay"] == 0.0005
+    assert config["segmentation"]["lr"] == 0.007
+    assert config["run"] == "1e3"  # only where the schema asks for a number
+
+
+@pytest.mark.parametrize("text, message", [
+    ("classifier: {epochs: 2.0}", "config classifier.epochs: 2.0 is not an integer (write 2)"),
+    ("segmentation: {batch_size: 8.5}", "config segmentation.batch_size: 8.5 is not an integer"),
+    ("seed: true", "config seed: True is not of type 'integer'"),
+    ("classifier: {lr: 1e-3x}", "config classifier.lr: '1e-3x' is not of type 'number'"),
+    ("bogus_key: 1", "config: unknown key 'bogus_key'"),
+    ("affinity: {bogus: 1, other: 2}", "config affinity: unknown keys 'bogus', 'other'"),
+    ("classifier: {resize_long: [80, 56]}", "config classifier.resize_long: [80, 56] has its low end above its high end (write [56, 80])"),
+    ("segmentation: {resize_long: [80, 56]}", "config segmentation.resize_long: [80, 56] has its low end above"),
+    ("affinity: {resize_long: [80, 56]}", "config affinity.resize_long: [80, 56] has its low end above"),
+    ("data: {generate: {object_scale: [0.3, 0.2]}}", "config data.generate.object_scale: [0.3, 0.2] has its low end above"),
+    ("eval_cams: {thresholds: {start: 0.8, stop: 0.05}}",
+     "config eval_cams.thresholds.start (0.8) must be at most eval_cams.thresholds.stop (0.05)"),
+    ("affinity_labels: {fg_threshold: 0.05}",
+     "config affinity_labels.bg_threshold (0.1) must be below affinity_labels.fg_threshold (0.05)"),
+    ("affinity_labels: {fg_threshold: 0.1}",
+     "config affinity_labels.bg_threshold (0.1) must be below affinity_labels.fg_threshold (0.1)"),
+    ("data: {cam_split: nope}", "config data.cam_split ('nope') is not one of data.splits ['train', 'val']"),
+    ("data: {test_split: val}", "config data.test_split ('val') is one of data.splits ['train', 'val']: it must name a split"),
+    ("classifier: {variant: re}", "config classifier.variant ('re') is not one of classifier.variants ['puzzle']"),
+])
+def test_a_bad_value_is_one_line_naming_the_keys(text, message):
+    with pytest.raises(StageError) as e:
+        check_config(changed(text), SCHEMA)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_every_constraint_is_met_by_the_micro_config():
+    assert [c(MICRO) for c in CONSTRAINTS] == [None] * len(CONSTRAINTS)
