@@ -15,15 +15,23 @@ from PIL import Image
 from stages import StageError
 
 
+def umask_mode(folder: bool = False) -> int:
+    """The mode a plain ``open`` (or ``mkdir``) gives under the process's umask; mkstemp and mkdtemp give 0600/0700."""
+    umask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success, with the umask's mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -126,11 +134,19 @@ def save_model(path, state_dict, meta: dict) -> None:
 
 
 def load_model(path):
-    """Return ``(state_dict, meta)`` of a model written by :func:`save_model`."""
+    """Return ``(state_dict, meta)`` of a model written by :func:`save_model`, read without unpickling any object."""
     import torch
 
     path = Path(path)
     if not path.exists():
         raise StageError(f"{path}: model file not found")
     meta = read_json(path.with_suffix(".json"))
-    return torch.load(path, map_location="cpu", weights_only=True), meta
+    try:
+        foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        state = None if foreign else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged file: RuntimeError, EOFError, UnpicklingError, ... with torch's long message
+        raise StageError(f"{path}: unreadable model file ({(str(e).strip().splitlines() or [type(e).__name__])[0]})") from None
+    if foreign:
+        raise StageError(f"{path}: model file holds Python objects ({', '.join(foreign[:3])}), not only tensors; "
+                         "refusing to unpickle it")
+    return state, meta

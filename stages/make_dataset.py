@@ -11,7 +11,7 @@ import numpy as np
 
 from stages import StageError, cli
 from stages.data.synthetic import SHAPES, make_sample, unknown_shapes
-from stages.io import save_label_png
+from stages.io import save_label_png, umask_mode
 from stages.progress import track
 
 log = logging.getLogger("stages")
@@ -40,6 +40,7 @@ def make_dataset(out: Path, classes: list[str], cfg: dict, seed: int) -> None:
             (tmp / "ImageSets/Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
         if out.exists():
             shutil.rmtree(out)
+        tmp.chmod(umask_mode(folder=True))
         tmp.rename(out)
     finally:
         if tmp.exists():

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 
 from stages import cli
+from stages.data.index import load_index, missing_classes_warning
 from stages.io import read_json, write_json, write_text
+
+log = logging.getLogger("stages")
 
 ORDER = ("cam", "pseudo_labels", "segmentation", "upper_bound")
 
@@ -29,13 +33,14 @@ def _fmt(v) -> str:
     return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
 
-def to_markdown(rows: list[dict]) -> str:
+def to_markdown(rows: list[dict], warnings: list[str] = ()) -> str:
     classes = list(rows[0]["per_class"]) if rows else []
     head = ["stage", "split", "variant", "images", "bg threshold", "mIoU", *classes]
     lines = ["# mIoU (%)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["stage"], r["split"], r["variant"], r["images"], r.get("threshold"), r["miou"], *(r["per_class"][c] for c in classes)]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    lines += ["", *(f"**Warning:** {w}" for w in warnings)] if warnings else []
     return "\n".join(lines) + "\n"
 
 
@@ -54,14 +59,23 @@ def add_arguments(p):
     p.add_argument("--cam-tables", nargs="+", type=Path, required=True)
     p.add_argument("--mask-tables", nargs="*", type=Path, default=[])
     p.add_argument("--variant", required=True, help="the variant the later stages use")
+    p.add_argument("--labels", type=Path, help="image_labels.json, to warn of classes the training split lacks")
+    p.add_argument("--split-file", type=Path, help="the training split")
     p.add_argument("--out", required=True, type=Path, help="tables folder")
 
 
 def run(args):
     rows = rows_from_tables([read_json(p) for p in args.cam_tables], [read_json(p) for p in args.mask_tables], args.variant)
+    warnings = []
+    if args.labels and args.split_file:
+        index = load_index(args.labels)
+        missing = index.classes_without_images(index.ids(args.split_file))
+        warnings = [missing_classes_warning(missing, f"the training split ({args.split_file.stem})")] if missing else []
+    for w in warnings:
+        log.warning("report: %s", w)
     write_json(args.out / "miou.json", rows)
     write_text(args.out / "miou.csv", to_csv(rows))
-    write_text(args.out / "miou.md", to_markdown(rows))
+    write_text(args.out / "miou.md", to_markdown(rows, warnings))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stages import StageError, cli
 from stages.data.datasets import TrainSamples
-from stages.data.index import load_index
+from stages.data.index import load_index, missing_classes_warning
 from stages.engine import fit, save_trained
 from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS, alpha_at, merge, puzzle_losses, tile
@@ -38,6 +38,9 @@ def train_classifier(index, ids, variant_name: str, cfg: dict, rt, out: Path, ch
     if cfg["crop_size"] % 32:
         raise StageError(f"classifier.crop_size: {cfg['crop_size']} must be a multiple of 32 (2x2 tiles at stride 16)")
     variant = VARIANTS[variant_name]
+    missing = index.classes_without_images(ids)
+    if missing:
+        log.warning("train_classifier[%s]: %s", variant_name, missing_classes_warning(missing, "the training images"))
     model = build_classifier(cfg, index.num_classes)
     data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed,
                         labels=[index.labels[i] for i in ids], num_classes=index.num_classes)

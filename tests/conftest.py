@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny generated dataset in the VOC layout, its index, a CPU runtime."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,13 @@ def train_cfg(**overrides) -> dict:
            "resize_long": [56, 72], "crop_size": 64}
     cfg.update(overrides)
     return cfg
+
+
+class Executes:
+    """Unpickling this object would run a shell command that leaves a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)

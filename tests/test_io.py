@@ -1,11 +1,15 @@
 """Atomic artifact writes: a failed write leaves the previous file and no partial one."""
 import errno
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
+from conftest import CLASSES, TINY, Executes
 from stages import StageError
-from stages.io import atomic_path, read_json, write_json
+from stages.io import atomic_path, load_model, read_json, save_model, write_json
+from stages.make_dataset import make_dataset
 
 
 def test_a_write_lands_whole(tmp_path):
@@ -43,3 +47,42 @@ def test_unreadable_json_names_the_file(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(StageError, match="bad.json: not valid JSON"):
         read_json(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_an_artifact_gets_the_umasks_mode(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "t.json", {"a": 1})
+        with atomic_path(tmp_path / "m.pt") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "t.json").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "m.pt").stat().st_mode) == mode
+
+
+def test_a_generated_dataset_gets_the_umasks_mode(tmp_path):
+    old = os.umask(0o002)
+    try:
+        make_dataset(tmp_path / "VOC2012", CLASSES, {**TINY, "splits": {"train": 1}}, seed=0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "VOC2012").stat().st_mode) == 0o775
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "VOC2012").rglob("*.png")} == {0o664}
+
+
+def test_a_model_file_holding_a_pickled_object_is_refused_and_a_truncated_one_named(tmp_path):
+    import torch
+
+    marker = tmp_path / "executed"
+    save_model(tmp_path / "m.pt", {"w": torch.zeros(2)}, {"config": {}})
+    torch.save({"w": torch.zeros(2), "x": Executes(marker)}, tmp_path / "m.pt")
+    with pytest.raises(StageError, match=rf"^{tmp_path / 'm.pt'}: model file holds Python objects \(.*system\)"):
+        load_model(tmp_path / "m.pt")
+    assert not marker.exists()
+    save_model(tmp_path / "m.pt", {"w": torch.zeros(2)}, {"config": {}})
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "m.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(StageError, match=rf"^{tmp_path / 'm.pt'}: unreadable model file \(.+\)$"):
+        load_model(tmp_path / "m.pt")

@@ -1,7 +1,11 @@
 """The mIoU tables: rows per scored stage, in markdown, CSV and JSON."""
 import csv
 import io
+import subprocess
+import sys
 
+from stages.data.index import load_index
+from stages.io import write_json
 from stages.report import rows_from_tables, to_csv, to_markdown
 
 PER_CLASS = {"background": 90.0, "disc": 50.0, "square": None}
@@ -33,3 +37,26 @@ def test_markdown_and_csv_carry_the_same_numbers():
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert [float(r["miou"]) for r in parsed] == [70.0, 75.0, 72.0, 80.0]
     assert parsed[0]["square"] == "" and parsed[0]["disc"] == "50.0"
+
+
+def test_a_class_without_a_training_image_is_a_warning_in_the_report(tiny_index, tmp_path):
+    index = tiny_index.to_json()
+    train = tiny_index.layout.split_file("train")
+    ids = train.read_text().split()
+    index["labels"] = {i: [c for c in v if c != 4] or [1] for i, v in index["labels"].items()}  # no 'cross' in train
+    write_json(tmp_path / "labels.json", index)
+    cam, masks = tables()
+    write_json(tmp_path / "cam.json", cam[0])
+    proc = subprocess.run([sys.executable, "-m", "stages.report", "--cam-tables", str(tmp_path / "cam.json"),
+                           "--variant", "puzzle", "--labels", str(tmp_path / "labels.json"), "--split-file", str(train),
+                           "--out", str(tmp_path / "tables")], capture_output=True, text=True, check=True)
+    line = ("class 'cross' has no image in the training split (train): never learned, "
+            "and left out of mIoU where no mask holds them")
+    assert f"WARNING report: {line}" in proc.stderr
+    assert (tmp_path / "tables/miou.md").read_text().endswith(f"\n\n**Warning:** {line}\n")
+    assert load_index(tmp_path / "labels.json").classes_without_images(ids) == ["cross"]
+    assert tiny_index.classes_without_images(ids) == []
+
+
+def test_markdown_has_no_warning_when_every_class_has_a_training_image():
+    assert "Warning" not in to_markdown(rows_from_tables(*tables(), variant="puzzle"))

@@ -1,6 +1,5 @@
 """Classifier training: the artifact, and a killed run resuming to the same weights."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import time
 import pytest
 import torch
 
-from conftest import train_cfg
+from conftest import Executes, train_cfg
 from stages import StageError
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
@@ -148,16 +147,6 @@ def test_a_truncated_checkpoint_is_set_aside_with_a_warning_and_training_starts_
     assert not any("resumed" in r.getMessage() for r in caplog.records)
     for k in straight:
         assert torch.equal(straight[k], rerun[k]), k
-
-
-class Executes:
-    """Unpickling this object would run a shell command that leaves a marker file."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_a_checkpoint_holding_a_pickled_object_is_refused_and_never_executed(tiny_index, cpu, tmp_path):

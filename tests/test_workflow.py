@@ -46,10 +46,39 @@ def planned_jobs(proc) -> dict[str, int]:
     return counts
 
 
-def test_unknown_config_key_stops_the_run_and_names_it(workdir):
+def test_unknown_config_key_stops_the_run_in_one_line(workdir):
     proc = snakemake(workdir, "-n", "--config", "bogus_key=1", check=False)
     assert proc.returncode != 0
-    assert "bogus_key" in proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "config: unknown key 'bogus_key'"
+    assert len((proc.stdout + proc.stderr).strip().splitlines()) == 3  # with Snakemake's notes on the profile and config
+
+
+@pytest.mark.parametrize("text, message", [
+    ("classifier: {epochs: 2.0}", "config classifier.epochs: 2.0 is not an integer (write 2)"),
+    ("affinity_labels: {fg_threshold: 0.05}",
+     "config affinity_labels.bg_threshold (0.1) must be below affinity_labels.fg_threshold (0.05)"),
+])
+def test_a_bad_value_stops_the_run_in_one_line_naming_the_keys(workdir, text, message):
+    (workdir / "bad.yaml").write_text(text + "\n")
+    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "bad.yaml", check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1] == message
+
+
+def test_a_number_in_exponent_form_reaches_the_stage_as_a_number(workdir):
+    (workdir / "lr.yaml").write_text("classifier: {lr: 1e-3}\n")
+    proc = snakemake(workdir, "-n", "-p", "--configfile", "config/micro.yaml", "lr.yaml")
+    assert '"lr": 0.001' in proc.stdout
+
+
+def test_a_failing_jobs_error_line_reaches_the_terminal(workdir):
+    """The workflow profile loads for a plain call in the repository, and its show-failed-logs prints the error."""
+    (workdir / "empty").mkdir()
+    (workdir / "broken.yaml").write_text("run: broken\ndata: {root: empty}\n")
+    proc = snakemake(workdir, "--cores", "1", "results/broken/labels/image_labels.json",
+                     "--configfile", "config/micro.yaml", "broken.yaml", check=False)
+    assert proc.returncode != 0
+    assert f"Using workflow specific profile {ROOT / 'profiles/default'}" in proc.stderr
+    assert "error: empty/JPEGImages: missing folder" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("key, value", [("seed", "minus-one"), ("precision", "fp16")])
@@ -63,7 +92,7 @@ def test_a_wrong_value_stops_the_run_and_names_the_key(workdir, key, value):
 def test_dag_has_every_stage_of_the_paper(workdir):
     jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/config.yaml"))
     assert jobs == {
-        "make_dataset": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cams": 1,
+        "make_dataset": 1, "dataset_manifest": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cams": 1,
         "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1, "eval_pseudo_labels": 1,
         "train_segmentation": 2, "predict_segmentation": 3, "eval_segmentation": 3, "report": 1, "figures": 1, "all": 1,
     }
@@ -155,3 +184,43 @@ def test_a_changed_random_walk_parameter_reruns_only_what_follows(micro_run, wor
     assert set(jobs) == {"random_walk", "pseudo_labels", "eval_pseudo_labels", "train_segmentation",
                          "predict_segmentation", "eval_segmentation", "report", "figures", "all"}
     assert jobs["train_segmentation"] == 1  # the upper bound does not depend on the random walk
+
+
+def test_an_added_variant_plans_only_its_own_jobs_and_the_tables(micro_run, workdir):
+    (workdir / "variants.yaml").write_text("classifier: {variants: [puzzle, baseline]}\n")
+    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "variants.yaml", "--config", "device=cpu")
+    assert planned_jobs(proc) == {"train_classifier": 1, "make_cams": 1, "eval_cams": 1, "ablation": 1, "report": 1,
+                                  "figures": 1, "all": 1}
+    assert "wildcards: variant=baseline" in proc.stdout and "variant=puzzle" not in proc.stdout
+
+
+def test_a_changed_worker_count_reruns_nothing(micro_run, workdir):
+    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "device=cpu", "num_workers=2")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_dropping_the_upper_bound_retrains_nothing(micro_run, workdir):
+    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "device=cpu",
+                     "segmentation={upper_bound: false}")
+    assert planned_jobs(proc) == {"report": 1, "figures": 1, "all": 1}
+
+
+def test_a_mask_overwritten_in_place_reruns_the_labels(micro_run, workdir):
+    """Last in this module: it changes the micro dataset."""
+    masks = workdir / "resources/micro/VOCdevkit/VOC2012/SegmentationClass"
+    folder_mtime = masks.stat().st_mtime_ns
+    for path in masks.glob("*.png"):
+        with Image.open(path) as png:
+            mask = np.zeros((png.size[1], png.size[0]), np.uint8)
+            palette = png.getpalette()
+        mask[8:24, 8:24] = 2  # one square on background
+        out = Image.fromarray(mask, mode="P")
+        out.putpalette(palette)
+        out.save(path)  # in place: the folder's mtime does not change
+    assert masks.stat().st_mtime_ns == folder_mtime
+    jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "device=cpu"))
+    assert jobs["image_labels"] == 1 and "dataset_manifest" not in jobs  # the manifest was refreshed at start-up
+    snakemake(workdir, "--cores", "2", "results/micro/labels/image_labels.json", "--configfile", "config/micro.yaml",
+              "--config", "device=cpu")
+    labels = json.loads((micro_run / "labels/image_labels.json").read_text())["labels"]
+    assert set(map(tuple, labels.values())) == {(2,)}

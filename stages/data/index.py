@@ -31,10 +31,22 @@ class DatasetIndex:
             raise StageError(f"{split_file}: {len(missing)} ids have no image-level labels (first: {missing[0]})")
         return ids
 
+    def classes_without_images(self, ids) -> list[str]:
+        """The foreground classes that no image of ``ids`` holds."""
+        present = {c for i in ids for c in self.labels.get(i, ())}
+        return [name for c, name in enumerate(self.classes, 1) if c not in present]
+
     def to_json(self) -> dict:
         aug = self.layout.aug_masks
         return {"root": str(self.layout.root), "aug_masks": str(aug) if aug else None, "classes": self.classes,
                 "labels": self.labels, "unlabeled": sorted(self.unlabeled)}
+
+
+def missing_classes_warning(classes: list[str], where: str) -> str:
+    """One line on classes the training images lack: nothing learns them, and mIoU leaves them out where no mask holds them."""
+    names = ", ".join(map(repr, classes))
+    return (f"class{'es' if len(classes) > 1 else ''} {names} {'have' if len(classes) > 1 else 'has'} no image in {where}: "
+            "never learned, and left out of mIoU where no mask holds them")
 
 
 def load_index(path) -> DatasetIndex:

@@ -7,6 +7,8 @@ rule report:
         masks=[f"{R}/tables/pseudo_labels.json"]
         + expand(f"{R}/tables/segmentation_{{masks}}_{{split}}.json", masks=SEG_MASKS, split=DATA["eval_split"])
         + [f"{R}/tables/segmentation_pseudo_labels_{DATA['cam_split']}.json"],
+        labels=LABELS,
+        split=split_file("train_split"),
     output:
         md=report(f"{R}/tables/miou.md", category="Tables", caption="../report/miou.rst"),
         csv=report(f"{R}/tables/miou.csv", category="Tables", caption="../report/miou.rst"),
@@ -17,7 +19,7 @@ rule report:
         benchmark_of("report")
     shell:
         "python -m stages.report --cam-tables {input.cams:q} --mask-tables {input.masks:q} --variant {VARIANT}"
-        " --out {R}/tables > {log:q} 2>&1"
+        " --labels {input.labels:q} --split-file {input.split:q} --out {R}/tables > {log:q} 2>&1"
 
 
 HISTORY_NAMES = [f"classifier ({v})" for v in config["classifier"]["variants"]] + ["AffinityNet"] + [

@@ -23,7 +23,7 @@ rule train_segmentation:
         meta=f"{R}/segmentation/{{masks}}/model.json",
         history=f"{R}/segmentation/{{masks}}/history.csv",
     params:
-        cfg=section("segmentation"),
+        cfg=section("segmentation", without=("upper_bound",)),
         runtime=RUNTIME,
         checkpoint=f"{R}/checkpoints/train_segmentation/{{masks}}.pt",
         optional=optional_args,
