@@ -200,8 +200,8 @@ def test_a_changed_worker_count_reruns_nothing(micro_run, workdir):
 
 
 def test_dropping_the_upper_bound_retrains_nothing(micro_run, workdir):
-    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "device=cpu",
-                     "segmentation={upper_bound: false}")
+    (workdir / "no_upper_bound.yaml").write_text("segmentation: {upper_bound: false}\n")
+    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "no_upper_bound.yaml", "--config", "device=cpu")
     assert planned_jobs(proc) == {"report": 1, "figures": 1, "all": 1}
 
 
