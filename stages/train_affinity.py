@@ -11,6 +11,7 @@ from stages.data.index import load_index
 from stages.engine import fit, save_trained
 from stages.io import load_model
 from stages.models.affinity import AffinityNet
+from stages.models.backbone import weights_tag
 from stages.ops.affinity import affinity_loss, pair_labels, path_affinity
 from stages.staging import settings_key
 
@@ -42,10 +43,13 @@ def train_affinity(index, ids, labels_dir: Path, classifier: Path, cfg: dict, rt
         model = build_affinity_net(cfg, backbone, pretrained=True)
     data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=[labels_dir / f"{i}.png" for i in ids])
     key = settings_key(cfg, rt.seed, rt.precision, ids, str(classifier))
-    groups = [{"params": model.head_parameters(), "lr": cfg["lr"]}]
+    # one group, every head parameter decayed, as the reference trains IRN's boundary branch
+    groups = [{"params": model.head_parameters(), "lr": cfg["lr"], "weight_decay": cfg["weight_decay"]}]
     history = fit(model, groups, data, affinity_step(model, cfg["radius"]), cfg, rt, checkpoint, key, "train_affinity")
-    meta = {"stage": "train_affinity", "backbone": backbone, "classes": index.classes, "config": cfg, "seed": rt.seed,
-            "precision": rt.precision}
+    frozen = (f"classifier:{classifier}" if cfg["backbone_init"] == "classifier"
+              else weights_tag(backbone, True, cfg.get("pretrained_path")))
+    meta = {"stage": "train_affinity", "backbone": backbone, "pretrained": frozen, "classes": index.classes, "config": cfg,
+            "seed": rt.seed, "precision": rt.precision}
     save_trained(out, model, meta, history, checkpoint)
 
 

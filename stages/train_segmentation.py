@@ -10,9 +10,10 @@ from stages import StageError, cli
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
 from stages.data.voc import IGNORE
-from stages.engine import fit, save_trained
+from stages.engine import fit, reference_param_groups, save_trained
 from stages.io import load_model
-from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, param_groups
+from stages.models.backbone import weights_tag
+from stages.models.segmentation import create_deeplab, is_new, load_encoder_from_classifier
 from stages.staging import settings_key
 
 log = logging.getLogger("stages")
@@ -43,9 +44,12 @@ def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, 
     mask_paths = [masks / f"{i}.png" for i in ids] if masks is not None else [index.layout.mask_path(i) for i in ids]
     data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=mask_paths)
     key = settings_key(cfg, rt.seed, rt.precision, ids, str(masks), str(classifier))
-    history = fit(model, param_groups(model, cfg["lr"]), data, segmentation_step(model), cfg, rt, checkpoint, key,
+    history = fit(model, reference_param_groups(model, is_new, cfg), data, segmentation_step(model), cfg, rt, checkpoint, key,
                   "train_segmentation")
+    start = (f"classifier:{classifier}" if classifier is not None
+             else weights_tag(cfg["encoder"], cfg.get("pretrained", False), cfg.get("pretrained_path")))
     meta = {"stage": "train_segmentation", "masks": str(masks) if masks else "ground_truth", "encoder": cfg["encoder"],
+            "pretrained": start,
             "classes": index.classes, "config": cfg, "seed": rt.seed, "precision": rt.precision}
     save_trained(out, model, meta, history, checkpoint)
 

@@ -52,11 +52,9 @@ def load_encoder_from_classifier(model: nn.Module, classifier_state: dict) -> in
     return len(matched)
 
 
-def param_groups(model: nn.Module, lr: float, new_layer_lr_mult: float = 10.0) -> list[dict]:
-    enc = list(model.encoder.parameters())
-    enc_ids = {id(p) for p in enc}
-    head = [p for p in model.parameters() if id(p) not in enc_ids]
-    return [{"params": enc, "lr": lr}, {"params": head, "lr": lr * new_layer_lr_mult}]
+def is_new(name: str) -> bool:
+    """Parameters trained from scratch: the decoder and head, as opposed to the encoder's."""
+    return not name.startswith("encoder.")
 
 
 @torch.no_grad()

@@ -1,7 +1,10 @@
 """Pixel-pair affinities from a boundary map (IRN's inter-pixel relations).
 
 The affinity of pixels i and j = i + d (|d| < radius) is 1 - the largest boundary
-probability on the straight path between them; outside the map counts as boundary.
+probability on the path between them; outside the map counts as boundary. The path is
+IRN's: every cell whose centre lies within distance 1 of the segment i-j, so that a
+one-pixel diagonal boundary cuts every path across it (a rounded thin line slips
+between its cells).
 """
 from __future__ import annotations
 
@@ -25,9 +28,18 @@ def displacements(radius: int) -> tuple[tuple[int, int], ...]:
 
 @functools.lru_cache(maxsize=None)
 def path(d: tuple[int, int]) -> tuple[tuple[int, int], ...]:
-    """The offsets on the straight path from (0, 0) to ``d``, both ends included."""
-    n = max(abs(d[0]), abs(d[1]))
-    return tuple(dict.fromkeys((round(k * d[0] / n), round(k * d[1] / n)) for k in range(n + 1)))
+    """The offsets on the path from (0, 0) to ``d``, both ends included, as IRN's PathIndex defines it.
+
+    The cells of the bounding box of (0, 0) and ``d`` whose distance to the line through them is below 1:
+    |dy * x - dx * y| / |d| < 1, compared in integers."""
+    dy, dx = d
+    length_sq = dy * dy + dx * dx
+    return tuple(
+        (y, x)
+        for y in range(min(0, dy), max(0, dy) + 1)
+        for x in range(min(0, dx), max(0, dx) + 1)
+        if (dy * x - dx * y) ** 2 < length_sq
+    )
 
 
 def shift(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
