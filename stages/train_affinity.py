@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch.nn.functional as F
-
 from stages import StageError, cli
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
@@ -12,7 +10,7 @@ from stages.engine import fit, save_trained
 from stages.io import load_model
 from stages.models.affinity import AffinityNet
 from stages.models.backbone import weights_tag
-from stages.ops.affinity import affinity_loss, pair_labels, path_affinity
+from stages.ops.affinity import affinity_loss, downsample_labels, pair_labels, path_affinity
 from stages.staging import settings_key
 
 
@@ -24,7 +22,7 @@ def affinity_step(model, radius: int):
     def step(batch, iteration, max_iteration):
         x, label = batch["image"], batch["mask"]
         logits = model(x)
-        label4 = F.interpolate(label[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
+        label4 = downsample_labels(label, logits.shape[-2:])
         aff = path_affinity(logits.float().sigmoid(), radius)
         return affinity_loss(aff, *pair_labels(label4, radius))
 

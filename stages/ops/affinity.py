@@ -65,6 +65,16 @@ def path_affinity(boundary: torch.Tensor, radius: int) -> torch.Tensor:
     return 1.0 - torch.stack(maxes, dim=1)
 
 
+def downsample_labels(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) labels -> (B, h, w) by PIL's nearest rule, as the reference shrinks them to the boundary map:
+    output cell i takes input pixel floor((i + 1/2) H / h), the centre of its block (4i + 2 at stride 4),
+    where torch's nearest takes the block's corner (4i)."""
+    h, w = label.shape[-2:]
+    rows = ((torch.arange(size[0], device=label.device) + 0.5) * (h / size[0])).long().clamp_(max=h - 1)
+    cols = ((torch.arange(size[1], device=label.device) + 0.5) * (w / size[1])).long().clamp_(max=w - 1)
+    return label[..., rows[:, None], cols[None, :]]
+
+
 def pair_labels(label: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, H, W) labels (0 bg, c fg, 255 unknown) -> bg-positive, fg-positive, negative pair masks (B, D, H, W)."""
     a = label[:, None]
