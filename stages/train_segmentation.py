@@ -22,7 +22,8 @@ log = logging.getLogger("stages")
 def build_deeplab(cfg: dict, num_classes: int, pretrained: bool | None = None):
     pretrained = cfg.get("pretrained", False) if pretrained is None else pretrained
     return create_deeplab(cfg["encoder"], num_classes + 1, cfg["decoder_channels"], pretrained,
-                          cfg.get("pretrained_path") if pretrained else None)
+                          cfg.get("pretrained_path") if pretrained else None,
+                          cfg["aspp_rates"], cfg["aspp_separable"], cfg["frozen_bn"])
 
 
 def segmentation_step(model):
