@@ -106,6 +106,7 @@ def test_train_affinity_learns_from_labels(tiny_index, cpu, tmp_path):
                    tmp_path / "ckpt.pt")
     state, meta = load_model(tmp_path / "aff" / "model.pt")
     assert meta["backbone"] == "resnet18" and "boundary.weight" in state
+    assert meta["pretrained"] == f"classifier:{tmp_path / 'cls.pt'}"
     assert (tmp_path / "aff" / "history.csv").read_text().startswith("epoch,lr,")
     assert not (tmp_path / "ckpt.pt").exists()
     # the frozen backbone is the classifier's, untouched by training

@@ -95,7 +95,7 @@ def test_train_on_ground_truth_then_predict(tiny_index, cpu, tmp_path):
     val_ids = tiny_index.ids(tiny_index.layout.split_file("val"))
     train_segmentation(tiny_index, train_ids, None, None, seg_cfg(epochs=1), cpu, tmp_path / "seg" / "model.pt", tmp_path / "ck.pt")
     _, meta = load_model(tmp_path / "seg" / "model.pt")
-    assert meta["masks"] == "ground_truth"
+    assert meta["masks"] == "ground_truth" and meta["pretrained"] is None
     crf = {"iterations": 1, "gt_prob": 0.7, "gaussian": {"sxy": 3, "compat": 3}, "bilateral": {"sxy": 80, "srgb": 13, "compat": 10}}
     predict_segmentation(tiny_index, val_ids, tmp_path / "seg" / "model.pt", {"scales": [1.0, 0.5], "flip": True, "crf": crf},
                          cpu, tmp_path / "pred", processes=2)
