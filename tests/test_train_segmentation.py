@@ -63,7 +63,7 @@ def test_frozen_bn_encoder_keeps_its_statistics_and_trains_its_affine():
     model = create_deeplab("resnet18", 5, decoder_channels=32, frozen_bn=True)
     bn = model.encoder.model.bn1
     before = bn.running_mean.clone()
-    x = torch.randn(2, 3, 64, 64) * 3 + 1
+    x = torch.randn(2, 3, 32, 32) * 3 + 1
     model.train()
     assert model.decoder.training and not bn.training
     trained = model.encoder(x)[-1]
