@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch.nn.functional as F
-
 from stages import StageError, cli
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
 from stages.engine import fit, save_trained
 from stages.io import load_model
 from stages.models.affinity import AffinityNet
-from stages.ops.affinity import affinity_loss, pair_labels, path_affinity
+from stages.models.backbone import weights_tag
+from stages.ops.affinity import affinity_loss, downsample_labels, pair_labels, path_affinity
 from stages.staging import file_digest, inputs_key, settings_key
 
 
@@ -23,7 +22,7 @@ def affinity_step(model, radius: int):
     def step(batch, iteration, max_iteration):
         x, label = batch["image"], batch["mask"]
         logits = model(x)
-        label4 = F.interpolate(label[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
+        label4 = downsample_labels(label, logits.shape[-2:])
         aff = path_affinity(logits.float().sigmoid(), radius)
         return affinity_loss(aff, *pair_labels(label4, radius))
 
@@ -44,10 +43,13 @@ def train_affinity(index, ids, labels_dir: Path, classifier: Path, cfg: dict, rt
     # the affinity labels' and images' sizes and mtimes and the classifier's bytes, as in train_segmentation
     key = settings_key(cfg, rt.seed, rt.precision, ids, inputs_key(*data.image_paths, *data.mask_paths),
                        file_digest(classifier))
-    groups = [{"params": model.head_parameters(), "lr": cfg["lr"]}]
+    # one group, every head parameter decayed, as the reference trains IRN's boundary branch
+    groups = [{"params": model.head_parameters(), "lr": cfg["lr"], "weight_decay": cfg["weight_decay"]}]
     history = fit(model, groups, data, affinity_step(model, cfg["radius"]), cfg, rt, checkpoint, key, "train_affinity")
-    meta = {"stage": "train_affinity", "backbone": backbone, "classes": index.classes, "config": cfg, "seed": rt.seed,
-            "precision": rt.precision}
+    frozen = (f"classifier:{classifier}" if cfg["backbone_init"] == "classifier"
+              else weights_tag(backbone, True, cfg.get("pretrained_path")))
+    meta = {"stage": "train_affinity", "backbone": backbone, "pretrained": frozen, "classes": index.classes, "config": cfg,
+            "seed": rt.seed, "precision": rt.precision}
     save_trained(out, model, meta, history, checkpoint)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from stages import StageError, cli
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index, missing_classes_warning
-from stages.engine import fit, save_trained
+from stages.engine import fit, reference_param_groups, save_trained
+from stages.models.backbone import weights_tag
 from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS, alpha_at, merge, puzzle_losses, tile
 from stages.staging import inputs_key, settings_key
@@ -47,8 +48,10 @@ def train_classifier(index, ids, variant_name: str, cfg: dict, rt, out: Path, ch
     # the labels and images themselves, not only their ids: a checkpoint trained on other contents is not resumed
     key = settings_key(cfg, variant_name, rt.seed, rt.precision, ids, data.labels, inputs_key(*data.image_paths))
     step = puzzle_step(model, variant, cfg["alpha_max"], cfg["alpha_ramp"])
-    history = fit(model, model.param_groups(cfg["lr"]), data, step, cfg, rt, checkpoint, key, f"train_classifier[{variant_name}]")
+    groups = reference_param_groups(model, model.is_new, cfg)
+    history = fit(model, groups, data, step, cfg, rt, checkpoint, key, f"train_classifier[{variant_name}]")
     meta = {"stage": "train_classifier", "variant": variant_name, "backbone": cfg["backbone"],
+            "pretrained": weights_tag(cfg["backbone"], cfg.get("pretrained", False), cfg.get("pretrained_path")),
             "classes": index.classes, "config": cfg, "seed": rt.seed, "precision": rt.precision}
     save_trained(out, model, meta, history, checkpoint)
     return history

@@ -10,9 +10,10 @@ from stages import StageError, cli
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
 from stages.data.voc import IGNORE
-from stages.engine import fit, save_trained
+from stages.engine import fit, reference_param_groups, save_trained
 from stages.io import load_model
-from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, param_groups
+from stages.models.backbone import weights_tag
+from stages.models.segmentation import create_deeplab, is_new, load_encoder_from_classifier
 from stages.staging import file_digest, inputs_key, settings_key
 
 log = logging.getLogger("stages")
@@ -21,7 +22,8 @@ log = logging.getLogger("stages")
 def build_deeplab(cfg: dict, num_classes: int, pretrained: bool | None = None):
     pretrained = cfg.get("pretrained", False) if pretrained is None else pretrained
     return create_deeplab(cfg["encoder"], num_classes + 1, cfg["decoder_channels"], pretrained,
-                          cfg.get("pretrained_path") if pretrained else None)
+                          cfg.get("pretrained_path") if pretrained else None,
+                          cfg["aspp_rates"], cfg["aspp_separable"], cfg["frozen_bn"])
 
 
 def segmentation_step(model):
@@ -45,9 +47,12 @@ def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, 
     # the masks' and images' sizes and mtimes and the classifier's bytes: a checkpoint trained on other inputs is not resumed
     key = settings_key(cfg, rt.seed, rt.precision, ids, inputs_key(*data.image_paths, *data.mask_paths),
                        file_digest(classifier) if classifier is not None else None)
-    history = fit(model, param_groups(model, cfg["lr"]), data, segmentation_step(model), cfg, rt, checkpoint, key,
+    history = fit(model, reference_param_groups(model, is_new, cfg), data, segmentation_step(model), cfg, rt, checkpoint, key,
                   "train_segmentation")
+    start = (f"classifier:{classifier}" if classifier is not None
+             else weights_tag(cfg["encoder"], cfg.get("pretrained", False), cfg.get("pretrained_path")))
     meta = {"stage": "train_segmentation", "masks": str(masks) if masks else "ground_truth", "encoder": cfg["encoder"],
+            "pretrained": start,
             "classes": index.classes, "config": cfg, "seed": rt.seed, "precision": rt.precision}
     save_trained(out, model, meta, history, checkpoint)
 

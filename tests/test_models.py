@@ -15,7 +15,7 @@ from conftest import ROOT
 from stages import StageError
 from stages.io import write_json
 from stages.models.affinity import AffinityNet
-from stages.models.backbone import create_backbone
+from stages.models.backbone import create_backbone, weights_tag
 from stages.models.segmentation import create_deeplab
 
 
@@ -37,6 +37,16 @@ def test_weights_load_from_a_local_file(tmp_path):
     torch.save(reference.state_dict(), path)
     net = create_backbone("resnet18", pretrained=True, pretrained_path=str(path))
     assert torch.equal(net.conv1.weight, reference.conv1.weight)
+
+
+def test_weights_tag_names_the_exact_weights(tmp_path):
+    assert weights_tag("resnet50", True) == "resnet50.a1_in1k"  # timm's default recipe, not torchvision's weights
+    assert weights_tag("resnet50.tv_in1k", True) == "resnet50.tv_in1k"  # the reference's
+    assert weights_tag("resnest101e", True) == "resnest101e.in1k"
+    assert weights_tag("resnet18", False) is None
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"")
+    assert weights_tag("resnet18", True, str(path)) == str(path.resolve())
 
 
 def test_missing_local_weights_file_is_named(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stages.ops.affinity import affinity_loss, displacements, pair_labels, path, path_affinity, shift
+from test_random_walk import segment_cells
 
 
 def test_displacements_cover_each_pair_once():
@@ -15,28 +16,40 @@ def test_displacements_cover_each_pair_once():
     assert d | {(-dy, -dx) for dy, dx in d} == full
 
 
-def test_path_runs_from_origin_to_target():
+@pytest.mark.parametrize("radius", [5, 10])
+def test_path_is_every_cell_within_one_of_the_segment_as_irn(radius):
+    # IRN's PathIndex: the cells whose distance to the segment from 0 to d is below 1; here computed exactly
+    # by projecting each cell of a window around the segment onto it
+    for d in displacements(radius):
+        assert set(path(d)) == segment_cells(d), d
+        assert len(path(d)) == len(set(path(d)))
+
+
+def test_path_cells_by_hand():
     assert path((0, 3)) == ((0, 0), (0, 1), (0, 2), (0, 3))
-    p = path((2, -4))
-    assert p[0] == (0, 0) and p[-1] == (2, -4) and len(p) == 5
+    assert set(path((1, 1))) == {(0, 0), (0, 1), (1, 0), (1, 1)}  # both cells beside the diagonal
+    assert set(path((1, -2))) == {(0, -2), (0, -1), (0, 0), (1, -2), (1, -1), (1, 0)}
+    # |2x - 3y| < sqrt(13): (0, 2) and (2, 1) are 4/sqrt(13) > 1 away from the line
+    assert set(path((2, 3))) == {(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (1, 3), (2, 2), (2, 3)}
+    # IRN's thick path: 242 cells over the 34 pairs at radius 5, about 7 per pair (a rounded line has about 4)
+    assert (len(displacements(5)), sum(len(path(d)) for d in displacements(5))) == (34, 242)
 
 
-def test_shift_moves_and_fills():
-    x = torch.arange(6.0).reshape(2, 3)
-    assert shift(x, 0, 1, -1).tolist() == [[1, 2, -1], [4, 5, -1]]
-    assert shift(x, -1, 0, 9).tolist() == [[9, 9, 9], [0, 1, 2]]
-
-
-def test_path_affinity_is_one_minus_the_strongest_boundary_on_the_path():
-    b = torch.zeros(1, 5, 5)
-    b[0, :, 2] = 0.8  # a vertical wall
-    aff = path_affinity(b, radius=3)
-    disp = displacements(3)
-    right2 = disp.index((0, 2))
-    down1 = disp.index((1, 0))
-    assert aff[0, right2, 2, 0].item() == pytest.approx(0.2)  # crosses the wall
-    assert aff[0, down1, 0, 0].item() == pytest.approx(1.0)  # stays left of it
-    assert aff[0, down1, 4, 0].item() == pytest.approx(0.0)  # leaves the map
+def test_a_one_pixel_diagonal_boundary_cuts_every_path_across_it():
+    n = 12
+    ys, xs = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    b = (ys + xs == n - 1).double()[None]
+    aff = path_affinity(b, radius=5)
+    crossings = 0
+    for i, (dy, dx) in enumerate(displacements(5)):
+        inside = (ys + dy < n) & (xs + dx >= 0) & (xs + dx < n)
+        across = inside & (ys + xs < n - 1) & (ys + dy + xs + dx > n - 1)
+        crossings += int(across.sum())
+        if across.any():
+            assert aff[0, i][across].max().item() == 0.0, (dy, dx)
+    assert crossings > 500
+    # a rounded thin line from (4, 6) to (5, 7) would pass between the wall cells (4, 7) and (5, 6)
+    assert aff[0, displacements(5).index((1, 1)), 4, 6].item() == 0.0
 
 
 def brute_force_pairs(label, radius):
@@ -93,6 +106,7 @@ def test_train_affinity_learns_from_labels(tiny_index, cpu, tmp_path):
                    tmp_path / "ckpt.pt")
     state, meta = load_model(tmp_path / "aff" / "model.pt")
     assert meta["backbone"] == "resnet18" and "boundary.weight" in state
+    assert meta["pretrained"] == f"classifier:{tmp_path / 'cls.pt'}"
     assert (tmp_path / "aff" / "history.csv").read_text().startswith("epoch,lr,")
     assert not (tmp_path / "ckpt.pt").exists()
     # the frozen backbone is the classifier's, untouched by training

@@ -12,7 +12,7 @@ from conftest import Executes, train_cfg
 from stages import StageError
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
-from stages.engine import fit
+from stages.engine import fit, reference_param_groups
 from stages.io import load_model, write_json
 from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS
@@ -36,6 +36,7 @@ def test_train_classifier_writes_model_sidecar_and_history(tiny_index, cpu, tmp_
     assert {"cls", "p_cls", "re", "total"} <= set(history[0])
     state, meta = load_model(tmp_path / "m" / "model.pt")
     assert meta["variant"] == "puzzle" and meta["classes"] == tiny_index.classes
+    assert meta["pretrained"] is None  # random start; otherwise the exact timm tag or file
     assert state["classifier.weight"].shape == (4, 512, 1, 1)
     assert (tmp_path / "m" / "history.csv").read_text().splitlines()[0].startswith("epoch,lr,")
 
@@ -74,7 +75,7 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tiny_in
         return terms
 
     with pytest.raises(StageError, match=r"non-finite loss at step 3 \(epoch 2\).*last good checkpoint: .*ck.pt"):
-        fit(model, model.param_groups(cfg["lr"]), data, diverging, cfg, cpu, tmp_path / "ck.pt", "k", "test")
+        fit(model, reference_param_groups(model, model.is_new, cfg), data, diverging, cfg, cpu, tmp_path / "ck.pt", "k", "test")
     assert torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] == 1
 
 
@@ -127,7 +128,7 @@ def tiny_fit(tiny_index, cpu, checkpoint, labels=None, kill_at=None):
     data = TrainSamples([tiny_index.layout.image_path(i) for i in ids], cfg, 0,
                         labels=labels or [tiny_index.labels[i] for i in ids], num_classes=4)
     step = killed_at(puzzle_step, kill_at)(model, VARIANTS["puzzle"], 4.0, 0.5)
-    fit(model, model.param_groups(cfg["lr"]), data, step, cfg, cpu, checkpoint, "k", "test")
+    fit(model, reference_param_groups(model, model.is_new, cfg), data, step, cfg, cpu, checkpoint, "k", "test")
     return model.state_dict()
 
 

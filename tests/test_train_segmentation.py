@@ -17,7 +17,8 @@ from stages.train_segmentation import train_segmentation
 
 def seg_cfg(**kw):
     return train_cfg(encoder="resnet18", pretrained=False, pretrained_path=None, init_from_classifier=False,
-                     upper_bound=True, decoder_channels=32, **kw)
+                     upper_bound=True, decoder_channels=32, aspp_rates=[6, 12, 18], aspp_separable=False,
+                     frozen_bn=True, **kw)
 
 
 def test_deeplab_has_a_groupnorm_head_and_full_resolution_output():
@@ -25,6 +26,56 @@ def test_deeplab_has_a_groupnorm_head_and_full_resolution_output():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.decoder.modules())
     assert any(isinstance(m, nn.GroupNorm) for m in model.decoder.modules())
     assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 5, 64, 96)
+
+
+def reference_head_parameters(in_ch: int, low_ch: int, classes: int, c: int = 256) -> int:
+    """Parameter count of the reference's ASPP + decoder (core/deeplab_utils.py) with GroupNorm, written out."""
+    norm = 2 * c
+    aspp = in_ch * c + 3 * (in_ch * c * 9) + in_ch * c + 5 * norm + 5 * c * c + norm  # 4 branches, pool, 1x1 project
+    decoder = low_ch * 48 + 2 * 48 + (c + 48) * c * 9 + norm + c * c * 9 + norm + c * classes + classes
+    return aspp + decoder
+
+
+def test_deeplab_head_is_the_references():
+    model = create_deeplab("resnet50", 21)
+    head = [*model.decoder.parameters(), *model.segmentation_head.parameters()]
+    assert sum(p.numel() for p in head) == reference_head_parameters(2048, 256, 21)
+    atrous = [m for m in model.decoder.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert [m.dilation[0] for m in atrous] == [6, 12, 18, 1, 1]  # ordinary convolutions: no depthwise groups
+    assert all(m.groups == 1 for m in atrous)
+    assert [m.p for m in model.decoder.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5, 0.1]
+    assert {m.num_groups for m in model.decoder.modules() if isinstance(m, nn.GroupNorm)} == {4}
+
+
+def test_deeplab_smp_settings_stay_reachable():
+    model = create_deeplab("resnet18", 5, decoder_channels=32, aspp_rates=(12, 24, 36), aspp_separable=True)
+    dilations = [m.dilation[0] for m in model.decoder.aspp.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert dilations == [12, 24, 36]
+
+
+def test_deeplab_head_is_kaiming_normal():
+    torch.manual_seed(0)
+    w = create_deeplab("resnet18", 5, decoder_channels=32).decoder.block2[0].weight  # fan_in (48 + 32) * 9 = 720
+    assert w.std().item() == pytest.approx((2 / 720) ** 0.5, rel=0.03)
+
+
+def test_frozen_bn_encoder_keeps_its_statistics_and_trains_its_affine():
+    torch.manual_seed(0)
+    model = create_deeplab("resnet18", 5, decoder_channels=32, frozen_bn=True)
+    bn = model.encoder.model.bn1
+    before = bn.running_mean.clone()
+    x = torch.randn(2, 3, 32, 32) * 3 + 1
+    model.train()
+    assert model.decoder.training and not bn.training
+    trained = model.encoder(x)[-1]
+    assert torch.equal(bn.running_mean, before)
+    assert torch.equal(trained, model.eval().encoder(x)[-1])
+    model.train()
+    model(x).sum().backward()
+    assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+    free = create_deeplab("resnet18", 5, decoder_channels=32, frozen_bn=False).train()
+    free.encoder(x)
+    assert not torch.equal(free.encoder.model.bn1.running_mean, before)
 
 
 def test_multiscale_logits_handle_any_image_size():
@@ -45,7 +96,7 @@ def test_train_on_ground_truth_then_predict(tiny_index, cpu, tmp_path):
     val_ids = tiny_index.ids(tiny_index.layout.split_file("val"))
     train_segmentation(tiny_index, train_ids, None, None, seg_cfg(epochs=1), cpu, tmp_path / "seg" / "model.pt", tmp_path / "ck.pt")
     _, meta = load_model(tmp_path / "seg" / "model.pt")
-    assert meta["masks"] == "ground_truth"
+    assert meta["masks"] == "ground_truth" and meta["pretrained"] is None
     crf = {"iterations": 1, "gt_prob": 0.7, "gaussian": {"sxy": 3, "compat": 3}, "bilateral": {"sxy": 80, "srgb": 13, "compat": 10}}
     predict_segmentation(tiny_index, val_ids, tmp_path / "seg" / "model.pt", {"scales": [1.0, 0.5], "flip": True, "crf": crf},
                          cpu, tmp_path / "pred", processes=2)

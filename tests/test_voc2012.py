@@ -96,20 +96,25 @@ def test_voc2012_config_has_the_papers_settings():
     cfg = yaml.safe_load((ROOT / "config/voc2012.yaml").read_text())
     c, a, s = cfg["classifier"], cfg["affinity"], cfg["segmentation"]
     assert (c["batch_size"], c["epochs"], c["lr"], c["weight_decay"], c["resize_long"], c["crop_size"]) == (32, 15, 0.1, 1e-4, [320, 640], 512)
-    assert (c["alpha_max"], c["alpha_ramp"], c["variants"]) == (4.0, 0.5, ["baseline", "pcls", "re", "puzzle"])
+    assert (c["alpha_max"], c["alpha_ramp"], c["variants"]) == (4.0, 0.5, ["puzzle"])
+    # the reference README's pipeline: ResNeSt-101 throughout, exact weights, the reference's optimizer everywhere
+    assert (c["backbone"], a["backbone_init"], s["encoder"]) == ("resnest101e.in1k", "imagenet", "resnest101e.in1k")
+    assert c["optimizer"] == a["optimizer"] == s["optimizer"] == "reference"
+    ablation = yaml.safe_load((ROOT / "config/voc2012_resnet50.yaml").read_text())
+    assert ablation["classifier"] == {"backbone": "resnet50.tv_in1k", "variants": ["baseline", "pcls", "re", "puzzle"]}
     assert cfg["cams"] == {"scales": [1.0, 0.5, 1.5, 2.0], "flip": True}
     assert (a["batch_size"], a["epochs"], a["lr"], a["weight_decay"], a["radius"]) == (32, 3, 0.1, 1e-4, 10)
     assert (cfg["affinity_labels"]["fg_threshold"], cfg["affinity_labels"]["bg_threshold"]) == (0.40, 0.10)
     assert cfg["random_walk"] == {"radius": 5, "beta": 10, "exp_times": 8}
     assert cfg["pseudo_labels"]["threshold"] == 0.35
     assert (s["batch_size"], s["epochs"], s["lr"], s["weight_decay"], s["resize_long"], s["crop_size"]) == (32, 50, 0.007, 4e-5, [256, 1024], 512)
-    assert cfg["predict_segmentation"]["scales"][0] == 0.5 and cfg["predict_segmentation"]["scales"][-1] == 2.0
+    assert cfg["predict_segmentation"]["scales"] == [0.5, 1.0, 1.5, 2.0]
     d = cfg["data"]
     assert (d["train_split"], d["cam_split"], d["eval_split"], d["test_split"]) == ("train_aug", "train", "val", "test")
 
 
-# One job per stage, four per ablation variant; DeepLabv3+ trained once (no upper bound) and predicted on test too.
-PAPER_DAG = {"image_labels": 1, "train_classifier": 4, "make_cams": 4, "eval_cams": 4, "ablation": 1,
+# One job per stage; DeepLabv3+ trained once (no upper bound) and predicted on test too.
+PAPER_DAG = {"image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cams": 1,
              "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1, "eval_pseudo_labels": 1,
              "train_segmentation": 1, "pack_test": 1, "report": 1, "all": 1}
 
@@ -134,6 +139,16 @@ def test_dag_reads_segmentation_class_aug_where_present(tmp_path, workdir):
     jobs, _ = paper_dag(workdir, tmp_path)
     assert "convert_sbd" not in jobs
     assert {k: jobs.get(k) for k in PAPER_DAG} == PAPER_DAG
+
+
+def test_resnet50_ablation_adds_the_four_variants_and_their_table(data, workdir):
+    root, _ = data
+    proc = snakemake(workdir, "-n", "--configfile", "config/voc2012.yaml", "config/voc2012_resnet50.yaml",
+                     "--config", f"data_root={root}")
+    jobs = planned_jobs(proc)
+    assert {k: jobs.get(k) for k in ("train_classifier", "make_cams", "eval_cams", "ablation", "train_affinity")} == \
+        {"train_classifier": 4, "make_cams": 4, "eval_cams": 4, "ablation": 1, "train_affinity": 1}
+    assert "results/voc2012_resnet50/tables/ablation.md" in proc.stdout
 
 
 def test_missing_weights_file_stops_the_run_at_start_up(data, workdir):
@@ -179,6 +194,13 @@ def test_tables_score_the_right_splits_and_hold_the_ablation(voc_run):
     cams = {row["variant"]: row["miou"] for row in rows if row["stage"] == "cam"}
     assert all(a["miou"] == cams[a["variant"]] and a["split"] == "train" for a in ablation)
     assert (r / "tables/ablation.md").read_text().count("✓") == 1 + 3
+
+
+def test_ablation_variants_have_cams_only_on_the_scored_split(voc_run):
+    r, _, ids = voc_run
+    # the variant feeding AffinityNet and the random walk needs train_aug; the others are only scored on train
+    assert sorted(p.stem for p in (r / "cams/puzzle").glob("*.npz")) == sorted(ids["train_aug"])
+    assert sorted(p.stem for p in (r / "cams/baseline").glob("*.npz")) == sorted(ids["train"])
 
 
 def test_test_predictions_are_packed_for_the_evaluation_server(voc_run):

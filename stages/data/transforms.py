@@ -44,13 +44,16 @@ def random_flip(img, mask, rng):
 
 
 def random_crop(img, mask, size, rng):
-    """Crop ``size`` x ``size``; smaller images are padded (image with the mean, mask with 255)."""
+    """Crop ``size`` x ``size``; a side smaller than that is placed at a random offset in the crop, as the
+    reference does, the rest padded (image with the mean, mask with 255)."""
     h, w = img.shape[:2]
     ph, pw = max(size - h, 0), max(size - w, 0)
     if ph or pw:
-        img = cv2.copyMakeBorder(np.ascontiguousarray(img), 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=MEAN.tolist())
+        top, left = int(rng.integers(0, ph + 1)), int(rng.integers(0, pw + 1))
+        border = (top, ph - top, left, pw - left)
+        img = cv2.copyMakeBorder(np.ascontiguousarray(img), *border, cv2.BORDER_CONSTANT, value=MEAN.tolist())
         if mask is not None:
-            mask = cv2.copyMakeBorder(np.ascontiguousarray(mask), 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=IGNORE)
+            mask = cv2.copyMakeBorder(np.ascontiguousarray(mask), *border, cv2.BORDER_CONSTANT, value=IGNORE)
     h, w = img.shape[:2]
     y = int(rng.integers(0, h - size + 1))
     x = int(rng.integers(0, w - size + 1))

@@ -72,6 +72,19 @@ def pretrained_kwargs(name: str, pretrained: bool, pretrained_path: str | None) 
     return {"pretrained": True}
 
 
+def weights_tag(name: str, pretrained: bool, pretrained_path: str | None = None) -> str | None:
+    """The exact weights a backbone starts from, for its model's sidecar: timm's ``<arch>.<tag>`` (a name without a
+    tag resolves to timm's default: plain ``resnet50`` is ``resnet50.a1_in1k``, not torchvision's ``tv_in1k``), the
+    local file, or None for a random start."""
+    if pretrained_path:
+        return str(Path(pretrained_path).resolve())
+    if not pretrained:
+        return None
+    arch, _ = timm.models.split_model_name_tag(name)
+    cfg = timm.models.get_pretrained_cfg(name)
+    return f"{arch}.{cfg.tag}" if cfg is not None and cfg.tag else name
+
+
 def create_backbone(name: str, pretrained: bool = False, pretrained_path: str | None = None, output_stride: int = 16) -> nn.Module:
     """A timm ``features_only`` network returning the maps of all its stages."""
     check_backbone(name)

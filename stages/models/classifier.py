@@ -12,13 +12,13 @@ class CAMClassifier(nn.Module):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained, pretrained_path)
         self.classifier = nn.Conv2d(self.backbone.feature_info.channels()[-1], num_classes, 1, bias=False)
+        nn.init.kaiming_normal_(self.classifier.weight)  # as the reference initialises its new head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw class activation maps (B, C, H/16, W/16); no ReLU, as in training."""
         return self.classifier(self.backbone(x)[-1])
 
-    def param_groups(self, lr: float, new_layer_lr_mult: float = 10.0) -> list[dict]:
-        return [
-            {"params": list(self.backbone.parameters()), "lr": lr},
-            {"params": list(self.classifier.parameters()), "lr": lr * new_layer_lr_mult},
-        ]
+    @staticmethod
+    def is_new(name: str) -> bool:
+        """Parameters trained from scratch (the 1x1 head), as opposed to the backbone's."""
+        return not name.startswith("backbone.")

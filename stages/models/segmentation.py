@@ -1,4 +1,6 @@
-"""DeepLabv3+ from segmentation-models-pytorch with a timm encoder (``tu-<name>``) at output stride 16."""
+"""DeepLabv3+ from segmentation-models-pytorch with a timm encoder (``tu-<name>``) at output stride 16,
+its head made the reference's: ASPP with ordinary convolutions at rates 6/12/18, GroupNorm, dropout in the
+decoder, kaiming-normal initialisation, and a backbone whose BatchNorm statistics stay frozen."""
 from __future__ import annotations
 
 import segmentation_models_pytorch as smp
@@ -10,8 +12,8 @@ from stages import StageError
 from stages.models.backbone import check_backbone, create_backbone, pretrained_kwargs
 
 
-def batchnorm_to_groupnorm(module: nn.Module, groups: int = 16) -> nn.Module:
-    """Replace every BatchNorm2d below ``module`` by a GroupNorm of the same width (as the reference head)."""
+def batchnorm_to_groupnorm(module: nn.Module, groups: int = 4) -> nn.Module:
+    """Replace every BatchNorm2d below ``module`` by a GroupNorm of the same width (4 groups, as the reference head)."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
             g = groups if child.num_features % groups == 0 else 1
@@ -21,22 +23,61 @@ def batchnorm_to_groupnorm(module: nn.Module, groups: int = 16) -> nn.Module:
     return module
 
 
+class DeepLabV3Plus(smp.DeepLabV3Plus):
+    """smp's DeepLabv3+ whose encoder BatchNorms, with ``frozen_bn``, always normalise with their running
+    statistics (their scale and shift still train), as the reference's FixedBatchNorm backbone."""
+
+    def __init__(self, frozen_bn: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.frozen_bn = frozen_bn
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_bn:
+            for m in self.encoder.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+
+def reference_decoder_block(in_channels: int, channels: int) -> nn.Sequential:
+    """The reference decoder after the skip concatenation: two 3x3 convolutions, with dropout 0.5 and 0.1."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(), nn.Dropout(0.5),
+        nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(), nn.Dropout(0.1),
+    )
+
+
 def create_deeplab(encoder: str, num_classes: int, decoder_channels: int = 256, pretrained: bool = False,
-                   pretrained_path: str | None = None) -> nn.Module:
-    """DeepLabv3+ with ``num_classes`` outputs (background included) and a GroupNorm head."""
+                   pretrained_path: str | None = None, aspp_rates=(6, 12, 18), aspp_separable: bool = False,
+                   frozen_bn: bool = True) -> nn.Module:
+    """DeepLabv3+ with ``num_classes`` outputs (background included) and the reference's head.
+
+    smp's decoder differs from the reference's by a separable 3x3 convolution after the ASPP and one separable
+    (not two ordinary) 3x3 convolution after the skip concatenation, without dropout: both are replaced."""
     check_backbone(encoder)
     kwargs = pretrained_kwargs(encoder, pretrained, pretrained_path)
-    model = smp.DeepLabV3Plus(
+    model = DeepLabV3Plus(
+        frozen_bn,
         encoder_name=f"tu-{encoder}",
         encoder_weights=None,
         encoder_output_stride=16,
         decoder_channels=decoder_channels,
+        decoder_atrous_rates=tuple(aspp_rates),
+        decoder_aspp_separable=aspp_separable,
+        decoder_aspp_dropout=0.5,
         classes=num_classes,
     )
     if kwargs["pretrained"]:
         weights = create_backbone(encoder, pretrained, pretrained_path).state_dict()
         model.encoder.model.load_state_dict(weights)
-    batchnorm_to_groupnorm(model.decoder)
+    decoder = model.decoder
+    decoder.aspp = decoder.aspp[0]  # the ASPP alone (its 1x1 projection and dropout 0.5 included)
+    decoder.block2 = reference_decoder_block(decoder.block1[0].out_channels + decoder_channels, decoder_channels)
+    batchnorm_to_groupnorm(decoder)
+    for m in [*decoder.modules(), *model.segmentation_head.modules()]:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
     return model
 
 
@@ -52,11 +93,9 @@ def load_encoder_from_classifier(model: nn.Module, classifier_state: dict) -> in
     return len(matched)
 
 
-def param_groups(model: nn.Module, lr: float, new_layer_lr_mult: float = 10.0) -> list[dict]:
-    enc = list(model.encoder.parameters())
-    enc_ids = {id(p) for p in enc}
-    head = [p for p in model.parameters() if id(p) not in enc_ids]
-    return [{"params": enc, "lr": lr}, {"params": head, "lr": lr * new_layer_lr_mult}]
+def is_new(name: str) -> bool:
+    """Parameters trained from scratch: the decoder and head, as opposed to the encoder's."""
+    return not name.startswith("encoder.")
 
 
 @torch.no_grad()

@@ -1,7 +1,10 @@
 """Pixel-pair affinities from a boundary map (IRN's inter-pixel relations).
 
 The affinity of pixels i and j = i + d (|d| < radius) is 1 - the largest boundary
-probability on the straight path between them; outside the map counts as boundary.
+probability on the path between them; outside the map counts as boundary. The path is
+IRN's: every cell whose centre lies within distance 1 of the segment i-j, so that a
+one-pixel diagonal boundary cuts every path across it (a rounded thin line slips
+between its cells).
 """
 from __future__ import annotations
 
@@ -25,9 +28,18 @@ def displacements(radius: int) -> tuple[tuple[int, int], ...]:
 
 @functools.lru_cache(maxsize=None)
 def path(d: tuple[int, int]) -> tuple[tuple[int, int], ...]:
-    """The offsets on the straight path from (0, 0) to ``d``, both ends included."""
-    n = max(abs(d[0]), abs(d[1]))
-    return tuple(dict.fromkeys((round(k * d[0] / n), round(k * d[1] / n)) for k in range(n + 1)))
+    """The offsets on the path from (0, 0) to ``d``, both ends included, as IRN's PathIndex defines it.
+
+    The cells of the bounding box of (0, 0) and ``d`` whose distance to the line through them is below 1:
+    |dy * x - dx * y| / |d| < 1, compared in integers."""
+    dy, dx = d
+    length_sq = dy * dy + dx * dx
+    return tuple(
+        (y, x)
+        for y in range(min(0, dy), max(0, dy) + 1)
+        for x in range(min(0, dx), max(0, dx) + 1)
+        if (dy * x - dx * y) ** 2 < length_sq
+    )
 
 
 def shift(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
@@ -51,6 +63,16 @@ def path_affinity(boundary: torch.Tensor, radius: int) -> torch.Tensor:
 
     maxes = [torch.stack([shifted(o) for o in path(d)]).amax(0) for d in displacements(radius)]
     return 1.0 - torch.stack(maxes, dim=1)
+
+
+def downsample_labels(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) labels -> (B, h, w) by PIL's nearest rule, as the reference shrinks them to the boundary map:
+    output cell i takes input pixel floor((i + 1/2) H / h), the centre of its block (4i + 2 at stride 4),
+    where torch's nearest takes the block's corner (4i)."""
+    h, w = label.shape[-2:]
+    rows = ((torch.arange(size[0], device=label.device) + 0.5) * (h / size[0])).long().clamp_(max=h - 1)
+    cols = ((torch.arange(size[1], device=label.device) + 0.5) * (w / size[1])).long().clamp_(max=w - 1)
+    return label[..., rows[:, None], cols[None, :]]
 
 
 def pair_labels(label: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

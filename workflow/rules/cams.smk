@@ -1,7 +1,13 @@
+def make_cams_split(wildcards):
+    """The variant the later stages use needs CAMs on the training split; the other ablation variants only
+    on the split they are scored on."""
+    return split_file("train_split" if wildcards.variant == VARIANT else "cam_split")
+
+
 rule make_cams:
     input:
         labels=LABELS,
-        split=split_file("train_split"),
+        split=make_cams_split,
         model=f"{R}/classifier/{{variant}}/model.pt",
     output:
         directory(f"{R}/cams/{{variant}}"),
