@@ -29,13 +29,16 @@ def _fmt(v) -> str:
     return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
 
-def to_markdown(rows: list[dict]) -> str:
+def to_markdown(rows: list[dict], left_out: list[str] = ()) -> str:
+    """The table, then one line per row left out (a stage on a split without masks) with the reason."""
     classes = list(rows[0]["per_class"]) if rows else []
     head = ["stage", "split", "variant", "images", "bg threshold", "mIoU", *classes]
     lines = ["# mIoU (%)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["stage"], r["split"], r["variant"], r["images"], r.get("threshold"), r["miou"], *(r["per_class"][c] for c in classes)]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    if left_out:
+        lines += ["", "Not scored:", "", *(f"- {note}" for note in left_out)]
     return "\n".join(lines) + "\n"
 
 
@@ -51,9 +54,10 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def add_arguments(p):
-    p.add_argument("--cam-tables", nargs="+", type=Path, required=True)
+    p.add_argument("--cam-tables", nargs="*", type=Path, default=[])
     p.add_argument("--mask-tables", nargs="*", type=Path, default=[])
     p.add_argument("--variant", required=True, help="the variant the later stages use")
+    p.add_argument("--left-out", action="append", default=[], help="a row not scored, and why (repeatable)")
     p.add_argument("--out", required=True, type=Path, help="tables folder")
 
 
@@ -61,7 +65,7 @@ def run(args):
     rows = rows_from_tables([read_json(p) for p in args.cam_tables], [read_json(p) for p in args.mask_tables], args.variant)
     write_json(args.out / "miou.json", rows)
     write_text(args.out / "miou.csv", to_csv(rows))
-    write_text(args.out / "miou.md", to_markdown(rows))
+    write_text(args.out / "miou.md", to_markdown(rows, args.left_out))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ def train_affinity(index, ids, labels_dir: Path, classifier: Path, cfg: dict, rt
         model.backbone.load_state_dict({k[len("backbone."):]: v for k, v in cls_state.items() if k.startswith("backbone.")})
     else:
         model = build_affinity_net(cfg, backbone, pretrained=True)
-    data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=[labels_dir / f"{i}.png" for i in ids])
+    data = TrainSamples([index.image_path(i) for i in ids], cfg, rt.seed, masks=[labels_dir / f"{i}.png" for i in ids],
+                        max_side=index.max_side)
     key = settings_key(cfg, rt.seed, rt.precision, ids, str(classifier))
     groups = [{"params": model.head_parameters(), "lr": cfg["lr"]}]
     history = fit(model, groups, data, affinity_step(model, cfg["radius"]), cfg, rt, checkpoint, key, "train_affinity")

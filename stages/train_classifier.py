@@ -39,8 +39,8 @@ def train_classifier(index, ids, variant_name: str, cfg: dict, rt, out: Path, ch
         raise StageError(f"classifier.crop_size: {cfg['crop_size']} must be a multiple of 32 (2x2 tiles at stride 16)")
     variant = VARIANTS[variant_name]
     model = build_classifier(cfg, index.num_classes)
-    data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed,
-                        labels=[index.labels[i] for i in ids], num_classes=index.num_classes)
+    data = TrainSamples([index.image_path(i) for i in ids], cfg, rt.seed,
+                        labels=[index.labels[i] for i in ids], num_classes=index.num_classes, max_side=index.max_side)
     key = settings_key(cfg, variant_name, rt.seed, rt.precision, ids)
     step = puzzle_step(model, variant, cfg["alpha_max"], cfg["alpha_ramp"])
     history = fit(model, model.param_groups(cfg["lr"]), data, step, cfg, rt, checkpoint, key, f"train_classifier[{variant_name}]")

@@ -40,8 +40,8 @@ def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, 
     if classifier is not None:
         state, _ = load_model(classifier)
         log.info("train_segmentation: encoder starts from %s (%d tensors)", classifier, load_encoder_from_classifier(model, state))
-    mask_paths = [masks / f"{i}.png" for i in ids] if masks is not None else [index.layout.mask_path(i) for i in ids]
-    data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=mask_paths)
+    mask_paths = [masks / f"{i}.png" for i in ids] if masks is not None else [index.mask_path(i) for i in ids]
+    data = TrainSamples([index.image_path(i) for i in ids], cfg, rt.seed, masks=mask_paths, max_side=index.max_side)
     key = settings_key(cfg, rt.seed, rt.precision, ids, str(masks), str(classifier))
     history = fit(model, param_groups(model, cfg["lr"]), data, segmentation_step(model), cfg, rt, checkpoint, key,
                   "train_segmentation")

@@ -34,14 +34,21 @@ if "sbd" in DATA:
 
 
 def image_labels_inputs(wildcards):
-    inputs = {"root": VOC_ROOT, **{f"list_{split}": path for split, path in SPLIT_LISTS.items()}}
+    # a configured list that is absent is looked for in ImageSets/Segmentation, or derived (train_aug), by the stage
+    inputs = {"root": VOC_ROOT, **{f"list_{split}": path for split, path in SPLIT_LISTS.items() if Path(path).is_file()}}
+    inputs.update({"tags": TAGS} if TAGS else {})
     return {**inputs, "aug_masks": AUG_MASKS} if AUG_MASKS else inputs
 
 
 def image_labels_args(wildcards, input):
-    args = [f"--list={split}={input[f'list_{split}']}" for split in SPLIT_LISTS]
+    args = [f"--list={split}={path}" for split, path in SPLIT_LISTS.items()]
     args += [f"--aug-masks={input.aug_masks}"] if AUG_MASKS else []
     args += [f"--unlabeled={','.join(TEST_SPLITS)}"] if TEST_SPLITS else []
+    args += [f"--source={LABEL_SOURCE}", f"--mask-splits={','.join(MASK_SPLITS)}", f"--train-splits={DATA['train_split']}"]
+    args += [f"--tags={input.tags}"] if TAGS else []
+    args += [f"--sbd={data_path(DATA['sbd'])}"] if "sbd" in DATA else []
+    args += [f"--image-dir={DATA.get('image_dir', 'JPEGImages')}", f"--mask-dir={DATA.get('mask_dir', 'SegmentationClass')}"]
+    args += [f"--max-side={DATA['max_side']}"] if DATA.get("max_side") else []
     return " ".join(shlex.quote(a) for a in args)
 
 
