@@ -28,4 +28,5 @@ rule all:
         rules.figures.output,
         ABLATION if len(config["classifier"]["variants"]) > 1 and CAM_SCORED else [],
         SUBMISSION if TEST_SPLITS else [],
+        UNSCORED_PREDICTIONS,
     default_target: True

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from stages import StageError
 from stages.runtime import Runtime, make_runtime
@@ -18,6 +19,14 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help='{"device": "auto|cpu|cuda", "precision": "auto|bf16|fp32", "seed": 0, "num_workers": 0}')
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     return p
+
+
+def named_path(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` arguments (a split and its file)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"expected SPLIT=PATH, got {text!r}")
+    return name, Path(path)
 
 
 def runtime(args) -> Runtime:

@@ -104,13 +104,6 @@ def build_index(root: Path, classes: list[str], splits: list[str], unlabeled: li
     return index, ids_by_split
 
 
-def named_path(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise ValueError(f"expected SPLIT=PATH, got {text!r}")
-    return name, Path(path)
-
-
 def names(text: str) -> list[str]:
     return [s for s in text.split(",") if s]
 
@@ -130,7 +123,7 @@ def add_arguments(p):
     p.add_argument("--max-side", type=int, default=None, help="longest side the stages compute at")
     p.add_argument("--aug-masks", type=Path, default=None, help="SegmentationClassAug folder (SBD-converted masks)")
     p.add_argument("--sbd", type=Path, default=None, help="SBD's dataset folder: train_aug is derived from its lists if absent")
-    p.add_argument("--list", type=named_path, action="append", default=[], metavar="SPLIT=PATH",
+    p.add_argument("--list", type=cli.named_path, action="append", default=[], metavar="SPLIT=PATH",
                    help="a split list outside ImageSets/Segmentation (e.g. train_aug=/data/train_aug.txt)")
     p.add_argument("--out", required=True, type=Path, help="labels folder: image_labels.json, splits/<split>.txt")
 

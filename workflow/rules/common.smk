@@ -43,7 +43,7 @@ if not set(MASK_SPLITS) <= set(DATA["splits"]):
     raise ValueError(f"config data.mask_splits: {sorted(set(MASK_SPLITS) - set(DATA['splits']))} not in data.splits")
 if LABEL_SOURCE == "masks" and set(MASK_SPLITS) != set(DATA["splits"]):
     raise ValueError("config data.mask_splits: with data.labels: masks every split of data.splits needs masks")
-if LABEL_SOURCE == "tags" and "tags" not in DATA:
+if LABEL_SOURCE == "tags" and "tags" not in DATA and "coco" not in DATA:
     raise ValueError("config data.tags: data.labels is 'tags' but no tags file is given")
 TAGS = data_path(DATA["tags"]) if "tags" in DATA else None
 # SBD-converted masks: the user's SegmentationClassAug where it exists, else converted from SBD by convert_sbd.
@@ -51,6 +51,12 @@ SBD_MASKS = f"resources/{config['run']}/SegmentationClassAug"
 AUG_MASKS = data_path(DATA["aug_masks"]) if "aug_masks" in DATA else None
 if "sbd" in DATA and not (AUG_MASKS and Path(AUG_MASKS).is_dir()):
     AUG_MASKS = SBD_MASKS
+# COCO: masks, tags and split lists converted from the instances files by convert_coco.
+COCO_DIR = f"resources/{config['run']}/coco"
+COCO_LISTS = {split: f"{COCO_DIR}/lists/{split}.txt" for split in DATA.get("coco", {})}
+if "coco" in DATA:
+    AUG_MASKS, TAGS = f"{COCO_DIR}/masks", f"{COCO_DIR}/tags.json"
+    SPLIT_LISTS.update(COCO_LISTS)
 
 # Threads of a job that can use many; Snakemake lowers it to --cores where that is smaller.
 JOB_THREADS = config["max_threads"]

@@ -33,9 +33,30 @@ if "sbd" in DATA:
             "python -m stages.convert_sbd --sbd {input:q} --num-classes {params.num_classes} --out {output:q} > {log:q} 2>&1"
 
 
+if "coco" in DATA:
+
+    rule convert_coco:
+        input:
+            unpack(lambda wildcards: {split: data_path(path) for split, path in DATA["coco"].items()}),
+        output:
+            masks=directory(AUG_MASKS),
+            tags=TAGS,
+            lists=list(COCO_LISTS.values()),
+        params:
+            instances=lambda wildcards, input: " ".join(shlex.quote(f"--instances={s}={input[s]}") for s in DATA["coco"]),
+            classes=",".join(DATA["classes"]),
+        log:
+            log_of("convert_coco"),
+        benchmark:
+            benchmark_of("convert_coco")
+        shell:
+            "python -m stages.convert_coco {params.instances} --classes {params.classes:q} --out {COCO_DIR} > {log:q} 2>&1"
+
+
 def image_labels_inputs(wildcards):
     # a configured list that is absent is looked for in ImageSets/Segmentation, or derived (train_aug), by the stage
-    inputs = {"root": VOC_ROOT, **{f"list_{split}": path for split, path in SPLIT_LISTS.items() if Path(path).is_file()}}
+    lists = {f"list_{split}": path for split, path in SPLIT_LISTS.items() if Path(path).is_file() or split in COCO_LISTS}
+    inputs = {"root": VOC_ROOT, **lists}
     inputs.update({"tags": TAGS} if TAGS else {})
     return {**inputs, "aug_masks": AUG_MASKS} if AUG_MASKS else inputs
 

@@ -13,6 +13,9 @@ LEFT_OUT = [
     ),
 ]
 
+# Predictions of a split without masks are still made: they are what the run is for.
+UNSCORED_PREDICTIONS = [] if EVAL_SCORED else [f"{R}/predictions/pseudo_labels/{DATA['eval_split']}"]
+
 
 def report_args(wildcards, input):
     args = ["--cam-tables", *input.cams] if input.cams else []
