@@ -46,10 +46,13 @@ def locate_images(layout: VOCLayout, ids_by_split: dict[str, list[str]]) -> dict
     images = {}
     for split, ids in ids_by_split.items():
         for image_id in ids:
-            if image_id not in found:
+            paths = found.get(image_id, [])
+            if not paths:
                 raise StageError(f"{layout.split_file(split)}: id {image_id!r} has no image in {layout.images} "
                                  "(any of .jpg, .jpeg, .png or another format PIL reads)")
-            images[image_id] = found[image_id].relative_to(layout.root).as_posix()
+            if len(paths) > 1:
+                raise StageError(f"{paths[0]}: id {image_id!r} has {len(paths)} images ({', '.join(p.name for p in paths)}); keep one")
+            images[image_id] = paths[0].relative_to(layout.root).as_posix()
     return images
 
 
@@ -92,7 +95,7 @@ def build_index(root: Path, classes: list[str], splits: list[str], unlabeled: li
             untagged = [i for i in ids_by_split[split] if not labels[i]]
             if untagged:
                 raise StageError(f"{tags or layout.root / 'Annotations'}: image {untagged[0]!r} of the training split "
-                                 f"{split!r} has no {source} labels ({len(untagged)} such); label it or drop it from the list")
+                                 f"{split!r} has no labels ({len(untagged)} such); tag it or drop it from the list")
     disagreement = {} if source == "masks" else {
         split: label_disagreement(labels, mask_labels, ids_by_split[split]) for split in mask_splits}
     for split, d in disagreement.items():

@@ -267,7 +267,7 @@ def test_index_without_masks_round_trips(tiny_voc, tmp_path):
 @pytest.mark.parametrize("row, message", [
     ("{first},disc zebra", r"tags.csv: line 2: 'zebra' is not a class of data.classes \(disc, square, triangle, cross\)"),
     ("{first},disc,square", r"tags.csv: line 2: malformed row '{first},disc,square' \(expected id,labels\)"),
-    ("{first},", r"tags.csv: image '{first}' of the training split 'train' has no tags labels"),
+    ("{first},", r"tags.csv: image '{first}' of the training split 'train' has no labels \(1 such\)"),
 ])
 def test_bad_tags_rows_are_named_with_their_line(tiny_voc, tmp_path, row, message):
     root, classes = own_dataset(tiny_voc, tmp_path)
@@ -293,9 +293,9 @@ def test_untagged_id_and_id_without_image_are_named(tiny_voc, tmp_path):
 def test_an_image_in_a_non_training_split_may_have_no_tags(tiny_voc, tmp_path):
     root, classes = own_dataset(tiny_voc, tmp_path)
     last = list(classes)[-1]  # a val image
-    (root / "tags.csv").write_text((root / "tags.csv").read_text().replace(f"\n{last},", f"\n{last},\n#"))
-    lines = [line for line in (root / "tags.csv").read_text().splitlines() if not line.startswith("#")]
-    (root / "tags.csv").write_text("\n".join(lines) + "\n")
+    lines = (root / "tags.csv").read_text().splitlines()
+    assert lines[-1].startswith(f"{last},")
+    (root / "tags.csv").write_text("\n".join([*lines[:-1], f"{last},"]) + "\n")
     index, _ = own_index(root)
     assert index.labels[last] == []
 
@@ -316,3 +316,22 @@ def test_train_aug_is_derived_from_sbd_and_voc_lists_when_absent(voc, tmp_path):
     (sbd / "val.txt").write_text("\n".join(ids["sbd"][4:] + [ids["val"][0]]) + "\n")
     _, split_ids = build_index(root, list(VOC_CLASSES), ["train_aug"], lists=lists, sbd=sbd)
     assert split_ids["train_aug"] == sorted(ids["train"] + ids["sbd"])
+
+
+def test_an_id_with_two_image_files_is_named(tiny_voc, tmp_path):
+    root, classes = own_dataset(tiny_voc, tmp_path)
+    image = next((root / "images").glob("syn 000003.*"))
+    Image.open(image).save(root / "images/syn 000003.webp")
+    with pytest.raises(StageError, match=r"id 'syn 000003' has 2 images \(syn 000003.jpg, syn 000003.webp\); keep one"):
+        own_index(root)
+
+
+def test_xml_with_an_unknown_class_or_missing_is_named(tiny_voc, tmp_path):
+    root, classes = own_dataset(tiny_voc, tmp_path)
+    xml = root / "Annotations/street/0001.xml"
+    xml.write_text("<annotation><object><name>zebra</name></object></annotation>")
+    with pytest.raises(StageError, match=f"{xml}: 'zebra' is not a class of data.classes"):
+        own_index(root, source="xml")
+    xml.unlink()
+    with pytest.raises(StageError, match=f"{xml}: annotation not found"):
+        own_index(root, source="xml")

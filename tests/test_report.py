@@ -33,3 +33,13 @@ def test_markdown_and_csv_carry_the_same_numbers():
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert [float(r["miou"]) for r in parsed] == [70.0, 75.0, 72.0, 80.0]
     assert parsed[0]["square"] == "" and parsed[0]["disc"] == "50.0"
+
+
+def test_rows_left_out_and_label_disagreement_are_stated():
+    from stages.report import label_notes
+
+    index = {"source": "tags", "disagreement": {"val": {"images": 40, "disagree": 3, "first": "holiday/IMG 0042"}}}
+    md = to_markdown([], ["segmentation on val: that split has no masks (data.mask_splits)"], label_notes(index))
+    assert md.splitlines()[-7:] == [
+        "Not scored:", "", "- segmentation on val: that split has no masks (data.mask_splits)", "",
+        "Image-level labels:", "", "- tags labels differ from the mask's classes on 3 of 40 val images (first: holiday/IMG 0042)"]

@@ -12,10 +12,9 @@ A split list may also live elsewhere (``lists``: the 10582-id train_aug list is 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import logging
 
 import cv2
 import numpy as np
@@ -100,10 +99,11 @@ def read_ids(path) -> list[str]:
     ids = [parse_id(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if not ids:
         raise StageError(f"{path}: split list is empty")
+    seen: set[str] = set()
+    repeated = [i for i in ids if i in seen or seen.add(i)]
     unique = list(dict.fromkeys(ids))
-    if len(unique) < len(ids):
-        first = next(i for k, i in enumerate(ids) if i in ids[:k])
-        log.warning("%s: %d repeated ids read once (first: %r)", path, len(ids) - len(unique), first)
+    if repeated:
+        log.warning("%s: %d repeated ids read once (first: %r)", path, len(repeated), repeated[0])
     return unique
 
 
@@ -112,16 +112,14 @@ def image_extensions() -> frozenset[str]:
     return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
-def find_images(folder: Path) -> dict[str, Path]:
-    """id -> image file for every image under ``folder``; the id is the path below it without the extension."""
+def find_images(folder: Path) -> dict[str, list[Path]]:
+    """id -> its image files under ``folder`` (one, unless formats repeat); the id is the path below it
+    without the extension."""
     exts = image_extensions()
-    found: dict[str, Path] = {}
+    found: dict[str, list[Path]] = {}
     for path in sorted(Path(folder).rglob("*")):
         if path.suffix.lower() in exts and path.is_file():
-            image_id = path.relative_to(folder).with_suffix("").as_posix()
-            if image_id in found:
-                raise StageError(f"{path}: two images for id {image_id!r} (also {found[image_id].name}); keep one")
-            found[image_id] = path
+            found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
     return found
 
 

@@ -29,6 +29,7 @@ rule report:
         masks=([f"{R}/tables/pseudo_labels.json"] if CAM_SCORED else [])
         + (expand(f"{R}/tables/segmentation_{{masks}}_{{split}}.json", masks=SEG_MASKS, split=DATA["eval_split"]) if EVAL_SCORED else [])
         + ([f"{R}/tables/segmentation_pseudo_labels_{DATA['cam_split']}.json"] if CAM_SCORED else []),
+        labels=LABELS,
     output:
         md=report(f"{R}/tables/miou.md", category="Tables", caption="../report/miou.rst"),
         csv=report(f"{R}/tables/miou.csv", category="Tables", caption="../report/miou.rst"),
@@ -40,7 +41,7 @@ rule report:
     benchmark:
         benchmark_of("report")
     shell:
-        "python -m stages.report {params.tables} --variant {VARIANT} --out {R}/tables > {log:q} 2>&1"
+        "python -m stages.report {params.tables} --labels {input.labels:q} --variant {VARIANT} --out {R}/tables > {log:q} 2>&1"
 
 
 HISTORY_NAMES = [f"classifier ({v})" for v in config["classifier"]["variants"]] + ["AffinityNet"] + [
