@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def decode(segmentation, height: int, width: int) -> np.ndarray:
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:
         rle = segmentation
-    return mask_utils.decode(rle).astype(bool)
+    with warnings.catch_warnings():  # pycocotools' own call into numpy 2 warns on every mask; the result is right
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def paint(annotations: list[dict], categories: dict[int, int], height: int, width: int) -> np.ndarray:
@@ -88,10 +91,11 @@ def convert_coco(files: dict[str, Path], classes: list[str], out: Path) -> dict[
     """Convert each split's instances file; returns the number of listed images per split."""
     out = Path(out)
     tags, lists = {}, {}
+    instances = {split: read_instances(path) for split, path in files.items()}  # every file checked before writing
+    class_of = {split: category_index(files[split], d["categories"], classes) for split, d in instances.items()}
     staged = StagedOutputs(out / "masks", ".png", "convert_coco", classes, inputs_key(*files.values()))
     for split, path in files.items():
-        d = read_instances(path)
-        categories = category_index(path, d["categories"], classes)
+        d, categories = instances.pop(split), class_of[split]
         by_image = defaultdict(list)
         for a in d["annotations"]:
             if a["category_id"] not in categories:

@@ -124,3 +124,16 @@ def test_coco2014_config_and_its_dag(coco, tmp_path):
                                   "--config", f"data_root={root}"))
     assert jobs["convert_coco"] == 1 and jobs["image_labels"] == 1 and jobs["eval_cams"] == 1
     assert jobs["train_segmentation"] == 1 and jobs["eval_segmentation"] == 2
+
+
+def test_cli_error_is_one_line_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "instances_train2014.json"
+    bad.write_text(json.dumps({"images": [], "annotations": []}))
+    proc = subprocess.run([sys.executable, "-m", "stages.convert_coco", f"--instances=train={bad}", "--classes", "person",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {bad}: no 'categories' (not a COCO instances file)"
+    assert not (tmp_path / "out").exists()
