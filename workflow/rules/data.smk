@@ -53,10 +53,15 @@ if "coco" in DATA:
             "python -m stages.convert_coco {params.instances} --classes {params.classes:q} --out {COCO_DIR} > {log:q} 2>&1"
 
 
+def found_list(split, path):
+    """The list the stage will read: the configured one, else ImageSets/Segmentation's; None where it derives it."""
+    standard = Path(VOC_ROOT) / "ImageSets" / "Segmentation" / f"{split}.txt"
+    return path if Path(path).is_file() or split in COCO_LISTS else (str(standard) if standard.is_file() else None)
+
+
 def image_labels_inputs(wildcards):
-    # a configured list that is absent is looked for in ImageSets/Segmentation, or derived (train_aug), by the stage
-    lists = {f"list_{split}": path for split, path in SPLIT_LISTS.items() if Path(path).is_file() or split in COCO_LISTS}
-    inputs = {"root": VOC_ROOT, **lists}
+    lists = {f"list_{split}": found_list(split, path) for split, path in SPLIT_LISTS.items()}
+    inputs = {"root": VOC_ROOT, **{k: v for k, v in lists.items() if v}}
     inputs.update({"tags": TAGS} if TAGS else {})
     return {**inputs, "aug_masks": AUG_MASKS} if AUG_MASKS else inputs
 
