@@ -26,6 +26,7 @@ rule all:
     input:
         expand(f"{R}/tables/miou.{{ext}}", ext=["md", "csv", "json"]),
         rules.figures.output,
-        ABLATION if len(config["classifier"]["variants"]) > 1 else [],
+        ABLATION if len(config["classifier"]["variants"]) > 1 and CAM_SCORED else [],
         SUBMISSION if TEST_SPLITS else [],
+        UNSCORED_PREDICTIONS,
     default_target: True

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from stages import StageError
 from stages.runtime import Runtime, make_runtime
@@ -19,6 +20,14 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes of a training stage")
     return p
+
+
+def named_path(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` arguments (a split and its file)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"expected SPLIT=PATH, got {text!r}")
+    return name, Path(path)
 
 
 def runtime(args) -> Runtime:

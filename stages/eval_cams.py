@@ -7,7 +7,7 @@ import numpy as np
 
 from stages import StageError, cli
 from stages.data.index import load_index
-from stages.data.voc import image_level_labels, read_mask
+from stages.data.voc import image_level_labels, read_mask, resize_labels
 from stages.io import load_npz, write_json
 from stages.metrics import confusion, score
 from stages.ops.cam import cam_to_label
@@ -29,17 +29,21 @@ def check_labels(image_id: str, keys, mask: np.ndarray, num_classes: int) -> Non
 
 
 def eval_cams(index, ids, cams: Path, cfg: dict) -> dict:
-    """Every image is scored (the reference script scores every 8th by mistake)."""
+    """Every image is scored (the reference script scores every 8th by mistake), at its own size.
+
+    Labels from tags or XML may disagree with the masks: image_labels counted how often, so only labels
+    read from the masks themselves are checked against them here."""
     ts = thresholds(cfg)
     n = index.num_classes + 1
     conf = np.zeros((len(ts), n, n), np.int64)
     for image_id in track(ids, "eval_cams"):
         d = load_npz(cams / f"{image_id}.npz")
-        gt = read_mask(index.layout.mask_path(image_id), d["cam"].shape[1:])
-        check_labels(image_id, d["keys"].tolist(), gt, index.num_classes)
+        gt = read_mask(index.mask_path(image_id), index.size(image_id))
+        if index.source == "masks":
+            check_labels(image_id, d["keys"].tolist(), gt, index.num_classes)
         cam = d["cam"].astype(np.float32)
         for k, t in enumerate(ts):
-            conf[k] += confusion(cam_to_label(cam, d["keys"], t), gt, n)
+            conf[k] += confusion(resize_labels(cam_to_label(cam, d["keys"], t), gt.shape), gt, n)
     sweep = [{"threshold": t, **score(c, index.names_with_background)} for t, c in zip(ts, conf)]
     best = max(sweep, key=lambda r: r["miou"])
     return {"stage": "cam", "images": len(ids), "best": best, "sweep": sweep}

@@ -9,7 +9,7 @@ import numpy as np
 
 from stages import cli
 from stages.data.index import load_index
-from stages.data.voc import read_image, read_mask
+from stages.data.voc import read_mask, resize_labels
 from stages.io import atomic_path, load_npz, read_json, read_label_png, voc_palette
 
 PALETTE = np.array(voc_palette(), np.uint8).reshape(256, 3)
@@ -22,7 +22,13 @@ def _save(fig, path: Path) -> None:
 
 
 def per_class_chart(rows: list[dict], path: Path) -> None:
-    """Grouped bars: per-class IoU of every scored stage."""
+    """Grouped bars: per-class IoU of every scored stage (a note instead where no split has masks)."""
+    if not rows:
+        fig, ax = plt.subplots(figsize=(6, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No stage is scored: the scored splits have no masks.", ha="center", va="center")
+        _save(fig, path)
+        return
     classes = list(rows[0]["per_class"])
     width = 0.8 / len(rows)
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(classes), 3.6))
@@ -65,19 +71,20 @@ def _heat(maps: np.ndarray, shape) -> np.ndarray:
 
 
 def example_grid(index, ids, cams: Path, rw: Path, pseudo: Path, pred: Path, path: Path) -> None:
-    """Rows of examples: image, ground truth, CAM, random walk, pseudo label, prediction."""
+    """Rows of examples: image, ground truth (blank without masks), CAM, random walk, pseudo label, prediction."""
     titles = ["image", "ground truth", "CAM", "random walk", "pseudo label", "prediction"]
     fig, axes = plt.subplots(len(ids), len(titles), figsize=(2 * len(titles), 2 * len(ids)), squeeze=False)
     for r, image_id in enumerate(ids):
-        img = read_image(index.layout.image_path(image_id))
+        img = index.read_image(image_id)
         shape = img.shape[:2]
+        mask = index.mask_path(image_id)
         panels = [
             img,
-            PALETTE[read_mask(index.layout.mask_path(image_id))],
+            PALETTE[resize_labels(read_mask(mask), shape)] if mask.is_file() else np.full((*shape, 3), 255, np.uint8),
             _heat(load_npz(cams / f"{image_id}.npz")["cam"], shape),
             _heat(load_npz(rw / f"{image_id}.npz")["rw"], shape),
             PALETTE[read_label_png(pseudo / f"{image_id}.png")],
-            PALETTE[read_label_png(pred / f"{image_id}.png")],
+            PALETTE[resize_labels(read_label_png(pred / f"{image_id}.png"), shape)],
         ]
         for c, (ax, panel) in enumerate(zip(axes[r], panels)):
             ax.imshow(panel, cmap="jet", vmin=0, vmax=1) if panel.ndim == 2 else ax.imshow(panel)

@@ -11,7 +11,6 @@ import torch
 from stages import cli
 from stages.data.index import load_index
 from stages.data.transforms import normalize
-from stages.data.voc import read_image
 from stages.io import load_model, save_npz
 from stages.ops.cam import multiscale_cams
 from stages.progress import track
@@ -56,7 +55,7 @@ def make_cams(index, ids, model_path: Path, cfg: dict, rt, out: Path, batch_size
     staged = StagedOutputs(out, ".npz", cfg, ids, inputs_key(model_path))
     model = load_classifier(model_path, index.num_classes, rt)
     todo = staged.todo(ids)
-    images = ((i, read_image(index.layout.image_path(i))) for i in todo)
+    images = ((i, index.read_image(i)) for i in todo)
     cams = batched_cams(model, images, index.labels, cfg, rt, batch_size)
     for image_id, keys, (cam, cam_s4) in track(cams, "make_cams", total=len(todo)):
         save_npz(staged.path(image_id), keys=np.asarray(keys, np.int64),

@@ -10,7 +10,6 @@ from pathlib import Path
 from stages import StageError, cli
 from stages.data.index import load_index
 from stages.data.voc import read_mask
-from stages.image_labels import image_size
 from stages.io import atomic_path, save_label_png
 from stages.progress import track
 
@@ -24,7 +23,7 @@ def pack_test(index, ids, pred: Path, out: Path, tar: Path) -> None:
         path = pred / f"{image_id}.png"
         if not path.is_file():
             raise StageError(f"{path}: no prediction for test image {image_id}")
-        label = read_mask(path, image_size(index.layout.image_path(image_id)), index.num_classes)
+        label = read_mask(path, index.size(image_id), index.num_classes)
         save_label_png(folder / f"{image_id}.png", label)
     with atomic_path(tar) as tmp:
         with tarfile.open(tmp, "w") as t:

@@ -29,15 +29,15 @@ def imap(fn, items, processes: int):
 
 
 def _label_one(job, label_fn, array: str, cfg: dict) -> None:
-    image_path, maps_path, out_path = job
+    image_path, max_side, maps_path, out_path = job
     d = load_npz(maps_path)
-    save_label_png(out_path, label_fn(read_image(image_path), d[array].astype(np.float32), d["keys"], cfg))
+    save_label_png(out_path, label_fn(read_image(image_path, max_side), d[array].astype(np.float32), d["keys"], cfg))
 
 
 def label_images(desc: str, label_fn, index, ids, maps: Path, array: str, cfg: dict, out: Path, processes: int) -> None:
     """For every image, ``label_fn(image, maps/<id>.npz[array], keys, cfg)`` -> ``out/<id>.png``, over the pool, staged."""
     staged = StagedOutputs(out, ".png", cfg, ids, inputs_key(maps))
-    jobs = [(index.layout.image_path(i), maps / f"{i}.npz", staged.path(i)) for i in staged.todo(ids)]
+    jobs = [(index.image_path(i), index.max_side, maps / f"{i}.npz", staged.path(i)) for i in staged.todo(ids)]
     work = functools.partial(_label_one, label_fn=label_fn, array=array, cfg=cfg)
     for _ in track(imap(work, jobs, processes), desc, total=len(jobs)):
         pass

@@ -10,7 +10,7 @@ import torch
 from stages import cli
 from stages.data.index import load_index
 from stages.data.transforms import normalize
-from stages.data.voc import read_image
+from stages.data.voc import read_image, resize_labels
 from stages.io import load_model, save_label_png
 from stages.models.segmentation import multiscale_logits
 from stages.ops.crf import crf_probs
@@ -28,11 +28,11 @@ def load_deeplab(path, num_classes: int, rt):
 
 
 def _finish(job, cfg):
-    """Dense CRF on the class probabilities (if enabled), argmax, PNG."""
-    image_path, probs, out_path = job
+    """Dense CRF on the class probabilities (if enabled), argmax, PNG at the image's own size."""
+    image_path, max_side, size, probs, out_path = job
     if cfg["crf"]["iterations"] > 0:
-        probs = crf_probs(read_image(image_path), probs.astype(np.float32), cfg["crf"])
-    save_label_png(out_path, np.argmax(probs, axis=0).astype(np.uint8))
+        probs = crf_probs(read_image(image_path, max_side), probs.astype(np.float32), cfg["crf"])
+    save_label_png(out_path, resize_labels(np.argmax(probs, axis=0).astype(np.uint8), size))
 
 
 def predict_segmentation(index, ids, model_path: Path, cfg: dict, rt, out: Path, processes: int) -> None:
@@ -42,10 +42,10 @@ def predict_segmentation(index, ids, model_path: Path, cfg: dict, rt, out: Path,
 
     def jobs():
         for image_id in todo:
-            path = index.layout.image_path(image_id)
-            x = normalize(read_image(path)).to(rt.device)
+            x = normalize(index.read_image(image_id)).to(rt.device)
             probs = torch.softmax(multiscale_logits(model, x, cfg["scales"], cfg["flip"], rt.autocast), 0)
-            yield path, probs.cpu().numpy().astype(np.float16), staged.path(image_id)
+            yield (index.image_path(image_id), index.max_side, index.size(image_id), probs.cpu().numpy().astype(np.float16),
+                   staged.path(image_id))
 
     for _ in track(imap(functools.partial(_finish, cfg=cfg), jobs(), processes), "predict_segmentation", total=len(todo)):
         pass

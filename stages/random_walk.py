@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from stages import cli
 from stages.data.index import load_index
 from stages.data.transforms import normalize
-from stages.data.voc import read_image
 from stages.io import load_model, load_npz, save_npz
 from stages.ops.random_walk import random_walk
 from stages.progress import track
@@ -45,7 +44,7 @@ def run_random_walk(index, ids, cams: Path, model_path: Path, cfg: dict, rt, out
     model = load_affinity_net(model_path, rt)
     for image_id in track(staged.todo(ids), "random_walk"):
         d = load_npz(cams / f"{image_id}.npz")
-        rw = propagate_cams(model, read_image(index.layout.image_path(image_id)), d["cam_s4"], cfg, rt)
+        rw = propagate_cams(model, index.read_image(image_id), d["cam_s4"], cfg, rt)
         save_npz(staged.path(image_id), keys=d["keys"], rw=rw.astype(np.float16))
     staged.commit()
 

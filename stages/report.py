@@ -33,13 +33,24 @@ def _fmt(v) -> str:
     return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
 
-def to_markdown(rows: list[dict], warnings: list[str] = ()) -> str:
+def label_notes(index: dict) -> list[str]:
+    """How often image-level labels read from tags or XML disagree with the masks of a scored split."""
+    return [f"- {index['source']} labels differ from the mask's classes on {d['disagree']} of {d['images']} {split} images"
+            + (f" (first: {d['first']})" if d["first"] else "") for split, d in index.get("disagreement", {}).items()]
+
+
+def to_markdown(rows: list[dict], left_out: list[str] = (), notes: list[str] = (), warnings: list[str] = ()) -> str:
+    """The table, then one line per row left out (a stage on a split without masks) with the reason, then notes."""
     classes = list(rows[0]["per_class"]) if rows else []
     head = ["stage", "split", "variant", "images", "bg threshold", "mIoU", *classes]
     lines = ["# mIoU (%)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["stage"], r["split"], r["variant"], r["images"], r.get("threshold"), r["miou"], *(r["per_class"][c] for c in classes)]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    if left_out:
+        lines += ["", "Not scored:", "", *(f"- {note}" for note in left_out)]
+    if notes:
+        lines += ["", "Image-level labels:", "", *notes]
     lines += ["", *(f"**Warning:** {w}" for w in warnings)] if warnings else []
     return "\n".join(lines) + "\n"
 
@@ -56,10 +67,12 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def add_arguments(p):
-    p.add_argument("--cam-tables", nargs="+", type=Path, required=True)
+    p.add_argument("--cam-tables", nargs="*", type=Path, default=[])
     p.add_argument("--mask-tables", nargs="*", type=Path, default=[])
     p.add_argument("--variant", required=True, help="the variant the later stages use")
-    p.add_argument("--labels", type=Path, help="image_labels.json, to warn of classes the training split lacks")
+    p.add_argument("--left-out", action="append", default=[], help="a row not scored, and why (repeatable)")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="image_labels.json: classes the training split lacks, the label source's disagreement with the masks")
     p.add_argument("--split-file", type=Path, help="the training split")
     p.add_argument("--out", required=True, type=Path, help="tables folder")
 
@@ -75,7 +88,8 @@ def run(args):
         log.warning("report: %s", w)
     write_json(args.out / "miou.json", rows)
     write_text(args.out / "miou.csv", to_csv(rows))
-    write_text(args.out / "miou.md", to_markdown(rows, warnings))
+    notes = label_notes(read_json(args.labels)) if args.labels else []
+    write_text(args.out / "miou.md", to_markdown(rows, args.left_out, notes, warnings))
 
 
 if __name__ == "__main__":

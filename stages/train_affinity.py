@@ -39,7 +39,8 @@ def train_affinity(index, ids, labels_dir: Path, classifier: Path, cfg: dict, rt
         model.backbone.load_state_dict({k[len("backbone."):]: v for k, v in cls_state.items() if k.startswith("backbone.")})
     else:
         model = build_affinity_net(cfg, backbone, pretrained=True)
-    data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=[labels_dir / f"{i}.png" for i in ids])
+    data = TrainSamples([index.image_path(i) for i in ids], cfg, rt.seed, masks=[labels_dir / f"{i}.png" for i in ids],
+                        max_side=index.max_side)
     # the affinity labels' and images' sizes and mtimes and the classifier's bytes, as in train_segmentation
     key = settings_key(cfg, rt.seed, rt.precision, ids, inputs_key(*data.image_paths, *data.mask_paths),
                        file_digest(classifier))

@@ -43,8 +43,8 @@ def train_classifier(index, ids, variant_name: str, cfg: dict, rt, out: Path, ch
     if missing:
         log.warning("train_classifier[%s]: %s", variant_name, missing_classes_warning(missing, "the training images"))
     model = build_classifier(cfg, index.num_classes)
-    data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed,
-                        labels=[index.labels[i] for i in ids], num_classes=index.num_classes)
+    data = TrainSamples([index.image_path(i) for i in ids], cfg, rt.seed,
+                        labels=[index.labels[i] for i in ids], num_classes=index.num_classes, max_side=index.max_side)
     # the labels and images themselves, not only their ids: a checkpoint trained on other contents is not resumed
     key = settings_key(cfg, variant_name, rt.seed, rt.precision, ids, data.labels, inputs_key(*data.image_paths))
     step = puzzle_step(model, variant, cfg["alpha_max"], cfg["alpha_ramp"])

@@ -42,8 +42,8 @@ def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, 
     if classifier is not None:
         state, _ = load_model(classifier)
         log.info("train_segmentation: encoder starts from %s (%d tensors)", classifier, load_encoder_from_classifier(model, state))
-    mask_paths = [masks / f"{i}.png" for i in ids] if masks is not None else [index.layout.mask_path(i) for i in ids]
-    data = TrainSamples([index.layout.image_path(i) for i in ids], cfg, rt.seed, masks=mask_paths)
+    mask_paths = [masks / f"{i}.png" for i in ids] if masks is not None else [index.mask_path(i) for i in ids]
+    data = TrainSamples([index.image_path(i) for i in ids], cfg, rt.seed, masks=mask_paths, max_side=index.max_side)
     # the masks' and images' sizes and mtimes and the classifier's bytes: a checkpoint trained on other inputs is not resumed
     key = settings_key(cfg, rt.seed, rt.precision, ids, inputs_key(*data.image_paths, *data.mask_paths),
                        file_digest(classifier) if classifier is not None else None)

@@ -1,17 +1,20 @@
-"""Image-level labels from masks, and clear errors on bad datasets."""
+"""Image-level labels from masks, tags or XML; images as users have them; clear errors on bad datasets."""
+import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import CLASSES, ROOT
 from stages import StageError
 from stages.convert_sbd import read_sbd_mask
 from stages.data.index import load_index
-from stages.data.voc import VOC_CLASSES, read_mask
-from stages.image_labels import build_index
+from stages.data.voc import VOC_CLASSES, capped_size, read_ids, read_image, read_mask
+from stages.image_labels import build_index, image_size
 from stages.io import save_label_png, write_json
 
 
@@ -43,7 +46,7 @@ def test_corrupt_jpeg_is_named(broken):
 def test_listed_id_without_image(broken):
     with open(broken / "ImageSets/Segmentation/train.txt", "a") as f:
         f.write("ghost\n")
-    with pytest.raises(StageError, match="ghost.jpg: image listed in the split file does not exist"):
+    with pytest.raises(StageError, match="train.txt: id 'ghost' has no image in .*JPEGImages"):
         build_index(broken, CLASSES, ["train"])
 
 
@@ -118,7 +121,7 @@ def test_id_with_no_mask_anywhere_is_named(voc):
 def test_test_id_without_image_is_named(voc):
     root, ids, lists = voc
     (root / "JPEGImages" / f"{ids['test'][1]}.jpg").unlink()
-    with pytest.raises(StageError, match=f"JPEGImages/{ids['test'][1]}.jpg: image listed in the split file does not exist"):
+    with pytest.raises(StageError, match=f"test.txt: id '{ids['test'][1]}' has no image in {root / 'JPEGImages'}"):
         build_index(root, list(VOC_CLASSES), ["val"], ["test"])
 
 
@@ -140,3 +143,195 @@ def test_cli_error_is_one_line_and_writes_nothing(voc, tmp_path):
     mask = root / "SegmentationClass" / f"{ids['val'][1]}.png"
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {mask}: ")
     assert not (tmp_path / "labels").exists()
+
+
+# Lists as users write them: CRLF, blank lines, repeated ids, spaces and subfolders in ids.
+def test_lists_read_crlf_blank_lines_spaces_subfolders_and_repeats_once(tmp_path, caplog):
+    path = tmp_path / "train.txt"
+    path.write_bytes(b"a\r\n\r\nsyn 000003\r\nstreet/0001\r\na\r\n  \r\nb\r\nb\r\n")
+    assert read_ids(path) == ["a", "syn 000003", "street/0001", "b"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{path}: 2 repeated ids read once (first: 'a')"]
+
+
+def test_path_pair_lines_give_the_id(tmp_path):
+    path = tmp_path / "train_aug.txt"
+    path.write_text("/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n/JPEGImages/2008_000002.jpg\n")
+    assert read_ids(path) == ["2007_000032", "2008_000002"]
+
+
+def exif_jpeg(path, pixels: np.ndarray, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, quality=100, exif=exif)
+
+
+def test_exif_orientation_is_applied_by_the_reader_and_the_size_check_alike(tmp_path):
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:20, :30] = [250, 0, 0]  # red in the stored top-left quadrant
+    exif_jpeg(tmp_path / "rotated.jpg", pixels, orientation=6)  # 6: display rotated 90 degrees clockwise
+    img = read_image(tmp_path / "rotated.jpg")
+    assert img.shape == (60, 40, 3) and image_size(tmp_path / "rotated.jpg") == (60, 40)
+    with Image.open(tmp_path / "rotated.jpg") as stored:  # the pixels as stored, decoded without the tag
+        expected = np.rot90(np.array(stored.convert("RGB")), k=-1)  # clockwise: stored top-left goes top-right
+    np.testing.assert_array_equal(img, expected)
+    assert img[5, 35, 0] > 200 and img[5, 5, 0] < 40
+
+
+@pytest.mark.parametrize("mode, ext", [("L", "png"), ("CMYK", "jpg"), ("RGBA", "png"), ("P", "png"), ("L", "jpeg")])
+def test_any_mode_is_read_as_rgb(tmp_path, mode, ext):
+    rgb = np.zeros((8, 10, 3), np.uint8)
+    rgb[:, 5:] = 200
+    Image.fromarray(rgb).convert(mode, palette=Image.Palette.ADAPTIVE).save(tmp_path / f"x.{ext}")
+    out = read_image(tmp_path / f"x.{ext}")
+    assert out.shape == (8, 10, 3) and out.dtype == np.uint8
+    assert out[:, :4].max() < 30 and out[:, 6:].min() > 170
+
+
+def test_large_photos_are_capped_to_the_longest_side(tmp_path):
+    Image.fromarray(np.full((300, 400, 3), 90, np.uint8)).save(tmp_path / "big.png")
+    assert capped_size((3000, 4000), 1000) == (750, 1000) and capped_size((300, 400), 1000) == (300, 400)
+    assert read_image(tmp_path / "big.png", max_side=100).shape == (75, 100, 3)
+    assert read_image(tmp_path / "big.png").shape == (300, 400, 3)
+
+
+def own_dataset(tiny_voc, tmp_path, formats=("jpg", "png", "jpeg")) -> tuple[Path, dict]:
+    """The tiny dataset as a user has it: images/ in several formats, an id with a space and one in a
+    subfolder, masks/, Annotations/, train.txt and val.txt; returns the root and the ids' mask classes."""
+    root = tmp_path / "own"
+    src = {s: (tiny_voc / "ImageSets/Segmentation" / f"{s}.txt").read_text().split() for s in ("train", "val")}
+    rename = {src["train"][0]: "syn 000003", src["train"][1]: "street/0001"}
+    classes = {}
+    for split, ids in src.items():
+        new_ids = [rename.get(i, i) for i in ids]
+        for k, (old, new) in enumerate(zip(ids, new_ids)):
+            img = Image.open(tiny_voc / "JPEGImages" / f"{old}.jpg")
+            (root / "images" / new).parent.mkdir(parents=True, exist_ok=True)
+            img.save(root / "images" / f"{new}.{formats[k % len(formats)]}")
+            mask = read_mask(tiny_voc / "SegmentationClass" / f"{old}.png")
+            save_label_png(root / "masks" / f"{new}.png", mask)
+            classes[new] = [int(c) for c in np.unique(mask) if 0 < c < 255]
+            objects = "".join(f"<object><name>{CLASSES[c - 1]}</name><difficult>0</difficult></object>" for c in classes[new])
+            (root / "Annotations" / new).parent.mkdir(parents=True, exist_ok=True)
+            (root / "Annotations" / f"{new}.xml").write_text(f"<annotation><filename>{new}</filename>{objects}</annotation>")
+        (root / f"{split}.txt").write_text("\r\n".join(new_ids) + "\r\n")
+    rows = [f"{i},{' '.join(CLASSES[c - 1] for c in cs)}" for i, cs in classes.items()]
+    (root / "tags.csv").write_text("id,labels\n" + "\n".join(rows) + "\n")
+    return root, classes
+
+
+def own_index(root, **kw):
+    args = {"source": "tags", "tags": root / "tags.csv", "mask_splits": [], "train_splits": ["train"], "image_dir": "images",
+            "mask_dir": "masks", "lists": {"train": root / "train.txt", "val": root / "val.txt"}, **kw}
+    return build_index(root, CLASSES, ["train", "val"], **args)
+
+
+@pytest.mark.parametrize("source", ["tags", "json", "xml"])
+def test_tags_json_and_xml_give_the_masks_labels(tiny_voc, tmp_path, source):
+    root, classes = own_dataset(tiny_voc, tmp_path)
+    tags = root / "tags.csv"
+    if source == "json":
+        tags = root / "tags.json"
+        tags.write_text(json.dumps({i: [CLASSES[c - 1] for c in cs] for i, cs in classes.items()}))
+    index, split_ids = own_index(root, source="xml" if source == "xml" else "tags", tags=tags, mask_splits=["train", "val"])
+    assert index.labels == classes and split_ids["train"][:2] == ["syn 000003", "street/0001"]
+    assert index.disagreement == {"train": {"images": 8, "disagree": 0, "first": None},
+                                  "val": {"images": 4, "disagree": 0, "first": None}}
+    assert index.image_path("street/0001") == root / "images/street/0001.png"
+    assert index.image_path("syn 000003") == root / "images/syn 000003.jpg"
+    assert index.size("syn 000003") == (64, 64) and index.read_image("syn 000003").shape == (64, 64, 3)
+
+
+def test_tags_that_disagree_with_the_masks_are_counted_not_fatal(tiny_voc, tmp_path):
+    root, classes = own_dataset(tiny_voc, tmp_path)
+    first = next(iter(classes))
+    wrong = [c for c in CLASSES if CLASSES.index(c) + 1 not in classes[first]][0]
+    lines = (root / "tags.csv").read_text().splitlines()
+    lines[1] = f"{first},{wrong}"
+    (root / "tags.csv").write_text("\n".join(lines) + "\n")
+    index, _ = own_index(root, mask_splits=["train"])
+    assert index.labels[first] == [CLASSES.index(wrong) + 1]
+    assert index.disagreement == {"train": {"images": 8, "disagree": 1, "first": first}}
+
+
+def test_index_without_masks_round_trips(tiny_voc, tmp_path):
+    root, classes = own_dataset(tiny_voc, tmp_path)
+    shutil.rmtree(root / "masks")
+    index, _ = own_index(root, max_side=48)
+    write_json(tmp_path / "image_labels.json", index.to_json())
+    loaded = load_index(tmp_path / "image_labels.json")
+    assert loaded.to_json() == index.to_json() and loaded.work_size("street/0001") == (48, 48)
+    assert loaded.read_image("street/0001").shape == (48, 48, 3)
+
+
+@pytest.mark.parametrize("row, message", [
+    ("{first},disc zebra", r"tags.csv: line 2: 'zebra' is not a class of data.classes \(disc, square, triangle, cross\)"),
+    ("{first},disc,square", r"tags.csv: line 2: malformed row '{first},disc,square' \(expected id,labels\)"),
+    ("{first},", r"tags.csv: image '{first}' of the training split 'train' has no labels \(1 such\)"),
+])
+def test_bad_tags_rows_are_named_with_their_line(tiny_voc, tmp_path, row, message):
+    root, classes = own_dataset(tiny_voc, tmp_path)
+    first = next(iter(classes))
+    lines = (root / "tags.csv").read_text().splitlines()
+    lines[1] = row.format(first=first)
+    (root / "tags.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(StageError, match=message.format(first=first)):
+        own_index(root)
+
+
+def test_untagged_id_and_id_without_image_are_named(tiny_voc, tmp_path):
+    root, classes = own_dataset(tiny_voc, tmp_path)
+    (root / "tags.csv").write_text("\n".join((root / "tags.csv").read_text().splitlines()[:-1]) + "\n")
+    with pytest.raises(StageError, match=f"tags.csv: no row for image '{list(classes)[-1]}'"):
+        own_index(root)
+    with open(root / "val.txt", "a") as f:
+        f.write("holiday/IMG 0042\n")
+    with pytest.raises(StageError, match=f"val.txt: id 'holiday/IMG 0042' has no image in {root / 'images'}"):
+        own_index(root)
+
+
+def test_an_image_in_a_non_training_split_may_have_no_tags(tiny_voc, tmp_path):
+    root, classes = own_dataset(tiny_voc, tmp_path)
+    last = list(classes)[-1]  # a val image
+    lines = (root / "tags.csv").read_text().splitlines()
+    assert lines[-1].startswith(f"{last},")
+    (root / "tags.csv").write_text("\n".join([*lines[:-1], f"{last},"]) + "\n")
+    index, _ = own_index(root)
+    assert index.labels[last] == []
+
+
+def test_train_aug_list_under_image_sets_is_found(voc, tmp_path):
+    root, ids, lists = voc
+    shutil.move(lists["train_aug"], root / "ImageSets/Segmentation/train_aug.txt")
+    _, split_ids = build_index(root, list(VOC_CLASSES), ["train_aug"], lists=lists)
+    assert split_ids["train_aug"] == ids["train_aug"]
+
+
+def test_train_aug_is_derived_from_sbd_and_voc_lists_when_absent(voc, tmp_path):
+    root, ids, lists = voc
+    lists["train_aug"].unlink()
+    sbd = tmp_path / "benchmark_RELEASE/dataset"
+    # SBD's lists overlap VOC train and hold one VOC val image, which train_aug leaves out
+    (sbd / "train.txt").write_text("\n".join(ids["sbd"][:4] + ids["train"][:2]) + "\n")
+    (sbd / "val.txt").write_text("\n".join(ids["sbd"][4:] + [ids["val"][0]]) + "\n")
+    _, split_ids = build_index(root, list(VOC_CLASSES), ["train_aug"], lists=lists, sbd=sbd)
+    assert split_ids["train_aug"] == sorted(ids["train"] + ids["sbd"])
+
+
+def test_an_id_with_two_image_files_is_named(tiny_voc, tmp_path):
+    root, classes = own_dataset(tiny_voc, tmp_path)
+    image = next((root / "images").glob("syn 000003.*"))
+    Image.open(image).save(root / "images/syn 000003.webp")
+    with pytest.raises(StageError, match=r"id 'syn 000003' has 2 images \(syn 000003.jpg, syn 000003.webp\); keep one"):
+        own_index(root)
+
+
+def test_xml_with_an_unknown_class_or_missing_is_named(tiny_voc, tmp_path):
+    root, classes = own_dataset(tiny_voc, tmp_path)
+    xml = root / "Annotations/street/0001.xml"
+    xml.write_text("<annotation><object><name>zebra</name></object></annotation>")
+    with pytest.raises(StageError, match=f"{xml}: 'zebra' is not a class of data.classes"):
+        own_index(root, source="xml")
+    xml.unlink()
+    with pytest.raises(StageError, match=f"{xml}: annotation not found"):
+        own_index(root, source="xml")

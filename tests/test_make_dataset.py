@@ -24,7 +24,7 @@ def test_dataset_has_the_voc_layout_and_valid_masks(tiny_voc):
     train, val = layout.ids("train"), layout.ids("val")
     assert len(train) == 8 and len(val) == 4 and not set(train) & set(val)
     for image_id in train + val:
-        img = read_image(layout.image_path(image_id))
+        img = read_image(layout.images / f"{image_id}.jpg")
         mask = read_mask(layout.mask_path(image_id), img.shape, len(CLASSES))
         assert img.shape == (64, 64, 3)
         assert mask.max() >= 1  # every image holds an object

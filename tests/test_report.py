@@ -60,3 +60,11 @@ def test_a_class_without_a_training_image_is_a_warning_in_the_report(tiny_index,
 
 def test_markdown_has_no_warning_when_every_class_has_a_training_image():
     assert "Warning" not in to_markdown(rows_from_tables(*tables(), variant="puzzle"))
+def test_rows_left_out_and_label_disagreement_are_stated():
+    from stages.report import label_notes
+
+    index = {"source": "tags", "disagreement": {"val": {"images": 40, "disagree": 3, "first": "holiday/IMG 0042"}}}
+    md = to_markdown([], ["segmentation on val: that split has no masks (data.mask_splits)"], label_notes(index))
+    assert md.splitlines()[-7:] == [
+        "Not scored:", "", "- segmentation on val: that split has no masks (data.mask_splits)", "",
+        "Image-level labels:", "", "- tags labels differ from the mask's classes on 3 of 40 val images (first: holiday/IMG 0042)"]

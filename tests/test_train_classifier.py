@@ -64,7 +64,7 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tiny_in
     ids = tiny_index.ids(tiny_index.layout.split_file("train"))
     cfg = classifier_cfg(epochs=2)
     model = CAMClassifier("resnet18", 4)
-    data = TrainSamples([tiny_index.layout.image_path(i) for i in ids], cfg, 0,
+    data = TrainSamples([tiny_index.image_path(i) for i in ids], cfg, 0,
                         labels=[tiny_index.labels[i] for i in ids], num_classes=4)
     step = puzzle_step(model, VARIANTS["puzzle"], 4.0, 0.5)
 
@@ -125,7 +125,7 @@ def tiny_fit(tiny_index, cpu, checkpoint, labels=None, kill_at=None):
     cfg = classifier_cfg(epochs=2)
     torch.manual_seed(0)
     model = CAMClassifier("resnet18", 4)
-    data = TrainSamples([tiny_index.layout.image_path(i) for i in ids], cfg, 0,
+    data = TrainSamples([tiny_index.image_path(i) for i in ids], cfg, 0,
                         labels=labels or [tiny_index.labels[i] for i in ids], num_classes=4)
     step = killed_at(puzzle_step, kill_at)(model, VARIANTS["puzzle"], 4.0, 0.5)
     fit(model, reference_param_groups(model, model.is_new, cfg), data, step, cfg, cpu, checkpoint, "k", "test")

@@ -58,6 +58,9 @@ def make_voc_fixture(data_root: Path, seed: int = 0) -> dict[str, list[str]]:
         if split != "sbd":
             (voc / "ImageSets/Segmentation" / f"{split}.txt").write_text("\n".join(ids[split]) + "\n")
     ids["train_aug"] = ids["train"] + ids["sbd"]
+    # SBD's own lists: its images overlap VOC train and one VOC val image, which train_aug leaves out
+    (sbd.parent / "train.txt").write_text("\n".join(ids["sbd"][:3] + ids["train"][:2]) + "\n")
+    (sbd.parent / "val.txt").write_text("\n".join(ids["sbd"][3:] + ids["val"][:1]) + "\n")
     # the path-pair form some repositories ship the list in
     (data_root / "train_aug.txt").write_text("".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in ids["train_aug"]))
     return ids
@@ -149,6 +152,21 @@ def test_resnet50_ablation_adds_the_four_variants_and_their_table(data, workdir)
     assert {k: jobs.get(k) for k in ("train_classifier", "make_cams", "eval_cams", "ablation", "train_affinity")} == \
         {"train_classifier": 4, "make_cams": 4, "eval_cams": 4, "ablation": 1, "train_affinity": 1}
     assert "results/voc2012_resnet50/tables/ablation.md" in proc.stdout
+@pytest.mark.parametrize("where", ["ImageSets", "nowhere"])
+def test_train_aug_list_under_image_sets_or_none_at_all(tmp_path, workdir, where):
+    ids = make_voc_fixture(tmp_path)
+    listed = tmp_path / "train_aug.txt"
+    if where == "ImageSets":
+        listed.rename(tmp_path / "VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt")
+    else:
+        listed.unlink()
+    jobs, _ = paper_dag(workdir, tmp_path)
+    assert jobs["image_labels"] == 1
+    snakemake(workdir, "results/voc2012_lists/labels/image_labels.json", "--cores", "1", "--configfile",
+              "config/voc2012.yaml", "--config", f"data_root={tmp_path}", "run=voc2012_lists")
+    train_aug = (workdir / "results/voc2012_lists/labels/splits/train_aug.txt").read_text().split()
+    # found: the list as written; derived: SBD train + SBD val + VOC train - VOC val, sorted
+    assert train_aug == (ids["train_aug"] if where == "ImageSets" else sorted(ids["train"] + ids["sbd"]))
 
 
 def test_missing_weights_file_stops_the_run_at_start_up(data, workdir):

@@ -8,17 +8,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stages.data.transforms import normalize, sample_rng, train_transform
-from stages.data.voc import read_image, read_mask
+from stages.data.voc import read_image, read_mask, resize_labels
 
 
 class TrainSamples(Dataset):
     """Augmented (image, mask, multi-hot label) samples.
 
-    ``masks`` may be None (classification only); ``labels`` maps id -> class ids.
+    ``masks`` may be None (classification only); ``labels`` maps id -> class ids. Images are read with
+    their longest side capped at ``max_side``, masks resized to them.
     Call :meth:`set_epoch` before each epoch: augmentation depends on (seed, epoch, index).
     """
 
-    def __init__(self, image_paths, cfg: dict, seed: int, masks=None, labels=None, num_classes: int = 0):
+    def __init__(self, image_paths, cfg: dict, seed: int, masks=None, labels=None, num_classes: int = 0,
+                 max_side: int | None = None):
         self.image_paths = [Path(p) for p in image_paths]
         self.mask_paths = [Path(p) for p in masks] if masks is not None else None
         self.labels = labels
@@ -26,6 +28,7 @@ class TrainSamples(Dataset):
         self.cfg = cfg
         self.seed = seed
         self.epoch = 0
+        self.max_side = max_side
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -34,8 +37,8 @@ class TrainSamples(Dataset):
         return len(self.image_paths)
 
     def __getitem__(self, i):
-        img = read_image(self.image_paths[i])
-        mask = read_mask(self.mask_paths[i], img.shape) if self.mask_paths is not None else None
+        img = read_image(self.image_paths[i], self.max_side)
+        mask = resize_labels(read_mask(self.mask_paths[i]), img.shape) if self.mask_paths is not None else None
         img, mask = train_transform(img, mask, self.cfg, sample_rng(self.seed, self.epoch, i))
         out = {"image": normalize(img), "index": i}
         if mask is not None:

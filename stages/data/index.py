@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from stages import StageError
-from stages.data.voc import VOCLayout, read_ids
+from stages.data.voc import VOCLayout, capped_size, read_ids, read_image
 from stages.io import read_json
 
 
@@ -15,6 +17,11 @@ class DatasetIndex:
     classes: list[str]  # foreground class names; class id c is classes[c - 1]
     labels: dict[str, list[int]]  # image id -> class ids present (1..C)
     unlabeled: frozenset[str] = field(default_factory=frozenset)  # ids of mask-less splits (test): predicted only
+    images: dict[str, str] = field(default_factory=dict)  # image id -> its file under layout.root, found once
+    sizes: dict[str, list[int]] = field(default_factory=dict)  # image id -> (height, width) as decoded, EXIF applied
+    max_side: int | None = None  # longest side the stages compute at (None: the image's own size)
+    source: str = "masks"  # where the labels come from: masks, tags or xml
+    disagreement: dict = field(default_factory=dict)  # per split with masks: labels that differ from the mask's classes
 
     @property
     def num_classes(self) -> int:
@@ -23,6 +30,23 @@ class DatasetIndex:
     @property
     def names_with_background(self) -> list[str]:
         return ["background", *self.classes]
+
+    def image_path(self, image_id: str) -> Path:
+        return self.layout.root / self.images[image_id]
+
+    def mask_path(self, image_id: str) -> Path:
+        return self.layout.mask_path(image_id)
+
+    def size(self, image_id: str) -> tuple[int, int]:
+        """The image's own (height, width): predictions are written and scored at it."""
+        return tuple(self.sizes[image_id])
+
+    def work_size(self, image_id: str) -> tuple[int, int]:
+        """The (height, width) the stages compute at: the own size with the longest side capped at max_side."""
+        return capped_size(self.size(image_id), self.max_side)
+
+    def read_image(self, image_id: str) -> np.ndarray:
+        return read_image(self.image_path(image_id), self.max_side)
 
     def ids(self, split_file) -> list[str]:
         ids = read_ids(split_file)
@@ -38,8 +62,10 @@ class DatasetIndex:
 
     def to_json(self) -> dict:
         aug = self.layout.aug_masks
-        return {"root": str(self.layout.root), "aug_masks": str(aug) if aug else None, "classes": self.classes,
-                "labels": self.labels, "unlabeled": sorted(self.unlabeled)}
+        return {"root": str(self.layout.root), "aug_masks": str(aug) if aug else None,
+                "image_dir": self.layout.image_dir, "mask_dir": self.layout.mask_dir, "max_side": self.max_side,
+                "classes": self.classes, "labels": self.labels, "unlabeled": sorted(self.unlabeled),
+                "images": self.images, "sizes": self.sizes, "source": self.source, "disagreement": self.disagreement}
 
 
 def missing_classes_warning(classes: list[str], where: str) -> str:
@@ -52,8 +78,9 @@ def missing_classes_warning(classes: list[str], where: str) -> str:
 def load_index(path) -> DatasetIndex:
     d = read_json(path)
     try:
-        layout = VOCLayout(Path(d["root"]), d.get("aug_masks"))
+        layout = VOCLayout(Path(d["root"]), d.get("aug_masks"), image_dir=d["image_dir"], mask_dir=d["mask_dir"])
         return DatasetIndex(layout, list(d["classes"]), {k: list(v) for k, v in d["labels"].items()},
-                            frozenset(d.get("unlabeled", ())))
+                            frozenset(d.get("unlabeled", ())), dict(d["images"]), dict(d["sizes"]), d.get("max_side"),
+                            d.get("source", "masks"), d.get("disagreement", {}))
     except KeyError as e:
-        raise StageError(f"{path}: missing key {e}") from None
+        raise StageError(f"{path}: missing key {e}; rerun image_labels (snakemake --forcerun image_labels)") from None

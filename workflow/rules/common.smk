@@ -35,11 +35,27 @@ VOC_ROOT = data_path(DATA["root"])
 TEST_SPLITS = [DATA["test_split"]] if "test_split" in DATA else []
 # Split lists kept outside ImageSets/Segmentation (the train_aug list the user provides).
 SPLIT_LISTS = {split: data_path(path) for split, path in DATA.get("lists", {}).items()}
+# Where image-level labels come from, and the splits with masks: only these are scored.
+LABEL_SOURCE = DATA.get("labels", "masks")
+MASK_SPLITS = DATA.get("mask_splits", DATA["splits"] if LABEL_SOURCE == "masks" else [])
+if not set(MASK_SPLITS) <= set(DATA["splits"]):
+    raise ValueError(f"config data.mask_splits: {sorted(set(MASK_SPLITS) - set(DATA['splits']))} not in data.splits")
+if LABEL_SOURCE == "masks" and set(MASK_SPLITS) != set(DATA["splits"]):
+    raise ValueError("config data.mask_splits: with data.labels: masks every split of data.splits needs masks")
+if LABEL_SOURCE == "tags" and "tags" not in DATA and "coco" not in DATA:
+    raise ValueError("config data.tags: data.labels is 'tags' but no tags file is given")
+TAGS = data_path(DATA["tags"]) if "tags" in DATA else None
 # SBD-converted masks: the user's SegmentationClassAug where it exists, else converted from SBD by convert_sbd.
 SBD_MASKS = f"resources/{config['run']}/SegmentationClassAug"
 AUG_MASKS = data_path(DATA["aug_masks"]) if "aug_masks" in DATA else None
 if "sbd" in DATA and not (AUG_MASKS and Path(AUG_MASKS).is_dir()):
     AUG_MASKS = SBD_MASKS
+# COCO: masks, tags and split lists converted from the instances files by convert_coco.
+COCO_DIR = f"resources/{config['run']}/coco"
+COCO_LISTS = {split: f"{COCO_DIR}/lists/{split}.txt" for split in DATA.get("coco", {})}
+if "coco" in DATA:
+    AUG_MASKS, TAGS = f"{COCO_DIR}/masks", f"{COCO_DIR}/tags.json"
+    SPLIT_LISTS.update(COCO_LISTS)
 
 # Threads of a job that can use many; Snakemake lowers it to --cores where that is smaller.
 JOB_THREADS = config["max_threads"]
@@ -48,7 +64,9 @@ R = f"results/{config['run']}"
 LABELS = f"{R}/labels/image_labels.json"
 VARIANT = config["classifier"]["variant"]
 # Training masks of DeepLabv3+: the pseudo labels, and the ground truth for the fully supervised upper bound.
-SEG_MASKS = ["pseudo_labels"] + (["ground_truth"] if config["segmentation"]["upper_bound"] else [])
+SEG_MASKS = ["pseudo_labels"] + (
+    ["ground_truth"] if config["segmentation"]["upper_bound"] and DATA["train_split"] in MASK_SPLITS else []
+)
 # The paper's Table 1, and the test-set archive for the PASCAL VOC evaluation server.
 ABLATION = expand(f"{R}/tables/ablation.{{ext}}", ext=["md", "json"])
 SUBMISSION = f"{R}/submission/{config['run']}_test.tar"

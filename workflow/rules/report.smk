@@ -1,25 +1,49 @@
 import shlex
 
+# Only splits with masks are scored; the report says which rows are left out, and why.
+CAM_SCORED = DATA["cam_split"] in MASK_SPLITS
+EVAL_SCORED = DATA["eval_split"] in MASK_SPLITS
+LEFT_OUT = [
+    *([] if CAM_SCORED else [f"cam, pseudo_labels, segmentation on {DATA['cam_split']}: that split has no masks (data.mask_splits)"]),
+    *([] if EVAL_SCORED else [f"segmentation on {DATA['eval_split']}: that split has no masks (data.mask_splits)"]),
+    *(
+        [f"upper_bound: the training split {DATA['train_split']} has no masks to train on (data.mask_splits)"]
+        if config["segmentation"]["upper_bound"] and "ground_truth" not in SEG_MASKS
+        else []
+    ),
+]
+
+# Predictions of a split without masks are still made: they are what the run is for.
+UNSCORED_PREDICTIONS = [] if EVAL_SCORED else [f"{R}/predictions/pseudo_labels/{DATA['eval_split']}"]
+
+
+def report_args(wildcards, input):
+    args = ["--cam-tables", *input.cams] if input.cams else []
+    args += ["--mask-tables", *input.masks] if input.masks else []
+    return " ".join(shlex.quote(a) for a in [*args, *(f"--left-out={note}" for note in LEFT_OUT)])
+
 
 rule report:
     input:
-        cams=expand(f"{R}/tables/cam_{{variant}}.json", variant=config["classifier"]["variants"]),
-        masks=[f"{R}/tables/pseudo_labels.json"]
-        + expand(f"{R}/tables/segmentation_{{masks}}_{{split}}.json", masks=SEG_MASKS, split=DATA["eval_split"])
-        + [f"{R}/tables/segmentation_pseudo_labels_{DATA['cam_split']}.json"],
+        cams=expand(f"{R}/tables/cam_{{variant}}.json", variant=config["classifier"]["variants"]) if CAM_SCORED else [],
+        masks=([f"{R}/tables/pseudo_labels.json"] if CAM_SCORED else [])
+        + (expand(f"{R}/tables/segmentation_{{masks}}_{{split}}.json", masks=SEG_MASKS, split=DATA["eval_split"]) if EVAL_SCORED else [])
+        + ([f"{R}/tables/segmentation_pseudo_labels_{DATA['cam_split']}.json"] if CAM_SCORED else []),
         labels=LABELS,
         split=split_file("train_split"),
     output:
         md=report(f"{R}/tables/miou.md", category="Tables", caption="../report/miou.rst"),
         csv=report(f"{R}/tables/miou.csv", category="Tables", caption="../report/miou.rst"),
         json=f"{R}/tables/miou.json",
+    params:
+        tables=report_args,
     log:
         log_of("report"),
     benchmark:
         benchmark_of("report")
     shell:
-        "python -m stages.report --cam-tables {input.cams:q} --mask-tables {input.masks:q} --variant {VARIANT}"
-        " --labels {input.labels:q} --split-file {input.split:q} --out {R}/tables > {log:q} 2>&1"
+        "python -m stages.report {params.tables} --labels {input.labels:q} --split-file {input.split:q} --variant {VARIANT}"
+        " --out {R}/tables > {log:q} 2>&1"
 
 
 HISTORY_NAMES = [f"classifier ({v})" for v in config["classifier"]["variants"]] + ["AffinityNet"] + [

@@ -1,0 +1,101 @@
+"""config/custom.yaml: a folder of photos with a tags file and no masks runs the whole DAG to a trained
+DeepLabv3+ and its predictions, at the photos' own sizes; the tables say what could not be scored."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import CLASSES
+from test_image_labels import exif_jpeg, own_dataset
+from test_workflow import planned_jobs, snakemake
+
+ROOT = Path(__file__).resolve().parents[1]
+BIG = (150, 200)  # (height, width) of the one large photo; the stages compute it at max_side 64
+
+TINY = {  # seconds per stage on a CPU
+    "num_workers": 0,
+    "data": {"classes": CLASSES, "max_side": 64},
+    "classifier": {"backbone": "resnet18", "pretrained": False, "epochs": 1, "batch_size": 4, "resize_long": [48, 64],
+                   "crop_size": 64},
+    "cams": {"scales": [1.0], "flip": False},
+    "affinity_labels": {"crf": {"iterations": 1}},
+    "affinity": {"backbone_init": "classifier", "epochs": 1, "batch_size": 4, "resize_long": [48, 64], "crop_size": 64,
+                 "radius": 5},
+    "random_walk": {"radius": 5, "beta": 10, "exp_times": 2},
+    "pseudo_labels": {"crf": {"iterations": 1}},
+    "segmentation": {"encoder": "resnet18", "pretrained": False, "init_from_classifier": True, "decoder_channels": 32,
+                     "epochs": 1, "batch_size": 4, "resize_long": [48, 64], "crop_size": 64},
+    "predict_segmentation": {"scales": [1.0], "flip": False, "crf": {"iterations": 1}},
+}
+
+
+@pytest.fixture(scope="module")
+def photos(tiny_voc, tmp_path_factory):
+    """Tags only: no masks, no annotations; one large photo and one EXIF-rotated one among the images."""
+    root, classes = own_dataset(tiny_voc, tmp_path_factory.mktemp("own"))
+    shutil.rmtree(root / "masks")
+    shutil.rmtree(root / "Annotations")
+    train = (root / "train.txt").read_text().splitlines()[2:4]  # training images: they get CAMs too
+    big = next((root / "images").glob(f"{train[0]}.*"))
+    Image.open(big).resize(BIG[::-1]).save(big)
+    turned = next((root / "images").glob(f"{train[1]}.*"))
+    exif_jpeg(turned.with_suffix(".jpg"), np.array(Image.open(turned).convert("RGB"))[:, :48], orientation=6)
+    turned.unlink() if turned.suffix != ".jpg" else None
+    return root, classes, {"big": train[0], "turned": train[1]}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("custom_wf")
+    (wd / "config").symlink_to(ROOT / "config")
+    (wd / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    return wd
+
+
+def test_dag_without_masks_scores_nothing_and_trains_everything(photos, workdir):
+    root, _, _ = photos
+    jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/custom.yaml", "tiny.yaml",
+                                  "--config", f"data_root={root}"))
+    assert jobs == {"image_labels": 1, "train_classifier": 1, "make_cams": 1, "affinity_labels": 1, "train_affinity": 1,
+                    "random_walk": 1, "pseudo_labels": 1, "train_segmentation": 1, "predict_segmentation": 2,
+                    "report": 1, "figures": 1, "all": 1}
+
+
+@pytest.fixture(scope="module")
+def custom_run(photos, workdir):
+    root, _, _ = photos
+    snakemake(workdir, "--cores", "2", "--configfile", "config/custom.yaml", "tiny.yaml",
+              "--config", f"data_root={root}", "device=cpu")
+    return workdir / "results" / "custom"
+
+
+def test_tags_only_run_reaches_predictions_at_the_photos_own_size(photos, custom_run):
+    root, classes, special = photos
+    r = custom_run
+    index = json.loads((r / "labels/image_labels.json").read_text())
+    assert index["labels"] == classes and index["source"] == "tags" and index["max_side"] == 64
+    assert index["sizes"][special["big"]] == list(BIG) and index["sizes"][special["turned"]] == [48, 64]
+    assert (r / "segmentation/pseudo_labels/model.pt").stat().st_size > 0
+    for split in ("train", "val"):
+        ids = (r / f"labels/splits/{split}.txt").read_text().splitlines()
+        for image_id in ids:
+            with Image.open(r / f"predictions/pseudo_labels/{split}/{image_id}.png") as png:
+                assert png.mode == "P" and png.size == tuple(index["sizes"][image_id][::-1])
+                assert np.array(png).max() <= len(CLASSES)
+    cam = np.load(r / f"cams/puzzle/{special['big']}.npz")
+    assert cam["cam"].shape[1:] == (48, 64)  # computed at the capped size
+    with Image.open(r / "pseudo_labels/street/0001.png") as png:  # an id in a subfolder
+        assert png.size == (64, 64)
+
+
+def test_tables_leave_out_what_needs_masks_and_say_why(custom_run):
+    assert json.loads((custom_run / "tables/miou.json").read_text()) == []
+    md = (custom_run / "tables/miou.md").read_text()
+    assert "- cam, pseudo_labels, segmentation on train: that split has no masks (data.mask_splits)" in md
+    assert "- segmentation on val: that split has no masks (data.mask_splits)" in md
+    with Image.open(custom_run / "figures/examples.png") as png:
+        assert png.size[0] > 200
