@@ -1,6 +1,4 @@
 """The config check at start-up: strict integers, exponent-form numbers, and the constraints between keys."""
-import copy
-
 import pytest
 import yaml
 
@@ -9,23 +7,31 @@ from stages import StageError
 from stages.config import CONSTRAINTS, check_config
 
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
-MICRO = yaml.safe_load((ROOT / "config/micro.yaml").read_text())
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """``extra`` merged into ``base``, as Snakemake merges a later --configfile into an earlier one."""
+    for k, v in extra.items():
+        base[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base
+
+
+def merged(*names) -> dict:
+    config = {}
+    for name in names:
+        merge(config, yaml.safe_load((ROOT / "config" / name).read_text()))
+    return config
 
 
 def changed(text: str) -> dict:
-    """The micro config with the YAML ``text`` merged in, as Snakemake merges a second --configfile."""
-
-    def merge(base, extra):
-        for k, v in extra.items():
-            base[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-        return base
-
-    return merge(copy.deepcopy(MICRO), yaml.safe_load(text))
+    """The micro config with the YAML ``text`` merged in."""
+    return merge(merged("micro.yaml"), yaml.safe_load(text))
 
 
-def test_the_shipped_configs_pass():
-    for name in ("config.yaml", "micro.yaml", "voc2012.yaml"):
-        check_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
+@pytest.mark.parametrize("names", [("config.yaml",), ("micro.yaml",), ("voc2012.yaml",), ("coco2014.yaml",), ("custom.yaml",),
+                                   ("voc2012.yaml", "voc2012_resnet50.yaml")])
+def test_the_shipped_configs_pass(names):
+    check_config(merged(*names), SCHEMA)
 
 
 def test_numbers_in_exponent_form_are_numbers():
@@ -65,4 +71,4 @@ def test_a_bad_value_is_one_line_naming_the_keys(text, message):
 
 
 def test_every_constraint_is_met_by_the_micro_config():
-    assert [c(MICRO) for c in CONSTRAINTS] == [None] * len(CONSTRAINTS)
+    assert [c(merged("micro.yaml")) for c in CONSTRAINTS] == [None] * len(CONSTRAINTS)
