@@ -39,11 +39,11 @@ SPLIT_LISTS = {split: data_path(path) for split, path in DATA.get("lists", {}).i
 LABEL_SOURCE = DATA.get("labels", "masks")
 MASK_SPLITS = DATA.get("mask_splits", DATA["splits"] if LABEL_SOURCE == "masks" else [])
 if not set(MASK_SPLITS) <= set(DATA["splits"]):
-    raise ValueError(f"config data.mask_splits: {sorted(set(MASK_SPLITS) - set(DATA['splits']))} not in data.splits")
+    sys.exit(f"config data.mask_splits: {sorted(set(MASK_SPLITS) - set(DATA['splits']))} not in data.splits")
 if LABEL_SOURCE == "masks" and set(MASK_SPLITS) != set(DATA["splits"]):
-    raise ValueError("config data.mask_splits: with data.labels: masks every split of data.splits needs masks")
+    sys.exit("config data.mask_splits: with data.labels: masks every split of data.splits needs masks")
 if LABEL_SOURCE == "tags" and "tags" not in DATA and "coco" not in DATA:
-    raise ValueError("config data.tags: data.labels is 'tags' but no tags file is given")
+    sys.exit("config data.tags: data.labels is 'tags' but no tags file is given")
 TAGS = data_path(DATA["tags"]) if "tags" in DATA else None
 # SBD-converted masks: the user's SegmentationClassAug where it exists, else converted from SBD by convert_sbd.
 SBD_MASKS = f"resources/{config['run']}/SegmentationClassAug"
