@@ -1,5 +1,6 @@
 # make run   create .venv, install the pinned dependencies, run the whole pipeline on the embedded dataset
 # make test  the test suite (unit tests and the whole DAG on a micro config)
+# make lint  snakemake --lint, ruff and snakefmt (what CI runs before the tests)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV)/bin)
@@ -10,7 +11,7 @@ CORES ?= all
 # the rules call `python`: the one in .venv
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install clean
+.PHONY: run test lint install clean
 
 install: $(STAMP)
 
@@ -26,6 +27,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile workflow
 
 clean:
 	rm -rf results/$(RUN) resources .snakemake

@@ -23,10 +23,10 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         expand(f"{R}/tables/miou.{{ext}}", ext=["md", "csv", "json"]),
         rules.figures.output,
         ABLATION if len(config["classifier"]["variants"]) > 1 and CAM_SCORED else [],
         SUBMISSION if TEST_SPLITS else [],
         UNSCORED_PREDICTIONS,
-    default_target: True

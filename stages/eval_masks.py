@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import cli
+from stages import StageError, cli
 from stages.data.index import load_index
-from stages import StageError
 from stages.data.voc import read_mask, resize_labels
 from stages.io import read_label_png, write_json
 from stages.metrics import confusion, score

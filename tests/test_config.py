@@ -1,8 +1,8 @@
 """The config check at start-up: strict integers, exponent-form numbers, and the constraints between keys."""
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from stages import StageError
 from stages.config import CONSTRAINTS, check_config
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
 from conftest import CLASSES
+from PIL import Image
 from test_image_labels import exif_jpeg, own_dataset
 from test_workflow import planned_jobs, snakemake
 

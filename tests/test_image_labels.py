@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CLASSES, ROOT
 from PIL import Image
 
-from conftest import CLASSES, ROOT
 from stages import StageError
 from stages.convert_sbd import read_sbd_mask
 from stages.data.index import load_index

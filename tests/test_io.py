@@ -5,8 +5,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import CLASSES, TINY, Executes
+
 from stages import StageError
 from stages.io import atomic_path, load_model, read_json, save_model, write_json
 from stages.make_dataset import make_dataset

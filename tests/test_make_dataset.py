@@ -3,8 +3,8 @@ import hashlib
 
 import numpy as np
 import pytest
-
 from conftest import CLASSES, TINY
+
 from stages import StageError
 from stages.data.voc import VOCLayout, read_image, read_mask
 from stages.make_dataset import make_dataset

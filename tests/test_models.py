@@ -10,8 +10,8 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-
 from conftest import ROOT
+
 from stages import StageError
 from stages.io import write_json
 from stages.models.affinity import AffinityNet

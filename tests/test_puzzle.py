@@ -4,8 +4,7 @@ import math
 import pytest
 import torch
 
-from stages.ops.puzzle import (VARIANTS, alpha_at, classification_loss, merge, puzzle_losses,
-                               reconstruction_loss, tile)
+from stages.ops.puzzle import VARIANTS, alpha_at, classification_loss, merge, puzzle_losses, reconstruction_loss, tile
 
 
 def test_merge_is_the_exact_inverse_of_tile():

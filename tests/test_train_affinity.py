@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from stages.ops.affinity import affinity_loss, displacements, pair_labels, path, path_affinity, shift
 from test_random_walk import segment_cells
+
+from stages.ops.affinity import affinity_loss, displacements, pair_labels, path, path_affinity
 
 
 def test_displacements_cover_each_pair_once():
@@ -88,6 +88,7 @@ def test_affinity_loss_known_value():
 
 def test_train_affinity_learns_from_labels(tiny_index, cpu, tmp_path):
     from conftest import train_cfg
+
     from stages.affinity_labels import affinity_labels
     from stages.io import load_model, save_model
     from stages.make_cams import make_cams

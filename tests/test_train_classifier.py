@@ -7,8 +7,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import Executes, train_cfg
+
 from stages import StageError
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import train_cfg
+
 from stages.io import load_model, read_label_png, save_label_png, save_model
 from stages.models.classifier import CAMClassifier
 from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, multiscale_logits

@@ -39,7 +39,7 @@ def test_a_small_image_lands_at_a_random_offset_in_the_crop():
         assert np.allclose(out_img[out_mask == 255], np.round(MEAN), atol=1)  # padded with the mean
         assert 0 <= top <= 24 and 0 <= left <= 34
         offsets.add((top, left))
-    tops, lefts = {t for t, _ in offsets}, {l for _, l in offsets}
+    tops, lefts = {t for t, _ in offsets}, {x for _, x in offsets}
     assert len(offsets) > 50 and min(tops) <= 2 and max(tops) >= 22 and min(lefts) <= 2 and max(lefts) >= 32
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from test_convert_sbd import write_sbd_mat
+from test_workflow import planned_jobs, snakemake
 
 from stages.data.voc import VOC_CLASSES
 from stages.io import read_label_png, save_label_png
-from test_convert_sbd import write_sbd_mat
-from test_workflow import planned_jobs, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 # VOC train/val have SegmentationClass masks; SBD adds masks for more ids (and overlaps VOC train);

@@ -15,7 +15,7 @@ import torch
 from stages.data.voc import IGNORE
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def displacements(radius: int) -> tuple[tuple[int, int], ...]:
     """Displacements in the half-disc 0 < |d| < radius with dy > 0 or (dy == 0 and dx > 0)."""
     out = []
@@ -26,7 +26,7 @@ def displacements(radius: int) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def path(d: tuple[int, int]) -> tuple[tuple[int, int], ...]:
     """The offsets on the path from (0, 0) to ``d``, both ends included, as IRN's PathIndex defines it.
 

@@ -1,9 +1,3 @@
-def make_cams_split(wildcards):
-    """The variant the later stages use needs CAMs on the training split; the other ablation variants only
-    on the split they are scored on."""
-    return split_file("train_split" if wildcards.variant == VARIANT else "cam_split")
-
-
 rule make_cams:
     input:
         labels=LABELS,
@@ -11,16 +5,18 @@ rule make_cams:
         model=f"{R}/classifier/{{variant}}/model.pt",
     output:
         directory(f"{R}/cams/{{variant}}"),
-    params:
-        cfg=section("cams"),
-        runtime=INFERENCE_RUNTIME,
     log:
         log_of("make_cams", "variant"),
     benchmark:
         benchmark_of("make_cams", "variant")
+    conda:
+        "../../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
         gpu=1,
+    params:
+        cfg=section("cams"),
+        runtime=INFERENCE_RUNTIME,
     shell:
         "python -m stages.make_cams --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --model {input.model:q} --out {output:q} > {log:q} 2>&1"
@@ -33,12 +29,14 @@ rule eval_cams:
         cams=f"{R}/cams/{{variant}}",
     output:
         f"{R}/tables/cam_{{variant}}.json",
-    params:
-        cfg=section("eval_cams"),
     log:
         log_of("eval_cams", "variant"),
     benchmark:
         benchmark_of("eval_cams", "variant")
+    conda:
+        "../../envs/wsss.yaml"
+    params:
+        cfg=section("eval_cams"),
     shell:
         "python -m stages.eval_cams --cfg {params.cfg:q} --labels {input.labels:q} --split-file {input.split:q}"
         " --cams {input.cams:q} --variant {wildcards.variant} --out {output:q} > {log:q} 2>&1"

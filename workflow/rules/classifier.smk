@@ -6,18 +6,21 @@ rule train_classifier:
         model=f"{R}/classifier/{{variant}}/model.pt",
         meta=f"{R}/classifier/{{variant}}/model.json",
         history=f"{R}/classifier/{{variant}}/history.csv",
-    params:
-        cfg=section("classifier", without=("variants", "variant")),
-        runtime=RUNTIME,
-        checkpoint=f"{R}/checkpoints/train_classifier/{{variant}}.pt",
     log:
         log_of("train_classifier", "variant"),
     benchmark:
         benchmark_of("train_classifier", "variant")
+    conda:
+        "../../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
         gpu=1,
+        workers=WORKERS,
+    params:
+        cfg=section("classifier", without=("variants", "variant")),
+        runtime=RUNTIME,
+        checkpoint=f"{R}/checkpoints/train_classifier/{{variant}}.pt",
     shell:
         "python -m stages.train_classifier --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --variant {wildcards.variant}"
-        " --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {WORKERS} > {log:q} 2>&1"
+        " --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {resources.workers} > {log:q} 2>&1"

@@ -72,7 +72,7 @@ ABLATION = expand(f"{R}/tables/ablation.{{ext}}", ext=["md", "json"])
 SUBMISSION = f"{R}/submission/{config['run']}_test.tar"
 SEG_STAGE = {"pseudo_labels": "segmentation", "ground_truth": "upper_bound"}
 # What a trained model depends on besides its stage's section (a change reruns it); inference does not use
-# the seed, and num_workers (--workers) changes only the speed of loading.
+# the seed, and num_workers (--workers) changes only the speed of loading: it is a job's resource, not a param.
 RUNTIME = json.dumps({k: config[k] for k in ("device", "precision", "seed")}, sort_keys=True)
 INFERENCE_RUNTIME = json.dumps({k: config[k] for k in ("device", "precision")}, sort_keys=True)
 WORKERS = config["num_workers"]
@@ -92,15 +92,85 @@ def section(name, without=()):
     return json.dumps({k: v for k, v in config[name].items() if k not in without}, sort_keys=True)
 
 
+def folder_of(key):
+    """The folder a stage writes into, from its output ``key``: derived from the outputs, it is no param of its own."""
+    return lambda wildcards, output: str(Path(output[key]).parent)
+
+
 def split_file(key):
     return f"{R}/labels/splits/{DATA[key]}.txt"
 
 
 def log_of(rule, *wildcards):
-    name = "_".join(["{" + w + "}" for w in wildcards]) or rule
+    name = "_".join(f"{{{w}}}" for w in wildcards) or rule
     return f"{R}/logs/{rule}/{name}.log"
 
 
 def benchmark_of(rule, *wildcards):
-    name = "_".join(["{" + w + "}" for w in wildcards]) or rule
+    name = "_".join(f"{{{w}}}" for w in wildcards) or rule
     return f"{R}/benchmarks/{rule}/{name}.tsv"
+
+
+# Input and argument functions of the rules, in the order of the rule files.
+
+
+def make_cams_split(wildcards):
+    """The variant the later stages use needs CAMs on the training split; the other ablation variants only
+    on the split they are scored on."""
+    return split_file("train_split" if wildcards.variant == VARIANT else "cam_split")
+
+
+def found_list(split, path):
+    """The list the stage will read: the configured one, else ImageSets/Segmentation's; None where it derives it."""
+    standard = Path(VOC_ROOT) / "ImageSets" / "Segmentation" / f"{split}.txt"
+    return path if Path(path).is_file() or split in COCO_LISTS else (str(standard) if standard.is_file() else None)
+
+
+def image_labels_inputs(wildcards):
+    inputs = {"root": VOC_ROOT, "manifest": MANIFEST, **{f"list_{split}": path for split, path in FOUND_LISTS.items()}}
+    inputs.update({"tags": TAGS} if TAGS else {})
+    return {**inputs, "aug_masks": AUG_MASKS} if AUG_MASKS else inputs
+
+
+def image_labels_args(wildcards, input):
+    args = [f"--list={split}={path}" for split, path in SPLIT_LISTS.items()]
+    args += [f"--aug-masks={input.aug_masks}"] if AUG_MASKS else []
+    args += [f"--unlabeled={','.join(TEST_SPLITS)}"] if TEST_SPLITS else []
+    args += [
+        f"--source={LABEL_SOURCE}",
+        f"--mask-splits={','.join(MASK_SPLITS)}",
+        f"--train-splits={DATA['train_split']}",
+    ]
+    args += [f"--tags={input.tags}"] if TAGS else []
+    args += [f"--sbd={data_path(DATA['sbd'])}"] if "sbd" in DATA else []
+    args += [
+        f"--image-dir={DATA.get('image_dir', 'JPEGImages')}",
+        f"--mask-dir={DATA.get('mask_dir', 'SegmentationClass')}",
+    ]
+    args += [f"--max-side={DATA['max_side']}"] if DATA.get("max_side") else []
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def report_args(wildcards, input):
+    args = ["--cam-tables", *input.cams] if input.cams else []
+    args += ["--mask-tables", *input.masks] if input.masks else []
+    return " ".join(shlex.quote(a) for a in [*args, *(f"--left-out={note}" for note in LEFT_OUT)])
+
+
+def history_args(wildcards, input):
+    name_of = {path: name for name, path in HISTORIES.items()}
+    return " ".join(shlex.quote(f"{name_of[path]}={path}") for path in input.histories)
+
+
+def segmentation_masks(wildcards):
+    return {"masks": f"{R}/pseudo_labels"} if wildcards.masks == "pseudo_labels" else {}
+
+
+def segmentation_init(wildcards):
+    if config["segmentation"]["init_from_classifier"]:
+        return {"classifier": f"{R}/classifier/{VARIANT}/model.pt"}
+    return {}
+
+
+def optional_args(wildcards, input):
+    return " ".join(f"--{k} {input[k]}" for k in ("masks", "classifier") if k in input.keys())

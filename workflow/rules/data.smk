@@ -1,19 +1,20 @@
 from stages import dataset_manifest
 
-
 if "generate" in DATA:
 
     rule make_dataset:
         output:
             directory(VOC_ROOT),
-        params:
-            cfg=json.dumps(DATA["generate"], sort_keys=True),
-            runtime=json.dumps({"seed": config["seed"]}),
-            classes=",".join(DATA["classes"]),
         log:
             log_of("make_dataset"),
         benchmark:
             benchmark_of("make_dataset")
+        conda:
+            "../../envs/wsss.yaml"
+        params:
+            cfg=json.dumps(DATA["generate"], sort_keys=True),
+            runtime=json.dumps({"seed": config["seed"]}),
+            classes=",".join(DATA["classes"]),
         shell:
             "python -m stages.make_dataset --cfg {params.cfg:q} --runtime {params.runtime:q}"
             " --classes {params.classes:q} --out {output:q} > {log:q} 2>&1"
@@ -26,12 +27,14 @@ if "sbd" in DATA:
             data_path(DATA["sbd"]),
         output:
             directory(SBD_MASKS),
-        params:
-            num_classes=len(DATA["classes"]),
         log:
             log_of("convert_sbd"),
         benchmark:
             benchmark_of("convert_sbd")
+        conda:
+            "../../envs/wsss.yaml"
+        params:
+            num_classes=len(DATA["classes"]),
         shell:
             "python -m stages.convert_sbd --sbd {input:q} --num-classes {params.num_classes} --out {output:q} > {log:q} 2>&1"
 
@@ -45,21 +48,20 @@ if "coco" in DATA:
             masks=directory(AUG_MASKS),
             tags=TAGS,
             lists=list(COCO_LISTS.values()),
-        params:
-            instances=lambda wildcards, input: " ".join(shlex.quote(f"--instances={s}={input[s]}") for s in DATA["coco"]),
-            classes=",".join(DATA["classes"]),
         log:
             log_of("convert_coco"),
         benchmark:
             benchmark_of("convert_coco")
+        conda:
+            "../../envs/wsss.yaml"
+        params:
+            instances=lambda wildcards, input: " ".join(
+                shlex.quote(f"--instances={s}={input[s]}") for s in DATA["coco"]
+            ),
+            classes=",".join(DATA["classes"]),
+            out=folder_of("tags"),
         shell:
-            "python -m stages.convert_coco {params.instances} --classes {params.classes:q} --out {COCO_DIR} > {log:q} 2>&1"
-
-
-def found_list(split, path):
-    """The list the stage will read: the configured one, else ImageSets/Segmentation's; None where it derives it."""
-    standard = Path(VOC_ROOT) / "ImageSets" / "Segmentation" / f"{split}.txt"
-    return path if Path(path).is_file() or split in COCO_LISTS else (str(standard) if standard.is_file() else None)
+            "python -m stages.convert_coco {params.instances} --classes {params.classes:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 FOUND_LISTS = {split: found_list(split, path) for split, path in SPLIT_LISTS.items()}
@@ -81,26 +83,10 @@ rule dataset_manifest:
         log_of("dataset_manifest"),
     benchmark:
         benchmark_of("dataset_manifest")
+    conda:
+        "../../envs/wsss.yaml"
     shell:
         "python -m stages.dataset_manifest --out {output:q} {input:q} > {log:q} 2>&1"
-
-
-def image_labels_inputs(wildcards):
-    inputs = {"root": VOC_ROOT, "manifest": MANIFEST, **{f"list_{split}": path for split, path in FOUND_LISTS.items()}}
-    inputs.update({"tags": TAGS} if TAGS else {})
-    return {**inputs, "aug_masks": AUG_MASKS} if AUG_MASKS else inputs
-
-
-def image_labels_args(wildcards, input):
-    args = [f"--list={split}={path}" for split, path in SPLIT_LISTS.items()]
-    args += [f"--aug-masks={input.aug_masks}"] if AUG_MASKS else []
-    args += [f"--unlabeled={','.join(TEST_SPLITS)}"] if TEST_SPLITS else []
-    args += [f"--source={LABEL_SOURCE}", f"--mask-splits={','.join(MASK_SPLITS)}", f"--train-splits={DATA['train_split']}"]
-    args += [f"--tags={input.tags}"] if TAGS else []
-    args += [f"--sbd={data_path(DATA['sbd'])}"] if "sbd" in DATA else []
-    args += [f"--image-dir={DATA.get('image_dir', 'JPEGImages')}", f"--mask-dir={DATA.get('mask_dir', 'SegmentationClass')}"]
-    args += [f"--max-side={DATA['max_side']}"] if DATA.get("max_side") else []
-    return " ".join(shlex.quote(a) for a in args)
 
 
 rule image_labels:
@@ -109,14 +95,17 @@ rule image_labels:
     output:
         labels=LABELS,
         splits=expand(f"{R}/labels/splits/{{split}}.txt", split=DATA["splits"] + TEST_SPLITS),
-    params:
-        classes=",".join(DATA["classes"]),
-        splits=",".join(DATA["splits"]),
-        optional=image_labels_args,
     log:
         log_of("image_labels"),
     benchmark:
         benchmark_of("image_labels")
+    conda:
+        "../../envs/wsss.yaml"
+    params:
+        classes=",".join(DATA["classes"]),
+        splits=",".join(DATA["splits"]),
+        optional=image_labels_args,
+        out=folder_of("labels"),
     shell:
         "python -m stages.image_labels --root {input.root:q} --classes {params.classes:q} --splits {params.splits:q}"
-        " {params.optional} --out {R}/labels > {log:q} 2>&1"
+        " {params.optional} --out {params.out:q} > {log:q} 2>&1"

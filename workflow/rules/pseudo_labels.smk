@@ -5,13 +5,15 @@ rule pseudo_labels:
         rw=f"{R}/rw",
     output:
         directory(f"{R}/pseudo_labels"),
-    params:
-        cfg=section("pseudo_labels"),
     log:
         log_of("pseudo_labels"),
     benchmark:
         benchmark_of("pseudo_labels")
+    conda:
+        "../../envs/wsss.yaml"
     threads: JOB_THREADS
+    params:
+        cfg=section("pseudo_labels"),
     shell:
         "python -m stages.pseudo_labels --cfg {params.cfg:q} --threads {threads} --labels {input.labels:q}"
         " --split-file {input.split:q} --rw {input.rw:q} --out {output:q} > {log:q} 2>&1"
@@ -28,6 +30,8 @@ rule eval_pseudo_labels:
         log_of("eval_pseudo_labels"),
     benchmark:
         benchmark_of("eval_pseudo_labels")
+    conda:
+        "../../envs/wsss.yaml"
     shell:
         "python -m stages.eval_masks --labels {input.labels:q} --split-file {input.split:q} --pred {input.pred:q}"
         " --stage pseudo_labels --out {output:q} > {log:q} 2>&1"

@@ -1,10 +1,12 @@
-import shlex
-
 # Only splits with masks are scored; the report says which rows are left out, and why.
 CAM_SCORED = DATA["cam_split"] in MASK_SPLITS
 EVAL_SCORED = DATA["eval_split"] in MASK_SPLITS
 LEFT_OUT = [
-    *([] if CAM_SCORED else [f"cam, pseudo_labels, segmentation on {DATA['cam_split']}: that split has no masks (data.mask_splits)"]),
+    *(
+        []
+        if CAM_SCORED
+        else [f"cam, pseudo_labels, segmentation on {DATA['cam_split']}: that split has no masks (data.mask_splits)"]
+    ),
     *([] if EVAL_SCORED else [f"segmentation on {DATA['eval_split']}: that split has no masks (data.mask_splits)"]),
     *(
         [f"upper_bound: the training split {DATA['train_split']} has no masks to train on (data.mask_splits)"]
@@ -17,17 +19,15 @@ LEFT_OUT = [
 UNSCORED_PREDICTIONS = [] if EVAL_SCORED else [f"{R}/predictions/pseudo_labels/{DATA['eval_split']}"]
 
 
-def report_args(wildcards, input):
-    args = ["--cam-tables", *input.cams] if input.cams else []
-    args += ["--mask-tables", *input.masks] if input.masks else []
-    return " ".join(shlex.quote(a) for a in [*args, *(f"--left-out={note}" for note in LEFT_OUT)])
-
-
 rule report:
     input:
         cams=expand(f"{R}/tables/cam_{{variant}}.json", variant=config["classifier"]["variants"]) if CAM_SCORED else [],
         masks=([f"{R}/tables/pseudo_labels.json"] if CAM_SCORED else [])
-        + (expand(f"{R}/tables/segmentation_{{masks}}_{{split}}.json", masks=SEG_MASKS, split=DATA["eval_split"]) if EVAL_SCORED else [])
+        + (
+            expand(f"{R}/tables/segmentation_{{masks}}_{{split}}.json", masks=SEG_MASKS, split=DATA["eval_split"])
+            if EVAL_SCORED
+            else []
+        )
         + ([f"{R}/tables/segmentation_pseudo_labels_{DATA['cam_split']}.json"] if CAM_SCORED else []),
         labels=LABELS,
         split=split_file("train_split"),
@@ -35,32 +35,33 @@ rule report:
         md=report(f"{R}/tables/miou.md", category="Tables", caption="../report/miou.rst"),
         csv=report(f"{R}/tables/miou.csv", category="Tables", caption="../report/miou.rst"),
         json=f"{R}/tables/miou.json",
-    params:
-        tables=report_args,
     log:
         log_of("report"),
     benchmark:
         benchmark_of("report")
+    conda:
+        "../../envs/wsss.yaml"
+    params:
+        tables=report_args,
+        variant=VARIANT,
+        out=folder_of("md"),
     shell:
-        "python -m stages.report {params.tables} --labels {input.labels:q} --split-file {input.split:q} --variant {VARIANT}"
-        " --out {R}/tables > {log:q} 2>&1"
+        "python -m stages.report {params.tables} --labels {input.labels:q} --split-file {input.split:q} --variant {params.variant}"
+        " --out {params.out:q} > {log:q} 2>&1"
 
 
-HISTORY_NAMES = [f"classifier ({v})" for v in config["classifier"]["variants"]] + ["AffinityNet"] + [
-    f"DeepLabv3+ ({m})" for m in SEG_MASKS
-]
-
-
-def history_args(wildcards, input):
-    return " ".join(shlex.quote(f"{name}={path}") for name, path in zip(HISTORY_NAMES, input.histories))
+# The loss curves' names, keyed by name so that no change of the lists can mislabel a figure.
+HISTORIES = {
+    **{f"classifier ({v})": f"{R}/classifier/{v}/history.csv" for v in config["classifier"]["variants"]},
+    "AffinityNet": f"{R}/affinity/history.csv",
+    **{f"DeepLabv3+ ({m})": f"{R}/segmentation/{m}/history.csv" for m in SEG_MASKS},
+}
 
 
 rule figures:
     input:
         miou=f"{R}/tables/miou.json",
-        histories=expand(f"{R}/classifier/{{variant}}/history.csv", variant=config["classifier"]["variants"])
-        + [f"{R}/affinity/history.csv"]
-        + expand(f"{R}/segmentation/{{masks}}/history.csv", masks=SEG_MASKS),
+        histories=list(HISTORIES.values()),
         labels=LABELS,
         split=split_file("cam_split"),
         cams=f"{R}/cams/{VARIANT}",
@@ -71,16 +72,19 @@ rule figures:
         bars=report(f"{R}/figures/miou_per_class.png", category="Figures", caption="../report/miou_per_class.rst"),
         losses=report(f"{R}/figures/loss_curves.png", category="Figures", caption="../report/loss_curves.rst"),
         examples=report(f"{R}/figures/examples.png", category="Figures", caption="../report/examples.rst"),
-    params:
-        histories=history_args,
     log:
         log_of("figures"),
     benchmark:
         benchmark_of("figures")
+    conda:
+        "../../envs/wsss.yaml"
+    params:
+        histories=history_args,
+        out=folder_of("bars"),
     shell:
         "python -m stages.figures --miou {input.miou:q} --histories {params.histories} --labels {input.labels:q}"
         " --split-file {input.split:q} --cams {input.cams:q} --rw {input.rw:q} --pseudo-labels {input.pseudo_labels:q}"
-        " --predictions {input.predictions:q} --out {R}/figures > {log:q} 2>&1"
+        " --predictions {input.predictions:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule ablation:
@@ -92,5 +96,9 @@ rule ablation:
         log_of("ablation"),
     benchmark:
         benchmark_of("ablation")
+    conda:
+        "../../envs/wsss.yaml"
+    params:
+        out=folder_of(0),
     shell:
-        "python -m stages.ablation --cam-tables {input:q} --out {R}/tables > {log:q} 2>&1"
+        "python -m stages.ablation --cam-tables {input:q} --out {params.out:q} > {log:q} 2>&1"

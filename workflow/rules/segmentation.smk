@@ -1,17 +1,3 @@
-def segmentation_masks(wildcards):
-    return {"masks": f"{R}/pseudo_labels"} if wildcards.masks == "pseudo_labels" else {}
-
-
-def segmentation_init(wildcards):
-    if config["segmentation"]["init_from_classifier"]:
-        return {"classifier": f"{R}/classifier/{VARIANT}/model.pt"}
-    return {}
-
-
-def optional_args(wildcards, input):
-    return " ".join(f"--{k} {input[k]}" for k in ("masks", "classifier") if k in input.keys())
-
-
 rule train_segmentation:
     input:
         unpack(segmentation_masks),
@@ -22,22 +8,25 @@ rule train_segmentation:
         model=f"{R}/segmentation/{{masks}}/model.pt",
         meta=f"{R}/segmentation/{{masks}}/model.json",
         history=f"{R}/segmentation/{{masks}}/history.csv",
+    log:
+        log_of("train_segmentation", "masks"),
+    benchmark:
+        benchmark_of("train_segmentation", "masks")
+    conda:
+        "../../envs/wsss.yaml"
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
+        workers=WORKERS,
     params:
         cfg=section("segmentation", without=("upper_bound",)),
         runtime=RUNTIME,
         checkpoint=f"{R}/checkpoints/train_segmentation/{{masks}}.pt",
         optional=optional_args,
-    log:
-        log_of("train_segmentation", "masks"),
-    benchmark:
-        benchmark_of("train_segmentation", "masks")
-    threads: JOB_THREADS
-    resources:
-        gpu=1,
     shell:
         "python -m stages.train_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} {params.optional}"
-        " --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {WORKERS} > {log:q} 2>&1"
+        " --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {resources.workers} > {log:q} 2>&1"
 
 
 rule predict_segmentation:
@@ -47,16 +36,18 @@ rule predict_segmentation:
         model=f"{R}/segmentation/{{masks}}/model.pt",
     output:
         directory(f"{R}/predictions/{{masks}}/{{split}}"),
-    params:
-        cfg=section("predict_segmentation"),
-        runtime=INFERENCE_RUNTIME,
     log:
         log_of("predict_segmentation", "masks", "split"),
     benchmark:
         benchmark_of("predict_segmentation", "masks", "split")
+    conda:
+        "../../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
         gpu=1,
+    params:
+        cfg=section("predict_segmentation"),
+        runtime=INFERENCE_RUNTIME,
     shell:
         "python -m stages.predict_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --model {input.model:q} --out {output:q} > {log:q} 2>&1"
@@ -69,12 +60,14 @@ rule eval_segmentation:
         pred=f"{R}/predictions/{{masks}}/{{split}}",
     output:
         f"{R}/tables/segmentation_{{masks}}_{{split}}.json",
-    params:
-        stage=lambda wildcards: SEG_STAGE[wildcards.masks],
     log:
         log_of("eval_segmentation", "masks", "split"),
     benchmark:
         benchmark_of("eval_segmentation", "masks", "split")
+    conda:
+        "../../envs/wsss.yaml"
+    params:
+        stage=lambda wildcards: SEG_STAGE[wildcards.masks],
     shell:
         "python -m stages.eval_masks --labels {input.labels:q} --split-file {input.split:q} --pred {input.pred:q}"
         " --stage {params.stage} --out {output:q} > {log:q} 2>&1"
@@ -94,6 +87,10 @@ if TEST_SPLITS:
             log_of("pack_test"),
         benchmark:
             benchmark_of("pack_test")
+        conda:
+            "../../envs/wsss.yaml"
+        params:
+            out=folder_of("tar"),
         shell:
             "python -m stages.pack_test --labels {input.labels:q} --split-file {input.split:q} --pred {input.pred:q}"
-            " --out {R}/submission --tar {output.tar:q} > {log:q} 2>&1"
+            " --out {params.out:q} --tar {output.tar:q} > {log:q} 2>&1"
