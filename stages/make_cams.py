@@ -1,7 +1,6 @@
 """Rule make_cams: multi-scale + flip CAMs of every training image, one npz per image."""
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,9 +15,6 @@ from stages.ops.cam import multiscale_cams
 from stages.progress import track
 from stages.staging import StagedOutputs, inputs_key
 from stages.train_classifier import build_classifier
-
-log = logging.getLogger("stages")
-
 
 # images per forward (each with its flip); VOC's sizes repeat, so most batches fill up
 BATCH_SIZE = 4

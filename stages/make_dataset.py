@@ -1,7 +1,6 @@
 """Rule make_dataset: write the embedded synthetic dataset in the VOC 2012 layout."""
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,8 +12,6 @@ from stages import StageError, cli
 from stages.data.synthetic import SHAPES, make_sample, unknown_shapes
 from stages.io import save_label_png, umask_mode
 from stages.progress import track
-
-log = logging.getLogger("stages")
 
 
 def make_dataset(out: Path, classes: list[str], cfg: dict, seed: int) -> None:

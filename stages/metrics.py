@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stages import StageError
 from stages.data.voc import IGNORE
 
 
@@ -12,7 +13,7 @@ def confusion(pred: np.ndarray, gt: np.ndarray, n: int) -> np.ndarray:
     g = gt[valid].astype(np.int64)
     p = pred[valid].astype(np.int64)
     if g.size and (g.max() >= n or p.max() >= n):
-        raise ValueError(f"label value >= {n} in prediction or ground truth")
+        raise StageError(f"label value >= {n} in prediction or ground truth")
     return np.bincount(n * g + p, minlength=n * n).reshape(n, n)
 
 

@@ -48,3 +48,10 @@ def test_unknown_shape_class_is_a_clear_error(tmp_path):
 def test_classes_cooccur(tiny_index):
     counts = np.array([len(v) for v in tiny_index.labels.values()])
     assert counts.min() >= 1 and counts.max() >= 2
+
+
+def test_objects_that_cannot_be_placed_are_a_stage_error_and_write_nothing(tmp_path):
+    # no object can cover 90% of the image, so every one of the tries fails
+    with pytest.raises(StageError, match="^config data.generate: could not place objects"):
+        make_dataset(tmp_path / "x", CLASSES, {**TINY, "min_visible": 0.9}, seed=0)
+    assert not (tmp_path / "x").exists()

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from stages import StageError
 from stages.metrics import confusion, iou, score
 
 
@@ -41,5 +42,6 @@ def test_ignore_label_is_not_counted():
 
 
 def test_out_of_range_labels_raise():
-    with pytest.raises(ValueError):
+    with pytest.raises(StageError, match="label value >= 3"):
         confusion(np.array([3]), np.array([0]), 3)
+

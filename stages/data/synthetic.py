@@ -14,6 +14,8 @@ import math
 import cv2
 import numpy as np
 
+from stages import StageError
+
 SHAPES = {}
 
 
@@ -148,7 +150,7 @@ def make_sample(rng, classes, size: int, cfg: dict):
         if all((mask == c + 1).sum() >= min_px for c in present):
             img = cv2.GaussianBlur(img, (3, 3), 0.6)
             return np.clip(img, 0, 255).astype(np.uint8), mask
-    raise RuntimeError("could not place objects; lower min_visible or raise object_scale")
+    raise StageError("config data.generate: could not place objects; lower min_visible or raise object_scale")
 
 
 def unknown_shapes(classes) -> list[str]:

@@ -104,7 +104,8 @@ def multiscale_logits(model, image: torch.Tensor, scales, flip: bool, autocast) 
     h, w = image.shape[-2:]
     total = 0
     for s in scales:
-        # the encoder needs sizes divisible by 16 (output stride); pad and crop back
+        # smp needs sizes divisible by 32 (the encoder's five downsamplings, before dilation keeps stride 16):
+        # pad and crop back
         sh, sw = max(16, round(h * s)), max(16, round(w * s))
         x = F.interpolate(image[None], size=(sh, sw), mode="bilinear", align_corners=False)
         ph, pw = (-sh) % 32, (-sw) % 32
