@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from stages import cli
-from stages.data.index import load_index
 from stages.data.voc import IGNORE
 from stages.ops.cam import threshold_argmax, with_background
 from stages.ops.crf import crf_labels
@@ -33,15 +32,14 @@ def affinity_labels(index, ids, cams: Path, cfg: dict, out: Path, processes: int
 
 
 def add_arguments(p):
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--split-file", required=True, type=Path)
+    cli.add_split_arguments(p)
     p.add_argument("--cams", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
 
 
 def run(args):
-    index = load_index(args.labels)
-    affinity_labels(index, index.ids(args.split_file), args.cams, args.cfg, args.out, args.threads or 1)
+    index, ids = cli.split_index(args)
+    affinity_labels(index, ids, args.cams, args.cfg, args.out, args.threads or 1)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The command line shared by every stage: ``--cfg`` (the stage's config section as JSON),
-``--runtime`` (device, precision, seed as JSON), ``--threads`` and ``--workers``."""
+``--runtime`` (device, precision, seed as JSON), ``--threads`` and ``--workers``; and, for the stages that
+work on one split, ``--labels`` and ``--split-file``."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from stages import StageError
+from stages.data.index import DatasetIndex, load_index
 from stages.runtime import Runtime, make_runtime
 
 
@@ -20,6 +22,17 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes of a training stage")
     return p
+
+
+def add_split_arguments(p: argparse.ArgumentParser, split_help: str = "the ids this stage works on") -> None:
+    p.add_argument("--labels", required=True, type=Path, help="image_labels.json")
+    p.add_argument("--split-file", required=True, type=Path, help=split_help)
+
+
+def split_index(args) -> tuple[DatasetIndex, list[str]]:
+    """The image index of ``--labels`` and the ids of ``--split-file``, in the file's order."""
+    index = load_index(args.labels)
+    return index, index.ids(args.split_file)
 
 
 def named_path(text: str) -> tuple[str, Path]:

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 
 from stages import StageError, cli
-from stages.data.index import load_index
 from stages.data.voc import image_level_labels, read_mask, resize_labels
 from stages.io import load_npz, write_json
 from stages.metrics import confusion, score
@@ -50,16 +49,15 @@ def eval_cams(index, ids, cams: Path, cfg: dict) -> dict:
 
 
 def add_arguments(p):
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--split-file", required=True, type=Path)
+    cli.add_split_arguments(p)
     p.add_argument("--cams", required=True, type=Path)
     p.add_argument("--variant", required=True)
     p.add_argument("--out", required=True, type=Path)
 
 
 def run(args):
-    index = load_index(args.labels)
-    result = eval_cams(index, index.ids(args.split_file), args.cams, args.cfg)
+    index, ids = cli.split_index(args)
+    result = eval_cams(index, ids, args.cams, args.cfg)
     write_json(args.out, {"variant": args.variant, "split": args.split_file.stem, **result})
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from stages import StageError, cli
-from stages.data.index import load_index
 from stages.data.voc import read_mask, resize_labels
 from stages.io import read_label_png, write_json
 from stages.metrics import confusion, score
@@ -31,16 +30,15 @@ def eval_masks(index, ids, pred_dir: Path) -> dict:
 
 
 def add_arguments(p):
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--split-file", required=True, type=Path)
+    cli.add_split_arguments(p)
     p.add_argument("--pred", required=True, type=Path, help="folder of <id>.png")
     p.add_argument("--stage", required=True, help="row name in the tables (pseudo_labels, segmentation, upper_bound)")
     p.add_argument("--out", required=True, type=Path)
 
 
 def run(args):
-    index = load_index(args.labels)
-    result = eval_masks(index, index.ids(args.split_file), args.pred)
+    index, ids = cli.split_index(args)
+    result = eval_masks(index, ids, args.pred)
     write_json(args.out, {"stage": args.stage, "split": args.split_file.stem, **result})
 
 

@@ -8,7 +8,6 @@ import matplotlib.pyplot as plt  # without a display, matplotlib draws with Agg
 import numpy as np
 
 from stages import cli
-from stages.data.index import load_index
 from stages.data.voc import read_mask, resize_labels
 from stages.io import atomic_path, load_npz, read_json, read_label_png, voc_palette
 
@@ -99,8 +98,7 @@ def example_grid(index, ids, cams: Path, rw: Path, pseudo: Path, pred: Path, pat
 def add_arguments(p):
     p.add_argument("--miou", required=True, type=Path, help="tables/miou.json")
     p.add_argument("--histories", nargs="+", required=True, help="name=path/to/history.csv")
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--split-file", required=True, type=Path, help="ids to draw examples from")
+    cli.add_split_arguments(p, "ids to draw examples from")
     p.add_argument("--cams", required=True, type=Path)
     p.add_argument("--rw", required=True, type=Path)
     p.add_argument("--pseudo-labels", required=True, type=Path)
@@ -110,10 +108,10 @@ def add_arguments(p):
 
 
 def run(args):
-    index = load_index(args.labels)
+    index, ids = cli.split_index(args)
     per_class_chart(read_json(args.miou), args.out / "miou_per_class.png")
     loss_curves(dict(h.split("=", 1) for h in args.histories), args.out / "loss_curves.png")
-    ids = index.ids(args.split_file)[: args.examples]
+    ids = ids[: args.examples]
     example_grid(index, ids, args.cams, args.rw, args.pseudo_labels, args.predictions, args.out / "examples.png")
 
 

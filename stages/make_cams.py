@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from stages import cli
-from stages.data.index import load_index
 from stages.data.transforms import normalize
 from stages.io import load_model, save_npz
 from stages.ops.cam import multiscale_cams
@@ -60,8 +59,7 @@ def make_cams(index, ids, model_path: Path, cfg: dict, rt, out: Path, batch_size
 
 
 def add_arguments(p):
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--split-file", required=True, type=Path)
+    cli.add_split_arguments(p)
     p.add_argument("--model", required=True, type=Path, help="classifier model.pt")
     p.add_argument("--out", required=True, type=Path, help="folder for <id>.npz")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per forward (grouped by size)")
@@ -69,8 +67,8 @@ def add_arguments(p):
 
 def run(args):
     rt = cli.runtime(args)
-    index = load_index(args.labels)
-    make_cams(index, index.ids(args.split_file), args.model, args.cfg, rt, args.out, args.batch_size)
+    index, ids = cli.split_index(args)
+    make_cams(index, ids, args.model, args.cfg, rt, args.out, args.batch_size)
 
 
 if __name__ == "__main__":

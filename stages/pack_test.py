@@ -8,7 +8,6 @@ import tarfile
 from pathlib import Path
 
 from stages import StageError, cli
-from stages.data.index import load_index
 from stages.data.voc import read_mask
 from stages.io import atomic_path, save_label_png
 from stages.progress import track
@@ -32,16 +31,15 @@ def pack_test(index, ids, pred: Path, out: Path, tar: Path) -> None:
 
 
 def add_arguments(p):
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--split-file", required=True, type=Path, help="the test ids")
+    cli.add_split_arguments(p, "the test ids")
     p.add_argument("--pred", required=True, type=Path, help="predicted <id>.png folder")
     p.add_argument("--out", required=True, type=Path, help="folder that receives results/VOC2012/...")
     p.add_argument("--tar", required=True, type=Path, help="the archive to upload")
 
 
 def run(args):
-    index = load_index(args.labels)
-    pack_test(index, index.ids(args.split_file), args.pred, args.out, args.tar)
+    index, ids = cli.split_index(args)
+    pack_test(index, ids, args.pred, args.out, args.tar)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from stages import cli
-from stages.data.index import load_index
 from stages.data.transforms import normalize
 from stages.data.voc import read_image, resize_labels
 from stages.io import load_model, save_label_png
@@ -53,16 +52,15 @@ def predict_segmentation(index, ids, model_path: Path, cfg: dict, rt, out: Path,
 
 
 def add_arguments(p):
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--split-file", required=True, type=Path)
+    cli.add_split_arguments(p)
     p.add_argument("--model", required=True, type=Path, help="segmentation model.pt")
     p.add_argument("--out", required=True, type=Path, help="folder for <id>.png")
 
 
 def run(args):
     rt = cli.runtime(args)
-    index = load_index(args.labels)
-    predict_segmentation(index, index.ids(args.split_file), args.model, args.cfg, rt, args.out, args.threads or 1)
+    index, ids = cli.split_index(args)
+    predict_segmentation(index, ids, args.model, args.cfg, rt, args.out, args.threads or 1)
 
 
 if __name__ == "__main__":

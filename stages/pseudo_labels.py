@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 
 from stages import cli
-from stages.data.index import load_index
 from stages.ops.cam import threshold_argmax, with_background
 from stages.ops.crf import crf_labels
 from stages.parallel import label_images
@@ -25,15 +24,14 @@ def pseudo_labels(index, ids, rw: Path, cfg: dict, out: Path, processes: int) ->
 
 
 def add_arguments(p):
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--split-file", required=True, type=Path)
+    cli.add_split_arguments(p)
     p.add_argument("--rw", required=True, type=Path, help="random_walk output folder")
     p.add_argument("--out", required=True, type=Path)
 
 
 def run(args):
-    index = load_index(args.labels)
-    pseudo_labels(index, index.ids(args.split_file), args.rw, args.cfg, args.out, args.threads or 1)
+    index, ids = cli.split_index(args)
+    pseudo_labels(index, ids, args.rw, args.cfg, args.out, args.threads or 1)
 
 
 if __name__ == "__main__":

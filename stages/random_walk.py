@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from stages import cli
-from stages.data.index import load_index
 from stages.data.transforms import normalize
 from stages.io import load_model, load_npz, save_npz
 from stages.ops.random_walk import random_walk
@@ -50,8 +49,7 @@ def run_random_walk(index, ids, cams: Path, model_path: Path, cfg: dict, rt, out
 
 
 def add_arguments(p):
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--split-file", required=True, type=Path)
+    cli.add_split_arguments(p)
     p.add_argument("--cams", required=True, type=Path)
     p.add_argument("--model", required=True, type=Path, help="affinity model.pt")
     p.add_argument("--out", required=True, type=Path)
@@ -59,8 +57,8 @@ def add_arguments(p):
 
 def run(args):
     rt = cli.runtime(args)
-    index = load_index(args.labels)
-    run_random_walk(index, index.ids(args.split_file), args.cams, args.model, args.cfg, rt, args.out)
+    index, ids = cli.split_index(args)
+    run_random_walk(index, ids, args.cams, args.model, args.cfg, rt, args.out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from pathlib import Path
 
 from stages import StageError, cli
 from stages.data.datasets import TrainSamples
-from stages.data.index import load_index
 from stages.engine import fit, save_trained
 from stages.io import load_model
 from stages.models.affinity import AffinityNet
@@ -55,8 +54,7 @@ def train_affinity(index, ids, labels_dir: Path, classifier: Path, cfg: dict, rt
 
 
 def add_arguments(p):
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--split-file", required=True, type=Path)
+    cli.add_split_arguments(p)
     p.add_argument("--affinity-labels", required=True, type=Path)
     p.add_argument("--classifier", required=True, type=Path, help="classifier model.pt (its backbone, frozen)")
     p.add_argument("--out", required=True, type=Path, help="model.pt (history.csv is written beside it)")
@@ -65,8 +63,8 @@ def add_arguments(p):
 
 def run(args):
     rt = cli.runtime(args)
-    index = load_index(args.labels)
-    train_affinity(index, index.ids(args.split_file), args.affinity_labels, args.classifier, args.cfg, rt, args.out, args.checkpoint)
+    index, ids = cli.split_index(args)
+    train_affinity(index, ids, args.affinity_labels, args.classifier, args.cfg, rt, args.out, args.checkpoint)
 
 
 if __name__ == "__main__":

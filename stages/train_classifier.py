@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stages import StageError, cli
 from stages.data.datasets import TrainSamples
-from stages.data.index import load_index, missing_classes_warning
+from stages.data.index import missing_classes_warning
 from stages.engine import fit, reference_param_groups, save_trained
 from stages.models.backbone import weights_tag
 from stages.models.classifier import CAMClassifier
@@ -58,8 +58,7 @@ def train_classifier(index, ids, variant_name: str, cfg: dict, rt, out: Path, ch
 
 
 def add_arguments(p):
-    p.add_argument("--labels", required=True, type=Path, help="image_labels.json")
-    p.add_argument("--split-file", required=True, type=Path, help="ids to train on")
+    cli.add_split_arguments(p, "ids to train on")
     p.add_argument("--variant", required=True, help=f"one of {', '.join(VARIANTS)}")
     p.add_argument("--out", required=True, type=Path, help="model.pt (history.csv is written beside it)")
     p.add_argument("--checkpoint", required=True, type=Path, help="resume checkpoint, kept until the model is written")
@@ -67,8 +66,8 @@ def add_arguments(p):
 
 def run(args):
     rt = cli.runtime(args)
-    index = load_index(args.labels)
-    train_classifier(index, index.ids(args.split_file), args.variant, args.cfg, rt, args.out, args.checkpoint)
+    index, ids = cli.split_index(args)
+    train_classifier(index, ids, args.variant, args.cfg, rt, args.out, args.checkpoint)
 
 
 if __name__ == "__main__":

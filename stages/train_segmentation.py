@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from stages import StageError, cli
 from stages.data.datasets import TrainSamples
-from stages.data.index import load_index
 from stages.data.voc import IGNORE
 from stages.engine import fit, reference_param_groups, save_trained
 from stages.io import load_model
@@ -58,8 +57,7 @@ def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, 
 
 
 def add_arguments(p):
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--split-file", required=True, type=Path)
+    cli.add_split_arguments(p)
     p.add_argument("--masks", type=Path, default=None, help="pseudo-label folder; omit to train on the ground-truth masks")
     p.add_argument("--classifier", type=Path, default=None, help="start the encoder from this classifier's backbone")
     p.add_argument("--out", required=True, type=Path, help="model.pt (history.csv is written beside it)")
@@ -68,8 +66,8 @@ def add_arguments(p):
 
 def run(args):
     rt = cli.runtime(args)
-    index = load_index(args.labels)
-    train_segmentation(index, index.ids(args.split_file), args.masks, args.classifier, args.cfg, rt, args.out, args.checkpoint)
+    index, ids = cli.split_index(args)
+    train_segmentation(index, ids, args.masks, args.classifier, args.cfg, rt, args.out, args.checkpoint)
 
 
 if __name__ == "__main__":
