@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import StageError, cli
+from stages import cli
 from stages.data.datasets import TrainSamples
 from stages.engine import fit, save_trained
 from stages.io import load_model
@@ -29,8 +29,6 @@ def affinity_step(model, radius: int):
 
 
 def train_affinity(index, ids, labels_dir: Path, classifier: Path, cfg: dict, rt, out: Path, checkpoint: Path):
-    if cfg["crop_size"] % 32:
-        raise StageError(f"affinity.crop_size: {cfg['crop_size']} must be a multiple of 32")
     cls_state, cls_meta = load_model(classifier)
     backbone = cls_meta["backbone"]
     if cfg["backbone_init"] == "classifier":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
-from stages import StageError, cli
+from stages import cli
 from stages.data.datasets import TrainSamples
 from stages.data.voc import IGNORE
 from stages.engine import fit, reference_param_groups, save_trained
@@ -35,8 +35,6 @@ def segmentation_step(model):
 
 def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, cfg: dict, rt, out: Path, checkpoint: Path):
     """``masks`` is a folder of pseudo-label PNGs, or None for the ground-truth masks."""
-    if cfg["crop_size"] % 32:
-        raise StageError(f"segmentation.crop_size: {cfg['crop_size']} must be a multiple of 32")
     model = build_deeplab(cfg, index.num_classes)
     if classifier is not None:
         state, _ = load_model(classifier)

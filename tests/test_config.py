@@ -62,6 +62,9 @@ def test_numbers_in_exponent_form_are_numbers():
      "config affinity_labels.bg_threshold (0.1) must be below affinity_labels.fg_threshold (0.1)"),
     ("data: {cam_split: nope}", "config data.cam_split ('nope') is not one of data.splits ['train', 'val']"),
     ("data: {test_split: val}", "config data.test_split ('val') is one of data.splits ['train', 'val']: it must name a split"),
+    ("classifier: {crop_size: 48}", "config classifier.crop_size: 48 is not a multiple of 32"),
+    ("affinity: {crop_size: 80}", "config affinity.crop_size: 80 is not a multiple of 32"),
+    ("segmentation: {crop_size: 100}", "config segmentation.crop_size: 100 is not a multiple of 32"),
     ("classifier: {variant: re}", "config classifier.variant ('re') is not one of classifier.variants ['puzzle']"),
 ])
 def test_a_bad_value_is_one_line_naming_the_keys(text, message):
