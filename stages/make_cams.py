@@ -9,21 +9,14 @@ import torch
 
 from stages import cli
 from stages.data.transforms import normalize
-from stages.io import load_model, save_npz
+from stages.io import save_npz
+from stages.models.factory import load_classifier
 from stages.ops.cam import multiscale_cams
 from stages.progress import track
 from stages.staging import StagedOutputs, inputs_key
-from stages.train_classifier import build_classifier
 
 # images per forward (each with its flip); VOC's sizes repeat, so most batches fill up
 BATCH_SIZE = 4
-
-
-def load_classifier(path, num_classes: int, rt):
-    state, meta = load_model(path)
-    model = build_classifier({**meta["config"], "pretrained": False, "pretrained_path": None}, num_classes)
-    model.load_state_dict(state)
-    return rt.inference_model(model)
 
 
 def same_size_batches(images, batch_size: int):

@@ -10,20 +10,13 @@ import torch
 from stages import cli
 from stages.data.transforms import normalize
 from stages.data.voc import read_image, resize_labels
-from stages.io import load_model, save_label_png
+from stages.io import save_label_png
+from stages.models.factory import load_deeplab
 from stages.models.segmentation import multiscale_logits
 from stages.ops.crf import crf_probs
 from stages.parallel import imap
 from stages.progress import track
 from stages.staging import StagedOutputs, inputs_key
-from stages.train_segmentation import build_deeplab
-
-
-def load_deeplab(path, num_classes: int, rt):
-    state, meta = load_model(path)
-    model = build_deeplab(meta["config"], num_classes, pretrained=False)
-    model.load_state_dict(state)
-    return rt.place(model.eval())
 
 
 def _finish(job, cfg):

@@ -9,18 +9,11 @@ import torch.nn.functional as F
 
 from stages import cli
 from stages.data.transforms import normalize
-from stages.io import load_model, load_npz, save_npz
+from stages.io import load_npz, save_npz
+from stages.models.factory import load_affinity_net
 from stages.ops.random_walk import random_walk
 from stages.progress import track
 from stages.staging import StagedOutputs, inputs_key
-from stages.train_affinity import build_affinity_net
-
-
-def load_affinity_net(path, rt):
-    state, meta = load_model(path)
-    model = build_affinity_net(meta["config"], meta["backbone"])
-    model.load_state_dict(state)
-    return rt.inference_model(model)
 
 
 @torch.no_grad()

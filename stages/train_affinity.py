@@ -7,14 +7,10 @@ from stages import cli
 from stages.data.datasets import TrainSamples
 from stages.engine import fit, save_trained
 from stages.io import load_model
-from stages.models.affinity import AffinityNet
 from stages.models.backbone import weights_tag
+from stages.models.factory import build_affinity_net
 from stages.ops.affinity import affinity_loss, downsample_labels, pair_labels, path_affinity
 from stages.staging import file_digest, inputs_key, settings_key
-
-
-def build_affinity_net(cfg: dict, backbone: str, pretrained: bool = False) -> AffinityNet:
-    return AffinityNet(backbone, cfg["head_channels"], pretrained, cfg.get("pretrained_path") if pretrained else None)
 
 
 def affinity_step(model, radius: int):

@@ -9,15 +9,11 @@ from stages.data.datasets import TrainSamples
 from stages.data.index import missing_classes_warning
 from stages.engine import fit, reference_param_groups, save_trained
 from stages.models.backbone import weights_tag
-from stages.models.classifier import CAMClassifier
+from stages.models.factory import build_classifier
 from stages.ops.puzzle import VARIANTS, alpha_at, merge, puzzle_losses, tile
 from stages.staging import inputs_key, settings_key
 
 log = logging.getLogger("stages")
-
-
-def build_classifier(cfg: dict, num_classes: int) -> CAMClassifier:
-    return CAMClassifier(cfg["backbone"], num_classes, cfg.get("pretrained", False), cfg.get("pretrained_path"))
 
 
 def puzzle_step(model, variant, alpha_max: float, ramp: float):

@@ -12,17 +12,11 @@ from stages.data.voc import IGNORE
 from stages.engine import fit, reference_param_groups, save_trained
 from stages.io import load_model
 from stages.models.backbone import weights_tag
-from stages.models.segmentation import create_deeplab, is_new, load_encoder_from_classifier
+from stages.models.factory import build_deeplab
+from stages.models.segmentation import is_new, load_encoder_from_classifier
 from stages.staging import file_digest, inputs_key, settings_key
 
 log = logging.getLogger("stages")
-
-
-def build_deeplab(cfg: dict, num_classes: int, pretrained: bool | None = None):
-    pretrained = cfg.get("pretrained", False) if pretrained is None else pretrained
-    return create_deeplab(cfg["encoder"], num_classes + 1, cfg["decoder_channels"], pretrained,
-                          cfg.get("pretrained_path") if pretrained else None,
-                          cfg["aspp_rates"], cfg["aspp_separable"], cfg["frozen_bn"])
 
 
 def segmentation_step(model):
