@@ -1,13 +1,25 @@
-"""Shared fixtures: a tiny generated dataset in the VOC layout, its index, a CPU runtime."""
+"""Shared fixtures: a tiny generated dataset in the VOC layout, its index, a CPU runtime, and the helpers
+several test modules use (Snakemake runs, VOC/SBD and user-dataset fixtures, IRN's path cells), so that no
+test module imports another. The whole-DAG tests are marked ``slow``."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from fractions import Fraction
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import scipy.io
+import scipy.sparse
 import torch
+from PIL import Image
 
+from stages.data.voc import VOC_CLASSES, read_mask
 from stages.image_labels import build_index
+from stages.io import save_label_png
 from stages.make_dataset import make_dataset
 from stages.runtime import make_runtime
 
@@ -62,3 +74,191 @@ class Executes:
 
     def __reduce__(self):
         return os.system, (f"touch {self.marker}",)
+
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def _snakemake(workdir, *args, check=True):
+    # the rules call `python`: the interpreter running the tests, with its packages
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
+                          capture_output=True, text=True, env=env, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _planned_jobs(proc) -> dict[str, int]:
+    """Job counts from a dry run's 'Job stats' table."""
+    counts, in_table = {}, False
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+        elif in_table and len(parts) == 2 and parts[1].isdigit():
+            if parts[0] == "total":
+                break
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def _write_sbd_mat(path, seg: np.ndarray) -> None:
+    """One SBD cls/ file as the benchmark ships it: GTcls with Segmentation, Boundaries, CategoriesPresent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    present = np.array([c for c in np.unique(seg) if 0 < c < 255], np.uint8)
+    boundaries = np.empty((20, 1), object)
+    for c in range(20):
+        boundaries[c, 0] = scipy.sparse.csc_matrix(seg == c + 1, dtype=float)  # SBD stores them sparse
+    scipy.io.savemat(path, {"GTcls": {"Segmentation": seg.astype(np.uint8), "Boundaries": boundaries,
+                                      "CategoriesPresent": present}})
+
+
+# VOC train/val have SegmentationClass masks; SBD adds masks for more ids (and overlaps VOC train);
+# train_aug = VOC train + SBD-only ids; test has images only.
+VOC_FIXTURE_SPLITS = {"train": 6, "val": 4, "test": 3}
+
+
+VOC_FIXTURE_SBD_ONLY = 6
+
+
+VOC_FIXTURE_SIZES = [(64, 80), (72, 64), (64, 64)]  # (height, width): VOC images are not square
+
+
+def _voc_sample(rng, size) -> tuple[np.ndarray, np.ndarray]:
+    """A textured background with one or two class rectangles; the mask has VOC's 255 outline."""
+    h, w = size
+    img = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    for c in rng.choice(np.arange(1, len(VOC_CLASSES) + 1), size=rng.integers(1, 3), replace=False):
+        y, x = rng.integers(0, h // 2), rng.integers(0, w // 2)
+        bh, bw = rng.integers(h // 4, h // 2), rng.integers(w // 4, w // 2)
+        img[y:y + bh, x:x + bw] = np.array([c * 12, 255 - c * 12, (c * 37) % 256], np.uint8)
+        mask[y:y + bh, x:x + bw] = c
+    edges = cv2.dilate(mask, np.ones((3, 3), np.uint8)) != cv2.erode(mask, np.ones((3, 3), np.uint8))
+    return img, np.where(edges, 255, mask).astype(np.uint8)
+
+
+def _make_voc_fixture(data_root: Path, seed: int = 0) -> dict[str, list[str]]:
+    """``data_root``/VOCdevkit/VOC2012, benchmark_RELEASE/dataset/cls/*.mat and train_aug.txt; returns the ids."""
+    rng = np.random.default_rng(seed)
+    voc = data_root / "VOCdevkit" / "VOC2012"
+    sbd = data_root / "benchmark_RELEASE" / "dataset" / "cls"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / sub).mkdir(parents=True, exist_ok=True)
+    ids, n = {}, 0
+    for split, count in {**VOC_FIXTURE_SPLITS, "sbd": VOC_FIXTURE_SBD_ONLY}.items():
+        ids[split] = [f"20{10 + len(ids)}_{n + i:06d}" for i in range(count)]
+        n += count
+        for k, image_id in enumerate(ids[split]):
+            img, mask = _voc_sample(rng, VOC_FIXTURE_SIZES[k % len(VOC_FIXTURE_SIZES)])
+            cv2.imwrite(str(voc / "JPEGImages" / f"{image_id}.jpg"), img[..., ::-1])
+            if split in ("train", "val"):
+                save_label_png(voc / "SegmentationClass" / f"{image_id}.png", mask)
+            if split in ("sbd", "train"):  # SBD has no 255 outline
+                _write_sbd_mat(sbd / f"{image_id}.mat", np.where(mask == 255, 0, mask))
+        if split != "sbd":
+            (voc / "ImageSets/Segmentation" / f"{split}.txt").write_text("\n".join(ids[split]) + "\n")
+    ids["train_aug"] = ids["train"] + ids["sbd"]
+    # SBD's own lists: its images overlap VOC train and one VOC val image, which train_aug leaves out
+    (sbd.parent / "train.txt").write_text("\n".join(ids["sbd"][:3] + ids["train"][:2]) + "\n")
+    (sbd.parent / "val.txt").write_text("\n".join(ids["sbd"][3:] + ids["val"][:1]) + "\n")
+    # the path-pair form some repositories ship the list in
+    (data_root / "train_aug.txt").write_text("".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in ids["train_aug"]))
+    return ids
+
+
+def _exif_jpeg(path, pixels: np.ndarray, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, quality=100, exif=exif)
+
+
+def _own_dataset(tiny_voc, tmp_path, formats=("jpg", "png", "jpeg")) -> tuple[Path, dict]:
+    """The tiny dataset as a user has it: images/ in several formats, an id with a space and one in a
+    subfolder, masks/, Annotations/, train.txt and val.txt; returns the root and the ids' mask classes."""
+    root = tmp_path / "own"
+    src = {s: (tiny_voc / "ImageSets/Segmentation" / f"{s}.txt").read_text().split() for s in ("train", "val")}
+    rename = {src["train"][0]: "syn 000003", src["train"][1]: "street/0001"}
+    classes = {}
+    for split, ids in src.items():
+        new_ids = [rename.get(i, i) for i in ids]
+        for k, (old, new) in enumerate(zip(ids, new_ids)):
+            img = Image.open(tiny_voc / "JPEGImages" / f"{old}.jpg")
+            (root / "images" / new).parent.mkdir(parents=True, exist_ok=True)
+            img.save(root / "images" / f"{new}.{formats[k % len(formats)]}")
+            mask = read_mask(tiny_voc / "SegmentationClass" / f"{old}.png")
+            save_label_png(root / "masks" / f"{new}.png", mask)
+            classes[new] = [int(c) for c in np.unique(mask) if 0 < c < 255]
+            objects = "".join(f"<object><name>{CLASSES[c - 1]}</name><difficult>0</difficult></object>" for c in classes[new])
+            (root / "Annotations" / new).parent.mkdir(parents=True, exist_ok=True)
+            (root / "Annotations" / f"{new}.xml").write_text(f"<annotation><filename>{new}</filename>{objects}</annotation>")
+        (root / f"{split}.txt").write_text("\r\n".join(new_ids) + "\r\n")
+    rows = [f"{i},{' '.join(CLASSES[c - 1] for c in cs)}" for i, cs in classes.items()]
+    (root / "tags.csv").write_text("id,labels\n" + "\n".join(rows) + "\n")
+    return root, classes
+
+
+def _segment_cells(d: tuple[int, int]) -> set[tuple[int, int]]:
+    """IRN's path between 0 and d: the grid cells whose distance to the segment 0-d is below 1, computed exactly."""
+    dy, dx = d
+    length_sq = dy * dy + dx * dx
+    cells = set()
+    for y in range(min(0, dy) - 2, max(0, dy) + 3):
+        for x in range(min(0, dx) - 2, max(0, dx) + 3):
+            t = min(max(Fraction(y * dy + x * dx, length_sq), Fraction(0)), Fraction(1))  # nearest point on the segment
+            if (y - t * dy) ** 2 + (x - t * dx) ** 2 < 1:
+                cells.add((y, x))
+    return cells
+
+
+# Fixtures whose tests run the whole DAG: those tests are marked slow (pytest -m "not slow" leaves them out).
+WHOLE_DAG_RUNS = {"micro_run", "custom_run", "voc_run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if WHOLE_DAG_RUNS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def snakemake():
+    """``snakemake(workdir, *args, check=True)``: Snakemake on this repository's Snakefile, run in ``workdir``."""
+    return _snakemake
+
+
+@pytest.fixture(scope="session")
+def planned_jobs():
+    """``planned_jobs(proc)``: job counts of a dry run."""
+    return _planned_jobs
+
+
+@pytest.fixture(scope="session")
+def write_sbd_mat():
+    """``write_sbd_mat(path, seg)``: one SBD cls/*.mat file."""
+    return _write_sbd_mat
+
+
+@pytest.fixture(scope="session")
+def make_voc_fixture():
+    """``make_voc_fixture(data_root, seed=0)``: VOC 2012 + SBD + train_aug.txt under ``data_root``; returns the ids."""
+    return _make_voc_fixture
+
+
+@pytest.fixture(scope="session")
+def exif_jpeg():
+    """``exif_jpeg(path, pixels, orientation)``: a JPEG with an EXIF orientation tag."""
+    return _exif_jpeg
+
+
+@pytest.fixture(scope="session")
+def own_dataset():
+    """``own_dataset(tiny_voc, tmp_path, formats)``: the tiny dataset laid out as a user's own."""
+    return _own_dataset
+
+
+@pytest.fixture(scope="session")
+def segment_cells():
+    """``segment_cells(d)``: IRN's path cells between 0 and ``d``."""
+    return _segment_cells

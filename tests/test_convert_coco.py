@@ -8,7 +8,6 @@ import pytest
 import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
-from test_workflow import planned_jobs, snakemake
 
 from stages import StageError
 from stages.convert_coco import convert_coco
@@ -112,7 +111,7 @@ def test_categories_that_are_not_the_configs_classes_are_named(coco, tmp_path):
     assert not (tmp_path / "out/masks").exists()
 
 
-def test_coco2014_config_and_its_dag(coco, tmp_path):
+def test_coco2014_config_and_its_dag(snakemake, planned_jobs, coco, tmp_path):
     cfg = yaml.safe_load((ROOT / "config/coco2014.yaml").read_text())
     assert len(cfg["data"]["classes"]) == 80 and cfg["data"]["classes"][:3] == ["person", "bicycle", "car"]
     root, _, _ = coco

@@ -16,19 +16,8 @@ from stages.io import read_label_png
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_sbd_mat(path, seg: np.ndarray) -> None:
-    """One SBD cls/ file as the benchmark ships it: GTcls with Segmentation, Boundaries, CategoriesPresent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    present = np.array([c for c in np.unique(seg) if 0 < c < 255], np.uint8)
-    boundaries = np.empty((20, 1), object)
-    for c in range(20):
-        boundaries[c, 0] = scipy.sparse.csc_matrix(seg == c + 1, dtype=float)  # SBD stores them sparse
-    scipy.io.savemat(path, {"GTcls": {"Segmentation": seg.astype(np.uint8), "Boundaries": boundaries,
-                                      "CategoriesPresent": present}})
-
-
 @pytest.fixture
-def sbd(tmp_path):
+def sbd(write_sbd_mat, tmp_path):
     rng = np.random.default_rng(0)
     maps = {f"2008_{i:06d}": rng.choice([0, 3, 15, 20], size=(24 + i, 32)).astype(np.uint8) for i in range(3)}
     for image_id, seg in maps.items():
@@ -66,7 +55,7 @@ def test_mat_without_gtcls_is_named(sbd, tmp_path):
         convert_sbd(root, tmp_path / "aug")
 
 
-def test_label_values_out_of_range_are_named(sbd, tmp_path):
+def test_label_values_out_of_range_are_named(write_sbd_mat, sbd, tmp_path):
     root, _ = sbd
     write_sbd_mat(root / "cls/2008_000000.mat", np.full((8, 8), 33, np.uint8))
     with pytest.raises(StageError, match=r"cls/2008_000000\.mat: label values \[33\] outside 0..20 and 255"):

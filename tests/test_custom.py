@@ -9,8 +9,6 @@ import pytest
 import yaml
 from conftest import CLASSES
 from PIL import Image
-from test_image_labels import exif_jpeg, own_dataset
-from test_workflow import planned_jobs, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 BIG = (150, 200)  # (height, width) of the one large photo; the stages compute it at max_side 64
@@ -33,7 +31,7 @@ TINY = {  # seconds per stage on a CPU
 
 
 @pytest.fixture(scope="module")
-def photos(tiny_voc, tmp_path_factory):
+def photos(exif_jpeg, own_dataset, tiny_voc, tmp_path_factory):
     """Tags only: no masks, no annotations; one large photo and one EXIF-rotated one among the images."""
     root, classes = own_dataset(tiny_voc, tmp_path_factory.mktemp("own"))
     shutil.rmtree(root / "masks")
@@ -55,17 +53,17 @@ def workdir(tmp_path_factory):
     return wd
 
 
-def test_dag_without_masks_scores_nothing_and_trains_everything(photos, workdir):
+def test_dag_without_masks_scores_nothing_and_trains_everything(snakemake, planned_jobs, photos, workdir):
     root, _, _ = photos
     jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/custom.yaml", "tiny.yaml",
                                   "--config", f"data_root={root}"))
-    assert jobs == {"image_labels": 1, "train_classifier": 1, "make_cams": 1, "affinity_labels": 1, "train_affinity": 1,
-                    "random_walk": 1, "pseudo_labels": 1, "train_segmentation": 1, "predict_segmentation": 2,
+    assert jobs == {"dataset_manifest": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1,
+                    "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1, "train_segmentation": 1, "predict_segmentation": 2,
                     "report": 1, "figures": 1, "all": 1}
 
 
 @pytest.fixture(scope="module")
-def custom_run(photos, workdir):
+def custom_run(snakemake, photos, workdir):
     root, _, _ = photos
     snakemake(workdir, "--cores", "2", "--configfile", "config/custom.yaml", "tiny.yaml",
               "--config", f"data_root={root}", "device=cpu")

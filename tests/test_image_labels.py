@@ -3,7 +3,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,8 +65,7 @@ def test_label_values_out_of_range(broken):
 
 # The VOC 2012 + SBD layout: SegmentationClassAug for train_aug, a mask-less test split.
 @pytest.fixture
-def voc(tmp_path):
-    from test_voc2012 import make_voc_fixture
+def voc(make_voc_fixture, tmp_path):
 
     ids = make_voc_fixture(tmp_path)
     voc_root = tmp_path / "VOCdevkit/VOC2012"
@@ -160,13 +158,7 @@ def test_path_pair_lines_give_the_id(tmp_path):
     assert read_ids(path) == ["2007_000032", "2008_000002"]
 
 
-def exif_jpeg(path, pixels: np.ndarray, orientation: int) -> None:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    Image.fromarray(pixels).save(path, quality=100, exif=exif)
-
-
-def test_exif_orientation_is_applied_by_the_reader_and_the_size_check_alike(tmp_path):
+def test_exif_orientation_is_applied_by_the_reader_and_the_size_check_alike(exif_jpeg, tmp_path):
     pixels = np.zeros((40, 60, 3), np.uint8)
     pixels[:20, :30] = [250, 0, 0]  # red in the stored top-left quadrant
     exif_jpeg(tmp_path / "rotated.jpg", pixels, orientation=6)  # 6: display rotated 90 degrees clockwise
@@ -195,31 +187,6 @@ def test_large_photos_are_capped_to_the_longest_side(tmp_path):
     assert read_image(tmp_path / "big.png").shape == (300, 400, 3)
 
 
-def own_dataset(tiny_voc, tmp_path, formats=("jpg", "png", "jpeg")) -> tuple[Path, dict]:
-    """The tiny dataset as a user has it: images/ in several formats, an id with a space and one in a
-    subfolder, masks/, Annotations/, train.txt and val.txt; returns the root and the ids' mask classes."""
-    root = tmp_path / "own"
-    src = {s: (tiny_voc / "ImageSets/Segmentation" / f"{s}.txt").read_text().split() for s in ("train", "val")}
-    rename = {src["train"][0]: "syn 000003", src["train"][1]: "street/0001"}
-    classes = {}
-    for split, ids in src.items():
-        new_ids = [rename.get(i, i) for i in ids]
-        for k, (old, new) in enumerate(zip(ids, new_ids)):
-            img = Image.open(tiny_voc / "JPEGImages" / f"{old}.jpg")
-            (root / "images" / new).parent.mkdir(parents=True, exist_ok=True)
-            img.save(root / "images" / f"{new}.{formats[k % len(formats)]}")
-            mask = read_mask(tiny_voc / "SegmentationClass" / f"{old}.png")
-            save_label_png(root / "masks" / f"{new}.png", mask)
-            classes[new] = [int(c) for c in np.unique(mask) if 0 < c < 255]
-            objects = "".join(f"<object><name>{CLASSES[c - 1]}</name><difficult>0</difficult></object>" for c in classes[new])
-            (root / "Annotations" / new).parent.mkdir(parents=True, exist_ok=True)
-            (root / "Annotations" / f"{new}.xml").write_text(f"<annotation><filename>{new}</filename>{objects}</annotation>")
-        (root / f"{split}.txt").write_text("\r\n".join(new_ids) + "\r\n")
-    rows = [f"{i},{' '.join(CLASSES[c - 1] for c in cs)}" for i, cs in classes.items()]
-    (root / "tags.csv").write_text("id,labels\n" + "\n".join(rows) + "\n")
-    return root, classes
-
-
 def own_index(root, **kw):
     args = {"source": "tags", "tags": root / "tags.csv", "mask_splits": [], "train_splits": ["train"], "image_dir": "images",
             "mask_dir": "masks", "lists": {"train": root / "train.txt", "val": root / "val.txt"}, **kw}
@@ -227,7 +194,7 @@ def own_index(root, **kw):
 
 
 @pytest.mark.parametrize("source", ["tags", "json", "xml"])
-def test_tags_json_and_xml_give_the_masks_labels(tiny_voc, tmp_path, source):
+def test_tags_json_and_xml_give_the_masks_labels(own_dataset, tiny_voc, tmp_path, source):
     root, classes = own_dataset(tiny_voc, tmp_path)
     tags = root / "tags.csv"
     if source == "json":
@@ -242,7 +209,7 @@ def test_tags_json_and_xml_give_the_masks_labels(tiny_voc, tmp_path, source):
     assert index.size("syn 000003") == (64, 64) and index.read_image("syn 000003").shape == (64, 64, 3)
 
 
-def test_tags_that_disagree_with_the_masks_are_counted_not_fatal(tiny_voc, tmp_path):
+def test_tags_that_disagree_with_the_masks_are_counted_not_fatal(own_dataset, tiny_voc, tmp_path):
     root, classes = own_dataset(tiny_voc, tmp_path)
     first = next(iter(classes))
     wrong = [c for c in CLASSES if CLASSES.index(c) + 1 not in classes[first]][0]
@@ -254,7 +221,7 @@ def test_tags_that_disagree_with_the_masks_are_counted_not_fatal(tiny_voc, tmp_p
     assert index.disagreement == {"train": {"images": 8, "disagree": 1, "first": first}}
 
 
-def test_index_without_masks_round_trips(tiny_voc, tmp_path):
+def test_index_without_masks_round_trips(own_dataset, tiny_voc, tmp_path):
     root, classes = own_dataset(tiny_voc, tmp_path)
     shutil.rmtree(root / "masks")
     index, _ = own_index(root, max_side=48)
@@ -269,7 +236,7 @@ def test_index_without_masks_round_trips(tiny_voc, tmp_path):
     ("{first},disc,square", r"tags.csv: line 2: malformed row '{first},disc,square' \(expected id,labels\)"),
     ("{first},", r"tags.csv: image '{first}' of the training split 'train' has no labels \(1 such\)"),
 ])
-def test_bad_tags_rows_are_named_with_their_line(tiny_voc, tmp_path, row, message):
+def test_bad_tags_rows_are_named_with_their_line(own_dataset, tiny_voc, tmp_path, row, message):
     root, classes = own_dataset(tiny_voc, tmp_path)
     first = next(iter(classes))
     lines = (root / "tags.csv").read_text().splitlines()
@@ -279,7 +246,7 @@ def test_bad_tags_rows_are_named_with_their_line(tiny_voc, tmp_path, row, messag
         own_index(root)
 
 
-def test_untagged_id_and_id_without_image_are_named(tiny_voc, tmp_path):
+def test_untagged_id_and_id_without_image_are_named(own_dataset, tiny_voc, tmp_path):
     root, classes = own_dataset(tiny_voc, tmp_path)
     (root / "tags.csv").write_text("\n".join((root / "tags.csv").read_text().splitlines()[:-1]) + "\n")
     with pytest.raises(StageError, match=f"tags.csv: no row for image '{list(classes)[-1]}'"):
@@ -290,7 +257,7 @@ def test_untagged_id_and_id_without_image_are_named(tiny_voc, tmp_path):
         own_index(root)
 
 
-def test_an_image_in_a_non_training_split_may_have_no_tags(tiny_voc, tmp_path):
+def test_an_image_in_a_non_training_split_may_have_no_tags(own_dataset, tiny_voc, tmp_path):
     root, classes = own_dataset(tiny_voc, tmp_path)
     last = list(classes)[-1]  # a val image
     lines = (root / "tags.csv").read_text().splitlines()
@@ -318,7 +285,7 @@ def test_train_aug_is_derived_from_sbd_and_voc_lists_when_absent(voc, tmp_path):
     assert split_ids["train_aug"] == sorted(ids["train"] + ids["sbd"])
 
 
-def test_an_id_with_two_image_files_is_named(tiny_voc, tmp_path):
+def test_an_id_with_two_image_files_is_named(own_dataset, tiny_voc, tmp_path):
     root, classes = own_dataset(tiny_voc, tmp_path)
     image = next((root / "images").glob("syn 000003.*"))
     Image.open(image).save(root / "images/syn 000003.webp")
@@ -326,7 +293,7 @@ def test_an_id_with_two_image_files_is_named(tiny_voc, tmp_path):
         own_index(root)
 
 
-def test_xml_with_an_unknown_class_or_missing_is_named(tiny_voc, tmp_path):
+def test_xml_with_an_unknown_class_or_missing_is_named(own_dataset, tiny_voc, tmp_path):
     root, classes = own_dataset(tiny_voc, tmp_path)
     xml = root / "Annotations/street/0001.xml"
     xml.write_text("<annotation><object><name>zebra</name></object></annotation>")

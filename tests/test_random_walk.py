@@ -1,5 +1,4 @@
 """The banded random walk: a column-stochastic transition, equal to the dense matrix power."""
-from fractions import Fraction
 
 import torch
 
@@ -80,26 +79,13 @@ def test_a_wall_holds_the_walk_back():
     assert out[:, :6].mean() > 0.3
 
 
-def segment_cells(d: tuple[int, int]) -> set[tuple[int, int]]:
-    """IRN's path between 0 and d: the grid cells whose distance to the segment 0-d is below 1, computed exactly."""
-    dy, dx = d
-    length_sq = dy * dy + dx * dx
-    cells = set()
-    for y in range(min(0, dy) - 2, max(0, dy) + 3):
-        for x in range(min(0, dx) - 2, max(0, dx) + 3):
-            t = min(max(Fraction(y * dy + x * dx, length_sq), Fraction(0)), Fraction(1))  # nearest point on the segment
-            if (y - t * dy) ** 2 + (x - t * dx) ** 2 < 1:
-                cells.add((y, x))
-    return cells
-
-
 def thin_line_cells(d: tuple[int, int]) -> set[tuple[int, int]]:
     """A rounded one-cell line from 0 to d: what a one-pixel diagonal wall lets through."""
     n = max(abs(d[0]), abs(d[1]))
     return {(round(k * d[0] / n), round(k * d[1] / n)) for k in range(n + 1)}
 
 
-def dense_reference_walk(seeds, boundary, radius, beta, exp_times, cells=segment_cells):
+def dense_reference_walk(seeds, boundary, radius, beta, exp_times, cells):
     """IRN's propagate_to_edge written out densely: A[i, j] = 1 - max boundary on the path, A[i, i] = 1,
     T = A^beta / colsum, (seeds (1 - b)) T^(2^exp_times)."""
     h, w = boundary.shape
@@ -119,7 +105,7 @@ def dense_reference_walk(seeds, boundary, radius, beta, exp_times, cells=segment
     return ((seeds * (1 - boundary)).reshape(len(seeds), -1) @ t).reshape(seeds.shape)
 
 
-def test_a_one_pixel_diagonal_wall_holds_the_walk_as_irn():
+def test_a_one_pixel_diagonal_wall_holds_the_walk_as_irn(segment_cells):
     n, radius, beta, exp_times = 14, 5, 10, 8
     torch.manual_seed(1)
     ys, xs = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
@@ -127,7 +113,7 @@ def test_a_one_pixel_diagonal_wall_holds_the_walk_as_irn():
     b[ys + xs == n - 1] = 1.0
     seeds = torch.rand(2, n, n, dtype=torch.float64) * (ys + xs < n - 1)
     out = random_walk(seeds, b, radius, beta, exp_times)
-    expected = dense_reference_walk(seeds, b, radius, beta, exp_times)
+    expected = dense_reference_walk(seeds, b, radius, beta, exp_times, cells=segment_cells)
     assert ((out - expected).abs().amax((1, 2)) / expected.amax((1, 2))).max() < 1e-4
     far = ys + xs > n - 1
     assert out[:, far].max() == 0.0 and out[:, ys + xs < n - 1].min() > 0.01 * out.max()

@@ -4,7 +4,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_random_walk import segment_cells
 
 from stages.ops.affinity import affinity_loss, displacements, pair_labels, path, path_affinity
 
@@ -17,7 +16,7 @@ def test_displacements_cover_each_pair_once():
 
 
 @pytest.mark.parametrize("radius", [5, 10])
-def test_path_is_every_cell_within_one_of_the_segment_as_irn(radius):
+def test_path_is_every_cell_within_one_of_the_segment_as_irn(segment_cells, radius):
     # IRN's PathIndex: the cells whose distance to the segment from 0 to d is below 1; here computed exactly
     # by projecting each cell of a window around the segment onto it
     for d in displacements(radius):

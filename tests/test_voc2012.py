@@ -4,66 +4,15 @@ import json
 import tarfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from test_convert_sbd import write_sbd_mat
-from test_workflow import planned_jobs, snakemake
 
 from stages.data.voc import VOC_CLASSES
-from stages.io import read_label_png, save_label_png
+from stages.io import read_label_png
 
 ROOT = Path(__file__).resolve().parents[1]
-# VOC train/val have SegmentationClass masks; SBD adds masks for more ids (and overlaps VOC train);
-# train_aug = VOC train + SBD-only ids; test has images only.
-SPLITS = {"train": 6, "val": 4, "test": 3}
-SBD_ONLY = 6
-SIZES = [(64, 80), (72, 64), (64, 64)]  # (height, width): VOC images are not square
-
-
-def sample(rng, size) -> tuple[np.ndarray, np.ndarray]:
-    """A textured background with one or two class rectangles; the mask has VOC's 255 outline."""
-    h, w = size
-    img = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
-    mask = np.zeros((h, w), np.uint8)
-    for c in rng.choice(np.arange(1, len(VOC_CLASSES) + 1), size=rng.integers(1, 3), replace=False):
-        y, x = rng.integers(0, h // 2), rng.integers(0, w // 2)
-        bh, bw = rng.integers(h // 4, h // 2), rng.integers(w // 4, w // 2)
-        img[y:y + bh, x:x + bw] = np.array([c * 12, 255 - c * 12, (c * 37) % 256], np.uint8)
-        mask[y:y + bh, x:x + bw] = c
-    edges = cv2.dilate(mask, np.ones((3, 3), np.uint8)) != cv2.erode(mask, np.ones((3, 3), np.uint8))
-    return img, np.where(edges, 255, mask).astype(np.uint8)
-
-
-def make_voc_fixture(data_root: Path, seed: int = 0) -> dict[str, list[str]]:
-    """``data_root``/VOCdevkit/VOC2012, benchmark_RELEASE/dataset/cls/*.mat and train_aug.txt; returns the ids."""
-    rng = np.random.default_rng(seed)
-    voc = data_root / "VOCdevkit" / "VOC2012"
-    sbd = data_root / "benchmark_RELEASE" / "dataset" / "cls"
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (voc / sub).mkdir(parents=True, exist_ok=True)
-    ids, n = {}, 0
-    for split, count in {**SPLITS, "sbd": SBD_ONLY}.items():
-        ids[split] = [f"20{10 + len(ids)}_{n + i:06d}" for i in range(count)]
-        n += count
-        for k, image_id in enumerate(ids[split]):
-            img, mask = sample(rng, SIZES[k % len(SIZES)])
-            cv2.imwrite(str(voc / "JPEGImages" / f"{image_id}.jpg"), img[..., ::-1])
-            if split in ("train", "val"):
-                save_label_png(voc / "SegmentationClass" / f"{image_id}.png", mask)
-            if split in ("sbd", "train"):  # SBD has no 255 outline
-                write_sbd_mat(sbd / f"{image_id}.mat", np.where(mask == 255, 0, mask))
-        if split != "sbd":
-            (voc / "ImageSets/Segmentation" / f"{split}.txt").write_text("\n".join(ids[split]) + "\n")
-    ids["train_aug"] = ids["train"] + ids["sbd"]
-    # SBD's own lists: its images overlap VOC train and one VOC val image, which train_aug leaves out
-    (sbd.parent / "train.txt").write_text("\n".join(ids["sbd"][:3] + ids["train"][:2]) + "\n")
-    (sbd.parent / "val.txt").write_text("\n".join(ids["sbd"][3:] + ids["val"][:1]) + "\n")
-    # the path-pair form some repositories ship the list in
-    (data_root / "train_aug.txt").write_text("".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in ids["train_aug"]))
-    return ids
 
 
 TINY = {  # the paper's schedule shrunk to seconds on a CPU; two variants are enough for the ablation table
@@ -82,7 +31,7 @@ TINY = {  # the paper's schedule shrunk to seconds on a CPU; two variants are en
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(make_voc_fixture, tmp_path_factory):
     root = tmp_path_factory.mktemp("voc_data")
     return root, make_voc_fixture(root)
 
@@ -122,12 +71,18 @@ PAPER_DAG = {"image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cam
              "train_segmentation": 1, "pack_test": 1, "report": 1, "all": 1}
 
 
-def paper_dag(workdir, data_root) -> tuple[dict, str]:
-    proc = snakemake(workdir, "-n", "--configfile", "config/voc2012.yaml", "--config", f"data_root={data_root}")
-    return planned_jobs(proc), proc.stdout
+@pytest.fixture
+def paper_dag(snakemake, planned_jobs):
+    """``paper_dag(workdir, data_root)``: the planned jobs and the dry run's output of the paper's config."""
+
+    def dag(workdir, data_root) -> tuple[dict, str]:
+        proc = snakemake(workdir, "-n", "--configfile", "config/voc2012.yaml", "--config", f"data_root={data_root}")
+        return planned_jobs(proc), proc.stdout
+
+    return dag
 
 
-def test_dag_converts_sbd_when_segmentation_class_aug_is_absent(data, workdir):
+def test_dag_converts_sbd_when_segmentation_class_aug_is_absent(paper_dag, data, workdir):
     root, _ = data
     jobs, out = paper_dag(workdir, root)
     assert {k: jobs.get(k) for k in [*PAPER_DAG, "convert_sbd"]} == {**PAPER_DAG, "convert_sbd": 1}
@@ -136,7 +91,7 @@ def test_dag_converts_sbd_when_segmentation_class_aug_is_absent(data, workdir):
     assert "segmentation_pseudo_labels_test.json" not in out  # test has no masks to score against
 
 
-def test_dag_reads_segmentation_class_aug_where_present(tmp_path, workdir):
+def test_dag_reads_segmentation_class_aug_where_present(paper_dag, make_voc_fixture, tmp_path, workdir):
     make_voc_fixture(tmp_path)
     (tmp_path / "VOCdevkit/VOC2012/SegmentationClassAug").mkdir()
     jobs, _ = paper_dag(workdir, tmp_path)
@@ -144,7 +99,7 @@ def test_dag_reads_segmentation_class_aug_where_present(tmp_path, workdir):
     assert {k: jobs.get(k) for k in PAPER_DAG} == PAPER_DAG
 
 
-def test_resnet50_ablation_adds_the_four_variants_and_their_table(data, workdir):
+def test_resnet50_ablation_adds_the_four_variants_and_their_table(snakemake, planned_jobs, data, workdir):
     root, _ = data
     proc = snakemake(workdir, "-n", "--configfile", "config/voc2012.yaml", "config/voc2012_resnet50.yaml",
                      "--config", f"data_root={root}")
@@ -153,7 +108,7 @@ def test_resnet50_ablation_adds_the_four_variants_and_their_table(data, workdir)
         {"train_classifier": 4, "make_cams": 4, "eval_cams": 4, "ablation": 1, "train_affinity": 1}
     assert "results/voc2012_resnet50/tables/ablation.md" in proc.stdout
 @pytest.mark.parametrize("where", ["ImageSets", "nowhere"])
-def test_train_aug_list_under_image_sets_or_none_at_all(tmp_path, workdir, where):
+def test_train_aug_list_under_image_sets_or_none_at_all(snakemake, paper_dag, make_voc_fixture, tmp_path, workdir, where):
     ids = make_voc_fixture(tmp_path)
     listed = tmp_path / "train_aug.txt"
     if where == "ImageSets":
@@ -169,7 +124,7 @@ def test_train_aug_list_under_image_sets_or_none_at_all(tmp_path, workdir, where
     assert train_aug == (ids["train_aug"] if where == "ImageSets" else sorted(ids["train"] + ids["sbd"]))
 
 
-def test_missing_weights_file_stops_the_run_at_start_up(data, workdir):
+def test_missing_weights_file_stops_the_run_at_start_up(snakemake, data, workdir):
     root, _ = data
     proc = snakemake(workdir, "-n", "--configfile", "config/voc2012.yaml", "--config", f"data_root={root}",
                      "segmentation={pretrained_path: nowhere.pth}", check=False)
@@ -178,7 +133,7 @@ def test_missing_weights_file_stops_the_run_at_start_up(data, workdir):
 
 
 @pytest.fixture(scope="module")
-def voc_run(data, workdir):
+def voc_run(snakemake, data, workdir):
     root, ids = data
     snakemake(workdir, "--cores", "2", "--configfile", "config/voc2012.yaml", "tiny.yaml",
               "--config", f"data_root={root}", "device=cpu")
@@ -234,7 +189,7 @@ def test_test_predictions_are_packed_for_the_evaluation_server(voc_run):
     assert not list(r.rglob("*.tmp"))
 
 
-def test_a_second_run_has_nothing_to_do(voc_run, workdir):
+def test_a_second_run_has_nothing_to_do(snakemake, voc_run, workdir):
     _, root, _ = voc_run
     proc = snakemake(workdir, "-n", "--configfile", "config/voc2012.yaml", "tiny.yaml",
                      "--config", f"data_root={root}", "device=cpu")

@@ -1,27 +1,16 @@
 """The Snakemake DAG: config validation, its shape, a whole micro run, and what a change reruns."""
 import json
-import os
+import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def snakemake(workdir, *args, check=True):
-    # the rules call `python`: the interpreter running the tests, with its packages
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
-                          capture_output=True, text=True, env=env, cwd=workdir)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +21,19 @@ def workdir(tmp_path_factory):
     return wd
 
 
-def planned_jobs(proc) -> dict[str, int]:
-    """Job counts from a dry run's 'Job stats' table."""
-    counts, in_table = {}, False
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            in_table = True
-        elif in_table and len(parts) == 2 and parts[1].isdigit():
-            if parts[0] == "total":
-                break
-            counts[parts[0]] = int(parts[1])
-    return counts
+def test_every_rule_names_the_conda_environment_of_the_pinned_requirements():
+    """--sdm conda builds envs/wsss.yaml: it must hold exactly the pins pip installs from the requirements."""
+    env = yaml.safe_load((ROOT / "envs/wsss.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pins = [line for line in (ROOT / "envs/requirements.txt").read_text().splitlines() if line and line[0] != "#"]
+    assert pip == pins and len(pins) > 10
+    for rules in (ROOT / "workflow/rules").glob("*.smk"):
+        text = rules.read_text()
+        n_rules = len(re.findall(r"^ *rule \w+:$", text, re.M))
+        assert len(re.findall(r'^ *conda:\n *"\.\./\.\./envs/wsss\.yaml"$', text, re.M)) == n_rules, rules.name
 
 
-def test_unknown_config_key_stops_the_run_in_one_line(workdir):
+def test_unknown_config_key_stops_the_run_in_one_line(snakemake, workdir):
     proc = snakemake(workdir, "-n", "--config", "bogus_key=1", check=False)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == "config: unknown key 'bogus_key'"
@@ -58,19 +45,19 @@ def test_unknown_config_key_stops_the_run_in_one_line(workdir):
     ("affinity_labels: {fg_threshold: 0.05}",
      "config affinity_labels.bg_threshold (0.1) must be below affinity_labels.fg_threshold (0.05)"),
 ])
-def test_a_bad_value_stops_the_run_in_one_line_naming_the_keys(workdir, text, message):
+def test_a_bad_value_stops_the_run_in_one_line_naming_the_keys(snakemake, workdir, text, message):
     (workdir / "bad.yaml").write_text(text + "\n")
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "bad.yaml", check=False)
     assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1] == message
 
 
-def test_a_number_in_exponent_form_reaches_the_stage_as_a_number(workdir):
+def test_a_number_in_exponent_form_reaches_the_stage_as_a_number(snakemake, workdir):
     (workdir / "lr.yaml").write_text("classifier: {lr: 1e-3}\n")
     proc = snakemake(workdir, "-n", "-p", "--configfile", "config/micro.yaml", "lr.yaml")
     assert '"lr": 0.001' in proc.stdout
 
 
-def test_a_failing_jobs_error_line_reaches_the_terminal(workdir):
+def test_a_failing_jobs_error_line_reaches_the_terminal(snakemake, workdir):
     """The workflow profile loads for a plain call in the repository, and its show-failed-logs prints the error."""
     (workdir / "empty").mkdir()
     (workdir / "broken.yaml").write_text("run: broken\ndata: {root: empty}\n")
@@ -82,14 +69,14 @@ def test_a_failing_jobs_error_line_reaches_the_terminal(workdir):
 
 
 @pytest.mark.parametrize("key, value", [("seed", "minus-one"), ("precision", "fp16")])
-def test_a_wrong_value_stops_the_run_and_names_the_key(workdir, key, value):
+def test_a_wrong_value_stops_the_run_and_names_the_key(snakemake, workdir, key, value):
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", f"{key}={value}", check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert key in out and value in out
 
 
-def test_dag_has_every_stage_of_the_paper(workdir):
+def test_dag_has_every_stage_of_the_paper(snakemake, planned_jobs, workdir):
     jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/config.yaml"))
     assert jobs == {
         "make_dataset": 1, "dataset_manifest": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cams": 1,
@@ -98,7 +85,7 @@ def test_dag_has_every_stage_of_the_paper(workdir):
     }
 
 
-def test_ablation_variants_are_one_rule_with_a_wildcard(workdir):
+def test_ablation_variants_are_one_rule_with_a_wildcard(snakemake, planned_jobs, workdir):
     jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/micro.yaml",
                                   "--config", "classifier={variants: [baseline, pcls, re, puzzle]}"))
     assert jobs["train_classifier"] == 4 and jobs["make_cams"] == 4 and jobs["eval_cams"] == 4
@@ -106,7 +93,7 @@ def test_ablation_variants_are_one_rule_with_a_wildcard(workdir):
 
 
 @pytest.fixture(scope="module")
-def micro_run(workdir):
+def micro_run(snakemake, workdir):
     snakemake(workdir, "--cores", "2", "--configfile", "config/micro.yaml", "--config", "device=cpu")
     return workdir / "results" / "micro"
 
@@ -157,7 +144,7 @@ CHROMIUM = shutil.which("chromium")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
-def test_report_renders_the_table_in_a_browser(micro_run, workdir):
+def test_report_renders_the_table_in_a_browser(snakemake, micro_run, workdir):
     report = micro_run / "report.html"
     snakemake(workdir, "--configfile", "config/micro.yaml", "--config", "device=cpu", "--report", str(report))
     dom = subprocess.run(
@@ -172,12 +159,12 @@ def test_report_renders_the_table_in_a_browser(micro_run, workdir):
         assert f"{row['miou']}" in dom
 
 
-def test_a_second_run_has_nothing_to_do(micro_run, workdir):
+def test_a_second_run_has_nothing_to_do(snakemake, micro_run, workdir):
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "device=cpu")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_a_changed_random_walk_parameter_reruns_only_what_follows(micro_run, workdir):
+def test_a_changed_random_walk_parameter_reruns_only_what_follows(snakemake, planned_jobs, micro_run, workdir):
     (workdir / "beta8.yaml").write_text("random_walk: {radius: 5, beta: 8, exp_times: 4}\n")
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "beta8.yaml", "--config", "device=cpu")
     jobs = planned_jobs(proc)
@@ -186,7 +173,7 @@ def test_a_changed_random_walk_parameter_reruns_only_what_follows(micro_run, wor
     assert jobs["train_segmentation"] == 1  # the upper bound does not depend on the random walk
 
 
-def test_an_added_variant_plans_only_its_own_jobs_and_the_tables(micro_run, workdir):
+def test_an_added_variant_plans_only_its_own_jobs_and_the_tables(snakemake, planned_jobs, micro_run, workdir):
     (workdir / "variants.yaml").write_text("classifier: {variants: [puzzle, baseline]}\n")
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "variants.yaml", "--config", "device=cpu")
     assert planned_jobs(proc) == {"train_classifier": 1, "make_cams": 1, "eval_cams": 1, "ablation": 1, "report": 1,
@@ -194,18 +181,18 @@ def test_an_added_variant_plans_only_its_own_jobs_and_the_tables(micro_run, work
     assert "wildcards: variant=baseline" in proc.stdout and "variant=puzzle" not in proc.stdout
 
 
-def test_a_changed_worker_count_reruns_nothing(micro_run, workdir):
+def test_a_changed_worker_count_reruns_nothing(snakemake, micro_run, workdir):
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "device=cpu", "num_workers=2")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_dropping_the_upper_bound_retrains_nothing(micro_run, workdir):
+def test_dropping_the_upper_bound_retrains_nothing(snakemake, planned_jobs, micro_run, workdir):
     (workdir / "no_upper_bound.yaml").write_text("segmentation: {upper_bound: false}\n")
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "no_upper_bound.yaml", "--config", "device=cpu")
     assert planned_jobs(proc) == {"report": 1, "figures": 1, "all": 1}
 
 
-def test_a_mask_overwritten_in_place_reruns_the_labels(micro_run, workdir):
+def test_a_mask_overwritten_in_place_reruns_the_labels(snakemake, planned_jobs, micro_run, workdir):
     """Last in this module: it changes the micro dataset."""
     masks = workdir / "resources/micro/VOCdevkit/VOC2012/SegmentationClass"
     folder_mtime = masks.stat().st_mtime_ns
