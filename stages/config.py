@@ -96,25 +96,19 @@ def _pair_ordered(key: str):
     return check
 
 
-def _member(key: str, of: str):
+def _member(key: str, of: str, inside: bool = True):
+    """The value at ``key`` must be (``inside``), or must not be, one of the list at ``of``."""
+
     def check(config):
         try:
-            value, allowed = _get(config, key), _get(config, of)
+            value, listed = _get(config, key), _get(config, of)
         except KeyError:
             return None
-        return None if value in allowed else f"config {key} ({value!r}) is not one of {of} {allowed}"
-
-    return check
-
-
-def _not_member(key: str, of: str):
-    def check(config):
-        try:
-            value, taken = _get(config, key), _get(config, of)
-        except KeyError:
+        if (value in listed) == inside:
             return None
-        return f"config {key} ({value!r}) is one of {of} {taken}: it must name a split without masks" \
-            if value in taken else None
+        if inside:
+            return f"config {key} ({value!r}) is not one of {of} {listed}"
+        return f"config {key} ({value!r}) is one of {of} {listed}: it must name a split without masks"
 
     return check
 
@@ -124,7 +118,7 @@ CONSTRAINTS = [
     _member("data.train_split", "data.splits"),
     _member("data.cam_split", "data.splits"),
     _member("data.eval_split", "data.splits"),
-    _not_member("data.test_split", "data.splits"),
+    _member("data.test_split", "data.splits", inside=False),
     _member("classifier.variant", "classifier.variants"),
     _pair_ordered("data.generate.object_scale"),
     _pair_ordered("classifier.resize_long"),
