@@ -21,7 +21,7 @@ import torch
 
 from stages import StageError
 from stages.data.datasets import TrainSamples, epoch_loader
-from stages.io import atomic_path, save_model
+from stages.io import UnreadableFile, atomic_path, load_tensors, save_model
 from stages.progress import track
 from stages.runtime import Runtime
 
@@ -80,18 +80,12 @@ def load_checkpoint(path: Path) -> dict | None:
     loading it would run its code, and whoever placed it there should look at it.
     """
     try:
-        foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        state = None if foreign else torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch reports a damaged file as RuntimeError, EOFError, UnpicklingError, ...
+        return load_tensors(path, "checkpoint", hint=" (delete it to train from the start)")
+    except UnreadableFile as e:
         aside = path.with_name(path.name + ".unreadable")
         os.replace(path, aside)
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        log.warning("%s: unreadable checkpoint (%s); set aside as %s, training starts over", path, reason, aside.name)
+        log.warning("%s; set aside as %s, training starts over", e, aside.name)
         return None
-    if foreign:
-        raise StageError(f"{path}: checkpoint holds Python objects ({', '.join(foreign[:3])}), not only tensors; "
-                         "refusing to unpickle it (delete it to train from the start)")
-    return state
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:

@@ -133,20 +133,32 @@ def save_model(path, state_dict, meta: dict) -> None:
     write_json(Path(path).with_suffix(".json"), {**meta, "git_revision": git_revision()})
 
 
-def load_model(path):
-    """Return ``(state_dict, meta)`` of a model written by :func:`save_model`, read without unpickling any object."""
+class UnreadableFile(StageError):
+    """A torch file that cannot be read at all (truncated or damaged)."""
+
+
+def load_tensors(path, what: str, hint: str = ""):
+    """A torch file of tensors and plain data (a model or a checkpoint), read with ``weights_only``.
+
+    One that needs other Python objects is refused, never unpickled; a damaged one raises :class:`UnreadableFile`."""
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise StageError(f"{path}: model file not found")
-    meta = read_json(path.with_suffix(".json"))
     try:
         foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         state = None if foreign else torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged file: RuntimeError, EOFError, UnpicklingError, ... with torch's long message
-        raise StageError(f"{path}: unreadable model file ({(str(e).strip().splitlines() or [type(e).__name__])[0]})") from None
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UnreadableFile(f"{path}: unreadable {what} ({reason})") from None
     if foreign:
-        raise StageError(f"{path}: model file holds Python objects ({', '.join(foreign[:3])}), not only tensors; "
-                         "refusing to unpickle it")
-    return state, meta
+        raise StageError(f"{path}: {what} holds Python objects ({', '.join(foreign[:3])}), not only tensors; "
+                         f"refusing to unpickle it{hint}")
+    return state
+
+
+def load_model(path):
+    """Return ``(state_dict, meta)`` of a model written by :func:`save_model`, read without unpickling any object."""
+    path = Path(path)
+    if not path.exists():
+        raise StageError(f"{path}: model file not found")
+    meta = read_json(path.with_suffix(".json"))
+    return load_tensors(path, "model file"), meta
