@@ -8,9 +8,6 @@ STAMP := $(VENV)/.installed-$(shell cksum envs/requirements.txt | cut -d' ' -f1)
 RUN := $(shell sed -n 's/^run: *//p' config/config.yaml)
 CORES ?= all
 
-# the rules call `python`: the one in .venv
-export PATH := $(BIN):$(PATH)
-
 .PHONY: run test lint install clean
 
 install: $(STAMP)

@@ -79,9 +79,17 @@ class Executes:
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
+def bare_env(**extra) -> dict:
+    """The environment of a user who calls .venv/bin/snakemake without activating the venv: no venv on PATH, no
+    PYTHONPATH (the rules must find their interpreter and the stages package themselves)."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return {**env, "PATH": path, **extra}
+
+
 def _snakemake(workdir, *args, check=True):
-    # the rules call `python`: the interpreter running the tests, with its packages
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = bare_env()
     proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
                           capture_output=True, text=True, env=env, cwd=workdir)
     if check and proc.returncode != 0:

@@ -3,11 +3,13 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import bare_env
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +68,30 @@ def test_a_failing_jobs_error_line_reaches_the_terminal(snakemake, workdir):
     assert proc.returncode != 0
     assert f"Using workflow specific profile {ROOT / 'profiles/default'}" in proc.stderr
     assert "error: empty/JPEGImages: missing folder" in proc.stdout + proc.stderr
+
+
+def test_stages_install_as_a_package_that_runs_from_any_directory(tmp_path):
+    """pip install . gives every stage module (a compute node or a Snakemake module finds them installed)."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "stages", src / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE", "envs/requirements.txt"):
+        (src / name).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, src / name)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(src)], check=True, capture_output=True)
+    modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "stages").rglob("*.py"))
+    assert sorted(p.relative_to(site).as_posix() for p in (site / "stages").rglob("*.py")) == modules
+    proc = subprocess.run([sys.executable, "-m", "stages.make_cams", "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, env=bare_env(PYTHONPATH=str(site)))
+    assert proc.returncode == 0 and "--split-file" in proc.stdout
+
+
+def test_jobs_run_without_the_venv_on_path_from_another_directory(snakemake, workdir):
+    """snakemake --directory elsewhere, with no venv on PATH and no PYTHONPATH: the rules use Snakemake's own
+    interpreter (the system python3 has no PIL) and find the stages package."""
+    snakemake(workdir, "--cores", "1", "results/micro/labels/image_labels.json", "--configfile", "config/micro.yaml")
+    assert json.loads((workdir / "results/micro/labels/image_labels.json").read_text())["labels"]
 
 
 @pytest.mark.parametrize("key, value", [("seed", "minus-one"), ("precision", "fp16")])

@@ -3,8 +3,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
+import stages
 from stages import StageError
 from stages.config import check_config
 
@@ -16,6 +18,15 @@ except StageError as e:
 validate(config, "../schemas/config.schema.yaml")  # fills in the schema's defaults
 
 DATA = config["data"]
+
+# The rules' `python` is the interpreter running Snakemake, not the first one on PATH (under --sdm conda, the
+# rule's environment's), and it finds `stages` where this workflow imported it from (the installed package or
+# this source tree), whatever the job's working directory or machine.
+# (The prefix is formatted like a shell line: its literal braces are doubled.)
+_STAGES = shlex.quote(str(Path(stages.__file__).resolve().parents[1]))
+_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+_PYTHON = "" if _CONDA else f'python() {{{{ {shlex.quote(sys.executable)} "$@"; }}}}; '
+shell.prefix(f"export PYTHONPATH={_STAGES}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; {_PYTHON}")
 
 
 def data_path(path):
