@@ -88,8 +88,8 @@ def bare_env(**extra) -> dict:
     return {**env, "PATH": path, **extra}
 
 
-def _snakemake(workdir, *args, check=True):
-    env = bare_env()
+def _snakemake(workdir, *args, check=True, env=None):
+    env = bare_env(**(env or {}))
     proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
                           capture_output=True, text=True, env=env, cwd=workdir)
     if check and proc.returncode != 0:
@@ -232,7 +232,8 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def snakemake():
-    """``snakemake(workdir, *args, check=True)``: Snakemake on this repository's Snakefile, run in ``workdir``."""
+    """``snakemake(workdir, *args, check=True, env=None)``: Snakemake on this repository's Snakefile, run in
+    ``workdir`` with the venv off PATH and ``env`` added."""
     return _snakemake
 
 

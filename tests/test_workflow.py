@@ -118,6 +118,39 @@ def test_ablation_variants_are_one_rule_with_a_wildcard(snakemake, planned_jobs,
     assert jobs["train_affinity"] == 1
 
 
+def job_resources(proc, rule: str) -> dict[str, str]:
+    """The resources of the first ``rule`` job a dry run plans."""
+    block = proc.stdout[proc.stdout.index(f"rule {rule}:"):]
+    line = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
+    return dict(item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", "))
+
+
+@pytest.mark.parametrize("device, gpu", [("auto", "1"), ("cpu", "0")])
+def test_the_slurm_profile_sizes_each_job_and_asks_for_gpus(snakemake, workdir, device, gpu):
+    proc = snakemake(workdir, "-n", "--profile", str(ROOT / "profiles/slurm"), "--configfile", "config/micro.yaml",
+                     "--config", f"device={device}")
+    train = job_resources(proc, "train_classifier")
+    assert (train["runtime"], train["mem_mb"], train["cpus_per_task"], train["gpu"]) == ("720", "32000", "8", gpu)
+    assert job_resources(proc, "make_cams")["gpu"] == gpu and "gpu" not in job_resources(proc, "pseudo_labels")
+    assert "slurm_partition" not in train and "slurm_account" not in train  # the user's own settings
+
+
+@pytest.mark.slow
+def test_gpu_jobs_run_side_by_side_each_on_its_own_device(snakemake, tmp_path):
+    """--resources gpu=2 on a host with devices 0 and 1: two ablation variants train at once, each seeing its
+    own device; on this CPU-only host they then compute on the CPU (device: auto)."""
+    (tmp_path / "config").symlink_to(ROOT / "config")
+    variants = ["baseline", "puzzle"]
+    (tmp_path / "four.yaml").write_text(f"max_threads: 1\nclassifier: {{variants: [{', '.join(variants)}], epochs: 1}}\n")
+    snakemake(tmp_path, *(f"results/micro/classifier/{v}/model.pt" for v in variants), "--cores", "2",
+              "--resources", "gpu=2", "--configfile", "config/micro.yaml", "four.yaml", "--config", "device=auto",
+              env={"CUDA_VISIBLE_DEVICES": "0,1"})
+    seen = [re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", (tmp_path / f"results/micro/logs/train_classifier/{v}.log").read_text())
+            for v in variants]
+    assert all(len(devices) == 1 and devices[0] in ("0", "1") for devices in seen), seen
+    assert {devices[0] for devices in seen} == {"0", "1"}  # two ran at once, on different devices
+
+
 @pytest.fixture(scope="module")
 def micro_run(snakemake, workdir):
     snakemake(workdir, "--cores", "2", "--configfile", "config/micro.yaml", "--config", "device=cpu")

@@ -37,14 +37,14 @@ rule train_affinity:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        gpu=1,
+        gpu=GPU,
         workers=WORKERS,
     params:
         cfg=section("affinity"),
         runtime=RUNTIME,
         checkpoint=f"{R}/checkpoints/train_affinity/affinity.pt",
     shell:
-        "python -m stages.train_affinity --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        "python -m stages.launch --gpus {resources.gpu} stages.train_affinity --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --affinity-labels {input.affinity_labels:q}"
         " --classifier {input.classifier:q} --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {resources.workers}"
         " > {log:q} 2>&1"
@@ -66,11 +66,11 @@ rule random_walk:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        gpu=1,
+        gpu=GPU,
     params:
         cfg=section("random_walk"),
         runtime=INFERENCE_RUNTIME,
     shell:
-        "python -m stages.random_walk --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        "python -m stages.launch --gpus {resources.gpu} stages.random_walk --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --cams {input.cams:q} --model {input.model:q}"
         " --out {output:q} > {log:q} 2>&1"

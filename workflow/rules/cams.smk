@@ -13,12 +13,12 @@ rule make_cams:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        gpu=1,
+        gpu=GPU,
     params:
         cfg=section("cams"),
         runtime=INFERENCE_RUNTIME,
     shell:
-        "python -m stages.make_cams --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        "python -m stages.launch --gpus {resources.gpu} stages.make_cams --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --model {input.model:q} --out {output:q} > {log:q} 2>&1"
 
 

@@ -14,13 +14,13 @@ rule train_classifier:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        gpu=1,
+        gpu=GPU,
         workers=WORKERS,
     params:
         cfg=section("classifier", without=("variants", "variant")),
         runtime=RUNTIME,
         checkpoint=f"{R}/checkpoints/train_classifier/{{variant}}.pt",
     shell:
-        "python -m stages.train_classifier --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        "python -m stages.launch --gpus {resources.gpu} stages.train_classifier --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --variant {wildcards.variant}"
         " --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {resources.workers} > {log:q} 2>&1"

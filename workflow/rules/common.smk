@@ -68,6 +68,8 @@ if "coco" in DATA:
     AUG_MASKS, TAGS = f"{COCO_DIR}/masks", f"{COCO_DIR}/tags.json"
     SPLIT_LISTS.update(COCO_LISTS)
 
+# The resources.gpu of the GPU jobs: none where the config computes on the CPU.
+GPU = 0 if config["device"] == "cpu" else 1
 # Threads of a job that can use many; Snakemake lowers it to --cores where that is smaller.
 JOB_THREADS = config["max_threads"]
 # Every artifact of a run lives under results/<run>/.

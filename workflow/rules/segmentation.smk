@@ -16,7 +16,7 @@ rule train_segmentation:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        gpu=1,
+        gpu=GPU,
         workers=WORKERS,
     params:
         cfg=section("segmentation", without=("upper_bound",)),
@@ -24,7 +24,7 @@ rule train_segmentation:
         checkpoint=f"{R}/checkpoints/train_segmentation/{{masks}}.pt",
         optional=optional_args,
     shell:
-        "python -m stages.train_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        "python -m stages.launch --gpus {resources.gpu} stages.train_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} {params.optional}"
         " --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {resources.workers} > {log:q} 2>&1"
 
@@ -44,12 +44,12 @@ rule predict_segmentation:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        gpu=1,
+        gpu=GPU,
     params:
         cfg=section("predict_segmentation"),
         runtime=INFERENCE_RUNTIME,
     shell:
-        "python -m stages.predict_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
+        "python -m stages.launch --gpus {resources.gpu} stages.predict_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --model {input.model:q} --out {output:q} > {log:q} 2>&1"
 
 

@@ -1,0 +1,108 @@
+"""Run a stage on the GPUs of its job: ``python -m stages.launch --gpus N stages.<name> <its arguments>``.
+
+Snakemake's ``--resources gpu=N`` bounds how many GPUs the running jobs hold together, but does not say which:
+every job would open device 0. Here a job takes N slots of the host's GPU pool, each guarded by an exclusive
+lock on a file (``fcntl.flock``, released by the kernel when the job ends, however it ends), and runs the stage
+with ``CUDA_VISIBLE_DEVICES`` naming those devices only. The pool is ``CUDA_VISIBLE_DEVICES`` where it is set
+(a device listed twice gives two slots on it: two jobs may share it) and every device of the host otherwise.
+Jobs of one SLURM allocation share the locks; separate allocations have their own devices and locks.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from stages import StageError
+
+log = logging.getLogger("stages")
+
+# how often a job that finds every slot taken looks again (a job started without --resources gpu=N)
+POLL_SECONDS = 1.0
+
+
+def gpu_pool(environ=os.environ) -> list[str]:
+    """The devices jobs on this host may take, one entry per slot."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    import torch  # only where no pool is given: it takes a second to import
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def lock_dir(environ=os.environ) -> Path:
+    """Where the slot locks of this host (and SLURM allocation) live."""
+    job = environ.get("SLURM_JOB_ID")
+    return Path(tempfile.gettempdir()) / f"gpu-slots-{os.getuid()}{f'-{job}' if job else ''}"
+
+
+def try_acquire(pool: list[str], n: int, folder: Path) -> tuple[list[str], list[int]] | None:
+    """``n`` free slots' devices and their locked file descriptors (held until closed), or None if fewer are free."""
+    folder.mkdir(parents=True, exist_ok=True)
+    devices, fds = [], []
+    for slot, device in enumerate(pool):
+        fd = os.open(folder / f"slot{slot}-{re.sub(r'[^A-Za-z0-9_.-]', '_', device)}.lock", os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        devices.append(device)
+        fds.append(fd)
+        if len(devices) == n:
+            return devices, fds
+    for fd in fds:
+        os.close(fd)
+    return None
+
+
+def acquire(pool: list[str], n: int, folder: Path, poll: float = POLL_SECONDS) -> tuple[list[str], list[int]]:
+    """``n`` slots of ``pool``, waiting until other jobs free them."""
+    if n > len(pool):
+        raise StageError(f"--gpus {n}: this host has {len(pool)} GPU slot(s) ({','.join(pool) or 'none'})")
+    while (got := try_acquire(pool, n, folder)) is None:
+        time.sleep(poll)
+    return got
+
+
+def pinned_env(n: int, environ=os.environ, folder: Path | None = None) -> tuple[dict, list[int]]:
+    """The environment of a stage that uses ``n`` GPUs, and the lock descriptors to hold while it runs."""
+    pool = gpu_pool(environ) if n > 0 else []
+    if not pool:  # a CPU job, or a host without GPUs (device: auto computes on the CPU)
+        return dict(environ), []
+    devices, fds = acquire(pool, n, folder or lock_dir(environ))
+    return {**environ, "CUDA_VISIBLE_DEVICES": ",".join(dict.fromkeys(devices))}, fds
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpus", type=int, default=1, help="GPUs of the job (Snakemake's resources.gpu)")
+    p.add_argument("module", help="the stage, as stages.<name>")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the stage's arguments")
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        env, fds = pinned_env(args.gpus)
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if fds:
+        log.info("launch: %s on CUDA_VISIBLE_DEVICES=%s", args.module, env["CUDA_VISIBLE_DEVICES"])
+    for fd in fds:  # the stage holds the locks: they are released when it ends
+        os.set_inheritable(fd, True)
+    os.execve(sys.executable, [sys.executable, "-m", args.module, *args.args], env)
+
+
+if __name__ == "__main__":
+    main()
