@@ -20,6 +20,7 @@ include: "workflow/rules/affinity.smk"
 include: "workflow/rules/pseudo_labels.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/shards.smk"
 
 
 rule all:

@@ -27,12 +27,27 @@ def parser(description: str) -> argparse.ArgumentParser:
 def add_split_arguments(p: argparse.ArgumentParser, split_help: str = "the ids this stage works on") -> None:
     p.add_argument("--labels", required=True, type=Path, help="image_labels.json")
     p.add_argument("--split-file", required=True, type=Path, help=split_help)
+    p.add_argument("--shard", type=parse_shard, default=(1, 1),
+                   help="K-of-N: only the K-th of N contiguous parts of the split (rule gather_shards joins them)")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition("-of-")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise argparse.ArgumentTypeError(f"expected K-of-N with 1 <= K <= N, got {text!r}")
+    return int(k), int(n)
+
+
+def shard_ids(ids: list[str], shard: tuple[int, int]) -> list[str]:
+    """The ``k``-th of ``n`` contiguous, near-equal parts of ``ids`` (1-based); together they are ``ids``, in order."""
+    k, n = shard
+    return ids[(k - 1) * len(ids) // n:k * len(ids) // n]
 
 
 def split_index(args) -> tuple[DatasetIndex, list[str]]:
-    """The image index of ``--labels`` and the ids of ``--split-file``, in the file's order."""
+    """The image index of ``--labels`` and the ids of ``--split-file`` (of its ``--shard``), in the file's order."""
     index = load_index(args.labels)
-    return index, index.ids(args.split_file)
+    return index, shard_ids(index.ids(args.split_file), getattr(args, "shard", (1, 1)))
 
 
 def named_path(text: str) -> tuple[str, Path]:

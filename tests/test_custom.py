@@ -59,7 +59,8 @@ def test_dag_without_masks_scores_nothing_and_trains_everything(snakemake, plann
                                   "--config", f"data_root={root}"))
     assert jobs == {"dataset_manifest": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1,
                     "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1,
-                    "train_segmentation": 1, "predict_segmentation": 2, "report": 1, "figures": 1, "all": 1}
+                    "train_segmentation": 1, "predict_segmentation": 2, "report": 1, "figures": 1, "all": 1,
+                    "gather_shards": 6}
 
 
 @pytest.fixture(scope="module")

@@ -108,6 +108,7 @@ def test_dag_has_every_stage_of_the_paper(snakemake, planned_jobs, workdir):
         "make_dataset": 1, "dataset_manifest": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cams": 1,
         "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1, "eval_pseudo_labels": 1,
         "train_segmentation": 2, "predict_segmentation": 3, "eval_segmentation": 3, "report": 1, "figures": 1, "all": 1,
+        "gather_shards": 7,  # cams, affinity_labels, rw, pseudo_labels and three prediction folders
     }
 
 
@@ -176,10 +177,10 @@ def test_micro_run_produces_valid_artifacts(micro_run):
         assert (r / f"segmentation/{masks}/model.pt").stat().st_size > 0
         assert json.loads((r / f"segmentation/{masks}/model.json").read_text())["stage"] == "train_segmentation"
         assert len(list((r / f"predictions/{masks}/val").glob("*.png"))) == len(val_ids)
-    for rule in ("train_classifier/puzzle", "make_cams/puzzle", "random_walk/random_walk", "report/report"):
+    for rule in ("train_classifier/puzzle", "make_cams/puzzle_1-of-1", "random_walk/1-of-1", "gather_shards/rw", "report/report"):
         assert (r / f"benchmarks/{rule}.tsv").read_text().startswith("s\th:m:s")
         assert (r / f"logs/{rule}.log").exists()
-    assert "make_cams: 16 img in" in (r / "logs/make_cams/puzzle.log").read_text()
+    assert "make_cams: 16 img in" in (r / "logs/make_cams/puzzle_1-of-1.log").read_text()
     for figure in ("miou_per_class", "loss_curves", "examples"):
         with Image.open(r / f"figures/{figure}.png") as png:
             assert png.format == "PNG" and png.size[0] > 200
@@ -218,6 +219,27 @@ def test_report_renders_the_table_in_a_browser(snakemake, micro_run, workdir):
         assert f"{row['miou']}" in dom
 
 
+SHARDED = ["cams/puzzle", "affinity_labels", "rw", "pseudo_labels", "predictions/pseudo_labels/val"]
+
+
+def test_three_shards_give_the_bytes_of_one(snakemake, micro_run, tmp_path):
+    """The per-image stages as three jobs each, from the same models (a copy of the micro run without their
+    folders, where only they and the gathering may run), write byte-identical folders."""
+    copy = tmp_path / "wf"
+    shutil.copytree(micro_run.parents[1], copy, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
+    for folder in SHARDED:
+        shutil.rmtree(copy / "results/micro" / folder)
+    snakemake(copy, *(f"results/micro/{f}" for f in SHARDED), "--cores", "2", "--configfile", "config/micro.yaml",
+              "--config", "device=cpu", "shards=3", "--allowed-rules", "make_cams", "affinity_labels", "random_walk",
+              "pseudo_labels", "predict_segmentation", "gather_shards")
+    for folder in SHARDED:
+        one, three = micro_run / folder, copy / "results/micro" / folder
+        names = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+        assert names and sorted(p.relative_to(three) for p in three.rglob("*") if p.is_file()) == names
+        assert all((one / n).read_bytes() == (three / n).read_bytes() for n in names), folder
+        assert len(list((copy / "results/micro/shards" / folder).glob("*-of-3"))) == 3
+
+
 def test_a_second_run_has_nothing_to_do(snakemake, micro_run, workdir):
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "device=cpu")
     assert "Nothing to be done" in proc.stdout + proc.stderr
@@ -228,15 +250,15 @@ def test_a_changed_random_walk_parameter_reruns_only_what_follows(snakemake, pla
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "beta8.yaml", "--config", "device=cpu")
     jobs = planned_jobs(proc)
     assert set(jobs) == {"random_walk", "pseudo_labels", "eval_pseudo_labels", "train_segmentation",
-                         "predict_segmentation", "eval_segmentation", "report", "figures", "all"}
+                         "predict_segmentation", "eval_segmentation", "report", "figures", "all", "gather_shards"}
     assert jobs["train_segmentation"] == 1  # the upper bound does not depend on the random walk
 
 
 def test_an_added_variant_plans_only_its_own_jobs_and_the_tables(snakemake, planned_jobs, micro_run, workdir):
     (workdir / "variants.yaml").write_text("classifier: {variants: [puzzle, baseline]}\n")
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "variants.yaml", "--config", "device=cpu")
-    assert planned_jobs(proc) == {"train_classifier": 1, "make_cams": 1, "eval_cams": 1, "ablation": 1, "report": 1,
-                                  "figures": 1, "all": 1}
+    assert planned_jobs(proc) == {"train_classifier": 1, "make_cams": 1, "gather_shards": 1, "eval_cams": 1, "ablation": 1,
+                                  "report": 1, "figures": 1, "all": 1}
     assert "wildcards: variant=baseline" in proc.stdout and "variant=puzzle" not in proc.stdout
 
 

@@ -4,11 +4,11 @@ rule affinity_labels:
         split=split_file("train_split"),
         cams=f"{R}/cams/{VARIANT}",
     output:
-        directory(f"{R}/affinity_labels"),
+        directory(f"{R}/shards/affinity_labels/{{shard}}"),
     log:
-        log_of("affinity_labels"),
+        log_of("affinity_labels", "shard"),
     benchmark:
-        benchmark_of("affinity_labels")
+        benchmark_of("affinity_labels", "shard")
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -16,7 +16,7 @@ rule affinity_labels:
         cfg=section("affinity_labels"),
     shell:
         "python -m stages.affinity_labels --cfg {params.cfg:q} --threads {threads} --labels {input.labels:q}"
-        " --split-file {input.split:q} --cams {input.cams:q} --out {output:q} > {log:q} 2>&1"
+        " --split-file {input.split:q} --shard {wildcards.shard} --cams {input.cams:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule train_affinity:
@@ -57,11 +57,11 @@ rule random_walk:
         cams=f"{R}/cams/{VARIANT}",
         model=f"{R}/affinity/model.pt",
     output:
-        directory(f"{R}/rw"),
+        directory(f"{R}/shards/rw/{{shard}}"),
     log:
-        log_of("random_walk"),
+        log_of("random_walk", "shard"),
     benchmark:
-        benchmark_of("random_walk")
+        benchmark_of("random_walk", "shard")
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -72,5 +72,5 @@ rule random_walk:
         runtime=INFERENCE_RUNTIME,
     shell:
         "python -m stages.launch --gpus {resources.gpu} stages.random_walk --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
-        " --labels {input.labels:q} --split-file {input.split:q} --cams {input.cams:q} --model {input.model:q}"
+        " --labels {input.labels:q} --split-file {input.split:q} --shard {wildcards.shard} --cams {input.cams:q} --model {input.model:q}"
         " --out {output:q} > {log:q} 2>&1"

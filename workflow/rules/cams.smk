@@ -4,11 +4,11 @@ rule make_cams:
         split=make_cams_split,
         model=f"{R}/classifier/{{variant}}/model.pt",
     output:
-        directory(f"{R}/cams/{{variant}}"),
+        directory(f"{R}/shards/cams/{{variant}}/{{shard}}"),
     log:
-        log_of("make_cams", "variant"),
+        log_of("make_cams", "variant", "shard"),
     benchmark:
-        benchmark_of("make_cams", "variant")
+        benchmark_of("make_cams", "variant", "shard")
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -19,7 +19,8 @@ rule make_cams:
         runtime=INFERENCE_RUNTIME,
     shell:
         "python -m stages.launch --gpus {resources.gpu} stages.make_cams --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
-        " --labels {input.labels:q} --split-file {input.split:q} --model {input.model:q} --out {output:q} > {log:q} 2>&1"
+        " --labels {input.labels:q} --split-file {input.split:q} --shard {wildcards.shard} --model {input.model:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule eval_cams:

@@ -2,6 +2,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
@@ -95,6 +96,7 @@ wildcard_constraints:
     variant="|".join(config["classifier"]["variants"]),
     masks="pseudo_labels|ground_truth",
     split="[A-Za-z0-9_]+",
+    shard=r"\d+-of-\d+",
 
 
 def section(name, without=()):
@@ -122,6 +124,25 @@ def log_of(rule, *wildcards):
 def benchmark_of(rule, *wildcards):
     name = "_".join(f"{{{w}}}" for w in wildcards) or rule
     return f"{R}/benchmarks/{rule}/{name}.tsv"
+
+
+# A per-image stage runs as `shards` jobs, one per contiguous part of its split (`--shard K-of-N`); rule
+# gather_shards joins their folders under results/<run>/shards/<folder>/ into results/<run>/<folder>.
+SHARD_NAMES = [f"{k}-of-{config['shards']}" for k in range(1, config["shards"] + 1)]
+SHARDED_FOLDERS = r"cams/[^/]+|affinity_labels|rw|pseudo_labels|predictions/[^/]+/[^/]+"
+
+
+def gathered_split(wildcards):
+    """The split a gathered folder covers: cams/<variant> make_cams's, predictions/<masks>/<split> its own,
+    the others the training split."""
+    stage, *names = wildcards.folder.split("/")
+    if stage == "cams":
+        return make_cams_split(SimpleNamespace(variant=names[0]))
+    return f"{R}/labels/splits/{names[-1]}.txt" if stage == "predictions" else split_file("train_split")
+
+
+def shard_folders(wildcards):
+    return expand(f"{R}/shards/{wildcards.folder}/{{shard}}", shard=SHARD_NAMES)
 
 
 # Input and argument functions of the rules, in the order of the rule files.

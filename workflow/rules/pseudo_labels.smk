@@ -4,11 +4,11 @@ rule pseudo_labels:
         split=split_file("train_split"),
         rw=f"{R}/rw",
     output:
-        directory(f"{R}/pseudo_labels"),
+        directory(f"{R}/shards/pseudo_labels/{{shard}}"),
     log:
-        log_of("pseudo_labels"),
+        log_of("pseudo_labels", "shard"),
     benchmark:
-        benchmark_of("pseudo_labels")
+        benchmark_of("pseudo_labels", "shard")
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -16,7 +16,7 @@ rule pseudo_labels:
         cfg=section("pseudo_labels"),
     shell:
         "python -m stages.pseudo_labels --cfg {params.cfg:q} --threads {threads} --labels {input.labels:q}"
-        " --split-file {input.split:q} --rw {input.rw:q} --out {output:q} > {log:q} 2>&1"
+        " --split-file {input.split:q} --shard {wildcards.shard} --rw {input.rw:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule eval_pseudo_labels:

@@ -35,11 +35,11 @@ rule predict_segmentation:
         split=f"{R}/labels/splits/{{split}}.txt",
         model=f"{R}/segmentation/{{masks}}/model.pt",
     output:
-        directory(f"{R}/predictions/{{masks}}/{{split}}"),
+        directory(f"{R}/shards/predictions/{{masks}}/{{split}}/{{shard}}"),
     log:
-        log_of("predict_segmentation", "masks", "split"),
+        log_of("predict_segmentation", "masks", "split", "shard"),
     benchmark:
-        benchmark_of("predict_segmentation", "masks", "split")
+        benchmark_of("predict_segmentation", "masks", "split", "shard")
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -50,7 +50,8 @@ rule predict_segmentation:
         runtime=INFERENCE_RUNTIME,
     shell:
         "python -m stages.launch --gpus {resources.gpu} stages.predict_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
-        " --labels {input.labels:q} --split-file {input.split:q} --model {input.model:q} --out {output:q} > {log:q} 2>&1"
+        " --labels {input.labels:q} --split-file {input.split:q} --shard {wildcards.shard} --model {input.model:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule eval_segmentation:
