@@ -92,6 +92,32 @@ def test_ablation_variants_are_one_rule_with_a_wildcard(snakemake, planned_jobs,
     assert jobs["train_affinity"] == 1
 
 
+def job_settings(proc) -> dict[str, set[tuple[int, int]]]:
+    """(threads, priority) of each rule's jobs in a dry run (Snakemake prints them where they are not 1 and 0)."""
+    settings, rule = {}, None
+    for block in proc.stdout.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        threads = re.search(r"^ *threads: (\d+)$", block, re.M)
+        priority = re.search(r"^ *priority: (\d+)$", block, re.M)
+        settings.setdefault(rule, set()).add((int(threads[1]) if threads else 1, int(priority[1]) if priority else 0))
+    return settings
+
+
+@pytest.mark.parametrize("cores, upper_bound, seg_threads", [(2, True, 1), (8, True, 4), (8, False, 8)])
+def test_the_chain_goes_first_and_the_deeplab_trainings_share_the_cores(snakemake, workdir, tmp_path, cores, upper_bound,
+                                                                       seg_threads):
+    """The pseudo-label chain, on every core, before the upper bound (priority); then the two DeepLabv3+ trainings and
+    their predictions side by side, each on its share."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"max_threads": 16, "segmentation": {"upper_bound": upper_bound}}))
+    jobs = job_settings(snakemake(workdir, "-n", "--forceall", "--cores", str(cores), "--configfile", "config/config.yaml",
+                                  str(overlay)))
+    for rule in ("make_cams", "affinity_labels", "train_affinity", "random_walk", "pseudo_labels"):
+        assert jobs[rule] == {(cores, 1)}, rule
+    assert jobs["train_classifier"] == {(cores, 0)}
+    assert jobs["train_segmentation"] == jobs["predict_segmentation"] == {(seg_threads, 0)}
+
+
 @pytest.fixture(scope="module")
 def micro_run(snakemake, workdir):
     snakemake(workdir, "--cores", "2", "--configfile", "config/micro.yaml", "--config", "device=cpu")

@@ -24,7 +24,8 @@ def build_deeplab(cfg: dict, num_classes: int, pretrained: bool | None = None):
     pretrained = cfg.get("pretrained", False) if pretrained is None else pretrained
     return create_deeplab(cfg["encoder"], num_classes + 1, cfg["decoder_channels"], pretrained,
                           cfg.get("pretrained_path") if pretrained else None,
-                          cfg["aspp_rates"], cfg["aspp_separable"], cfg["frozen_bn"])
+                          cfg["aspp_rates"], cfg["aspp_separable"], cfg["frozen_bn"],
+                          cfg.get("dropout", (0.5, 0.5, 0.1)))
 
 
 def rebuild(path, build: Callable[[dict], nn.Module]) -> nn.Module:

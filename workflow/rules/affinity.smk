@@ -12,6 +12,7 @@ rule affinity_labels:
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
+    priority: CHAIN_PRIORITY
     params:
         cfg=section("affinity_labels"),
     shell:
@@ -36,6 +37,7 @@ rule train_affinity:
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
+    priority: CHAIN_PRIORITY
     resources:
         gpu=1,
         workers=WORKERS,
@@ -65,6 +67,7 @@ rule random_walk:
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
+    priority: CHAIN_PRIORITY
     resources:
         gpu=1,
     params:

@@ -12,6 +12,7 @@ rule make_cams:
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
+    priority: CHAIN_PRIORITY
     resources:
         gpu=1,
     params:

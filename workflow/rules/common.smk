@@ -3,6 +3,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from stages import StageError
@@ -59,6 +60,10 @@ if "coco" in DATA:
 
 # Threads of a job that can use many; Snakemake lowers it to --cores where that is smaller.
 JOB_THREADS = config["max_threads"]
+# The pseudo-label chain is the critical path: it goes first, on every core (priority), so that the two DeepLabv3+
+# trainings (pseudo labels, upper bound) and their predictions then run side by side, each on its share of the
+# cores: two jobs on one core each finish sooner than the same two on both, one after the other.
+CHAIN_PRIORITY = 1
 # Every artifact of a run lives under results/<run>/.
 R = f"results/{config['run']}"
 LABELS = f"{R}/labels/image_labels.json"
@@ -109,6 +114,15 @@ def log_of(rule, *wildcards):
 def benchmark_of(rule, *wildcards):
     name = "_".join(f"{{{w}}}" for w in wildcards) or rule
     return f"{R}/benchmarks/{rule}/{name}.tsv"
+
+
+def seg_threads(wildcards):
+    """Threads of a DeepLabv3+ job: its share of the cores beside the other training's jobs (see CHAIN_PRIORITY)."""
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # no --cores (a dry run, a cluster executor): each job has a machine of its own
+        return JOB_THREADS
+    return max(1, min(JOB_THREADS, cores // len(SEG_MASKS)))
 
 
 # Input and argument functions of the rules, in the order of the rule files.

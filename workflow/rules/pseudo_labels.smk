@@ -12,6 +12,7 @@ rule pseudo_labels:
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
+    priority: CHAIN_PRIORITY
     params:
         cfg=section("pseudo_labels"),
     shell:

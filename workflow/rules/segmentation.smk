@@ -14,7 +14,7 @@ rule train_segmentation:
         benchmark_of("train_segmentation", "masks")
     conda:
         "../../envs/wsss.yaml"
-    threads: JOB_THREADS
+    threads: seg_threads
     resources:
         gpu=1,
         workers=WORKERS,
@@ -42,7 +42,7 @@ rule predict_segmentation:
         benchmark_of("predict_segmentation", "masks", "split")
     conda:
         "../../envs/wsss.yaml"
-    threads: JOB_THREADS
+    threads: seg_threads
     resources:
         gpu=1,
     params:
