@@ -43,6 +43,12 @@ def named_path(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def seed_path(text: str) -> tuple[int, Path]:
+    """``SEED=PATH`` arguments: a table of one seed."""
+    seed, path = named_path(text)
+    return int(seed), path
+
+
 def runtime(args) -> Runtime:
     r = args.runtime
     return make_runtime(r.get("device", "auto"), r.get("seed", 0), args.workers, args.threads,
