@@ -46,6 +46,12 @@ def named_path(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def seed_path(text: str) -> tuple[int, Path]:
+    """``SEED=PATH`` arguments: a table of one seed."""
+    seed, path = named_path(text)
+    return int(seed), path
+
+
 def runtime(args) -> Runtime:
     # imported here: torch takes seconds to import, and the stages that count, convert or report never need it
     from stages.runtime import make_runtime

@@ -2,13 +2,13 @@ rule affinity_labels:
     input:
         labels=LABELS,
         split=split_file("train_split"),
-        cams=f"{R}/cams/{VARIANT}",
+        cams=f"{S}/cams/{VARIANT}",
     output:
-        directory(f"{R}/affinity_labels"),
+        directory(f"{S}/affinity_labels"),
     log:
-        log_of("affinity_labels"),
+        log_of("affinity_labels", root=S),
     benchmark:
-        benchmark_of("affinity_labels")
+        benchmark_of("affinity_labels", root=S)
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -24,16 +24,16 @@ rule train_affinity:
     input:
         labels=LABELS,
         split=split_file("train_split"),
-        affinity_labels=f"{R}/affinity_labels",
-        classifier=f"{R}/classifier/{VARIANT}/model.pt",
+        affinity_labels=f"{S}/affinity_labels",
+        classifier=f"{S}/classifier/{VARIANT}/model.pt",
     output:
-        model=f"{R}/affinity/model.pt",
-        meta=f"{R}/affinity/model.json",
-        history=f"{R}/affinity/history.csv",
+        model=f"{S}/affinity/model.pt",
+        meta=f"{S}/affinity/model.json",
+        history=f"{S}/affinity/history.csv",
     log:
-        log_of("train_affinity"),
+        log_of("train_affinity", root=S),
     benchmark:
-        benchmark_of("train_affinity")
+        benchmark_of("train_affinity", root=S)
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -43,8 +43,8 @@ rule train_affinity:
         workers=WORKERS,
     params:
         cfg=section("affinity"),
-        runtime=RUNTIME,
-        checkpoint=f"{R}/checkpoints/train_affinity/affinity.pt",
+        runtime=training_runtime,
+        checkpoint=f"{S}/checkpoints/train_affinity/affinity.pt",
     shell:
         "python -m stages.train_affinity --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --affinity-labels {input.affinity_labels:q}"
@@ -56,14 +56,14 @@ rule random_walk:
     input:
         labels=LABELS,
         split=split_file("train_split"),
-        cams=f"{R}/cams/{VARIANT}",
-        model=f"{R}/affinity/model.pt",
+        cams=f"{S}/cams/{VARIANT}",
+        model=f"{S}/affinity/model.pt",
     output:
-        directory(f"{R}/rw"),
+        directory(f"{S}/rw"),
     log:
-        log_of("random_walk"),
+        log_of("random_walk", root=S),
     benchmark:
-        benchmark_of("random_walk")
+        benchmark_of("random_walk", root=S)
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS

@@ -2,13 +2,13 @@ rule make_cams:
     input:
         labels=LABELS,
         split=make_cams_split,
-        model=f"{R}/classifier/{{variant}}/model.pt",
+        model=f"{S}/classifier/{{variant}}/model.pt",
     output:
-        directory(f"{R}/cams/{{variant}}"),
+        directory(f"{S}/cams/{{variant}}"),
     log:
-        log_of("make_cams", "variant"),
+        log_of("make_cams", "variant", root=S),
     benchmark:
-        benchmark_of("make_cams", "variant")
+        benchmark_of("make_cams", "variant", root=S)
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -27,13 +27,13 @@ rule eval_cams:
     input:
         labels=LABELS,
         split=split_file("cam_split"),
-        cams=f"{R}/cams/{{variant}}",
+        cams=f"{S}/cams/{{variant}}",
     output:
-        f"{R}/tables/cam_{{variant}}.json",
+        f"{S}/tables/cam_{{variant}}.json",
     log:
-        log_of("eval_cams", "variant"),
+        log_of("eval_cams", "variant", root=S),
     benchmark:
-        benchmark_of("eval_cams", "variant")
+        benchmark_of("eval_cams", "variant", root=S)
     conda:
         "../../envs/wsss.yaml"
     params:

@@ -2,13 +2,13 @@ rule pseudo_labels:
     input:
         labels=LABELS,
         split=split_file("train_split"),
-        rw=f"{R}/rw",
+        rw=f"{S}/rw",
     output:
-        directory(f"{R}/pseudo_labels"),
+        directory(f"{S}/pseudo_labels"),
     log:
-        log_of("pseudo_labels"),
+        log_of("pseudo_labels", root=S),
     benchmark:
-        benchmark_of("pseudo_labels")
+        benchmark_of("pseudo_labels", root=S)
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -24,13 +24,13 @@ rule eval_pseudo_labels:
     input:
         labels=LABELS,
         split=split_file("cam_split"),
-        pred=f"{R}/pseudo_labels",
+        pred=f"{S}/pseudo_labels",
     output:
-        f"{R}/tables/pseudo_labels.json",
+        f"{S}/tables/pseudo_labels.json",
     log:
-        log_of("eval_pseudo_labels"),
+        log_of("eval_pseudo_labels", root=S),
     benchmark:
-        benchmark_of("eval_pseudo_labels")
+        benchmark_of("eval_pseudo_labels", root=S)
     conda:
         "../../envs/wsss.yaml"
     shell:
