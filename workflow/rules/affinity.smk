@@ -9,10 +9,10 @@ rule affinity_labels:
         log_of("affinity_labels", root=S),
     benchmark:
         benchmark_of("affinity_labels", root=S)
+    priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
-    priority: CHAIN_PRIORITY
     params:
         cfg=section("affinity_labels"),
     shell:
@@ -34,10 +34,10 @@ rule train_affinity:
         log_of("train_affinity", root=S),
     benchmark:
         benchmark_of("train_affinity", root=S)
+    priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
-    priority: CHAIN_PRIORITY
     resources:
         gpu=1,
         workers=WORKERS,
@@ -64,10 +64,10 @@ rule random_walk:
         log_of("random_walk", root=S),
     benchmark:
         benchmark_of("random_walk", root=S)
+    priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
-    priority: CHAIN_PRIORITY
     resources:
         gpu=1,
     params:

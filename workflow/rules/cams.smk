@@ -9,10 +9,10 @@ rule make_cams:
         log_of("make_cams", "variant", root=S),
     benchmark:
         benchmark_of("make_cams", "variant", root=S)
+    priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
-    priority: CHAIN_PRIORITY
     resources:
         gpu=1,
     params:

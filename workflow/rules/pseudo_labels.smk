@@ -9,10 +9,10 @@ rule pseudo_labels:
         log_of("pseudo_labels", root=S),
     benchmark:
         benchmark_of("pseudo_labels", root=S)
+    priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
-    priority: CHAIN_PRIORITY
     params:
         cfg=section("pseudo_labels"),
     shell:
