@@ -376,7 +376,7 @@ def embedded_setup(s: Settings, model: str) -> dict:
     n = EMBEDDED_STEPS * section["batch_size"]
     images, masks, labels = embedded_files(Path(folder.name), config, n, s.seed)
     build, step, groups, with_masks = EMBEDDED_MODELS[model].parts(section, config, num_classes)
-    if with_masks and model == "affinity":  # affinity labels: confident regions, the rest ignored
+    if model == "affinity":  # affinity labels: confident regions, the rest ignored
         rng = np.random.default_rng(s.seed)
         for path in masks:
             mask = np.array(Image.open(path))

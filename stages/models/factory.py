@@ -9,7 +9,7 @@ import torch.nn as nn
 from stages.io import load_model
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
-from stages.models.segmentation import create_deeplab
+from stages.models.segmentation import REFERENCE_DROPOUT, create_deeplab
 
 
 def build_classifier(cfg: dict, num_classes: int) -> CAMClassifier:
@@ -25,7 +25,7 @@ def build_deeplab(cfg: dict, num_classes: int, pretrained: bool | None = None):
     return create_deeplab(cfg["encoder"], num_classes + 1, cfg["decoder_channels"], pretrained,
                           cfg.get("pretrained_path") if pretrained else None,
                           cfg["aspp_rates"], cfg["aspp_separable"], cfg["frozen_bn"],
-                          cfg.get("dropout", (0.5, 0.5, 0.1)))
+                          cfg.get("dropout", REFERENCE_DROPOUT))
 
 
 def rebuild(path, build: Callable[[dict], nn.Module]) -> nn.Module:

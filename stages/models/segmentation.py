@@ -40,8 +40,12 @@ class DeepLabV3Plus(smp.DeepLabV3Plus):
         return self
 
 
-def reference_decoder_block(in_channels: int, channels: int, dropout=(0.5, 0.1)) -> nn.Sequential:
-    """The reference decoder after the skip concatenation: two 3x3 convolutions, with dropout 0.5 and 0.1."""
+# the reference's dropout: after the ASPP projection, then after each of the decoder's two convolutions
+REFERENCE_DROPOUT = (0.5, 0.5, 0.1)
+
+
+def reference_decoder_block(in_channels: int, channels: int, dropout) -> nn.Sequential:
+    """The reference decoder after the skip concatenation: two 3x3 convolutions, each followed by its dropout."""
     return nn.Sequential(
         nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(), nn.Dropout(dropout[0]),
         nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(), nn.Dropout(dropout[1]),
@@ -50,7 +54,7 @@ def reference_decoder_block(in_channels: int, channels: int, dropout=(0.5, 0.1))
 
 def create_deeplab(encoder: str, num_classes: int, decoder_channels: int = 256, pretrained: bool = False,
                    pretrained_path: str | None = None, aspp_rates=(6, 12, 18), aspp_separable: bool = False,
-                   frozen_bn: bool = True, dropout=(0.5, 0.5, 0.1)) -> nn.Module:
+                   frozen_bn: bool = True, dropout=REFERENCE_DROPOUT) -> nn.Module:
     """DeepLabv3+ with ``num_classes`` outputs (background included) and the reference's head; ``dropout``: after
     the ASPP projection and after each of the decoder's two convolutions.
 
