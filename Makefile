@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed-$(shell cksum envs/requirements.txt | cut -d' ' -f1)
-RUN := $(shell sed -n 's/^run: *//p' config/config.yaml)
+RUN := $(shell sed -n 's/^run: *\([^ #]*\).*/\1/p' config/config.yaml)
 CORES ?= all
 
 .PHONY: run test lint install clean

@@ -20,7 +20,11 @@ include: "workflow/rules/affinity.smk"
 include: "workflow/rules/pseudo_labels.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/shards.smk"
+
+
+if SHARDS > 1:  # with one shard the per-image stages write their folders themselves
+
+    include: "workflow/rules/shards.smk"
 
 
 rule all:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.stages import CASES, Settings, precision
+from bench.stages import CASES, EMBEDDED_MODELS, Settings, embedded_config, precision
 
 # ratio targets on the CPU: case -> (minimum speed-up, maximum memory ratio or None)
 TARGETS = {
@@ -107,6 +107,31 @@ def projection(rows: list[Row], settings: Settings, device: str) -> list[str]:
             "rates taken at the measured batch size):", "", *lines]
 
 
+def embedded_projection(rows: list[Row], device: str) -> list[str]:
+    """The embedded default's three trainings (``make run``) from its whole-step rates: epochs x full batches."""
+    by_name, config = {r.name: r for r in rows}, embedded_config()
+    train = config["data"]["generate"]["splits"][config["data"]["train_split"]]
+    lines = ["| model | trainings | steps each | images processed | rate used (img/s) | seconds |", "|---|---|---|---|---|---|"]
+    total = 0.0
+    for model, spec in EMBEDDED_MODELS.items():
+        r = by_name.get(f"embedded {model} training step")
+        if r is None:
+            continue
+        cfg = config[spec.section]
+        # DeepLabv3+ trains twice where the upper bound is on: on the pseudo labels and on the ground truth
+        runs = 2 if spec.section == "segmentation" and cfg.get("upper_bound") else 1
+        steps = cfg["epochs"] * (train // min(cfg["batch_size"], train))
+        images = runs * steps * cfg["batch_size"]
+        total += images / r.rate
+        lines.append(f"| {model} | {runs} | {steps} | {images} | {r.rate:.3g} | {images / r.rate:.0f} |")
+    if total == 0:
+        return []
+    lines.append(f"| **total** | | | | | **{total:.0f}** |")
+    return ["## Projection: the embedded default's training", "",
+            f"Training time of config/config.yaml ({train} training images) on this {device}, one job at a time, from the "
+            "embedded whole-step rates above (the rest of the pipeline not included):", "", *lines, ""]
+
+
 def cam_throughput(rows: list[Row]) -> str | None:
     r = next((r for r in rows if r.name.startswith("CAM generation")), None)
     if r is None or not r.project.get("flops"):
@@ -145,4 +170,5 @@ def results_md(rows: list[Row], settings: Settings, device: str, seconds: float)
         "is not run; the project's banded walk runs at both sizes.",
         *notes, "",
         "## Projection: the full VOC pipeline", "", *projection(rows, settings, device), "",
+        *embedded_projection(rows, device),
     ])

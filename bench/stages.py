@@ -7,22 +7,32 @@ from __future__ import annotations
 
 import copy
 import functools
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import naive
 from bench.inputs import NUM_CLASSES, noisy_labels, samples
+from stages.data.datasets import TrainSamples, epoch_loader
+from stages.data.synthetic import make_sample
 from stages.data.transforms import normalize
-from stages.engine import make_sgd
+from stages.engine import make_sgd, reference_param_groups
+from stages.io import save_label_png
 from stages.make_cams import BATCH_SIZE, batched_cams
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
+from stages.models.factory import build_affinity_net, build_classifier, build_deeplab
 from stages.models.segmentation import create_deeplab, multiscale_logits
+from stages.models.segmentation import is_new as segmentation_is_new
 from stages.ops.crf import crf_labels
 from stages.ops.puzzle import VARIANTS
 from stages.ops.random_walk import random_walk
@@ -329,3 +339,116 @@ def seg_naive(state) -> list:
 register(Case("DeepLabv3+ multi-scale inference (3 scales x flip)", seg_setup, seg_project, seg_naive, max_rel,
               bf16_or(5e-2, 8e-2), n_images, image_size, "max |difference| of the logits / max |logit| (the same 0.5 downscale)",
               "per image, fp32, PIL resize per scale"))
+
+
+# -- the embedded default's whole training steps ------------------------------------------------
+
+EMBEDDED_CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+EMBEDDED_STEPS = 2  # whole steps timed per version: the first one's one-off set-up is shared with a second
+
+
+def embedded_config() -> dict:
+    """config/config.yaml, the embedded default that ``make run`` trains."""
+    return yaml.safe_load(EMBEDDED_CONFIG.read_text())
+
+
+def embedded_files(folder: Path, cfg: dict, n: int, seed: int) -> tuple[list[Path], list[Path], list[list[int]]]:
+    """``n`` generated images and masks as make_dataset writes them, with their class ids."""
+    gen, classes = cfg["data"]["generate"], cfg["data"]["classes"]
+    rng = np.random.default_rng(seed)
+    images, masks, labels = [], [], []
+    for i in range(n):
+        img, mask = make_sample(rng, classes, gen["image_size"], gen)
+        images.append(folder / f"{i}.jpg")
+        masks.append(folder / f"{i}.png")
+        cv2.imwrite(str(images[-1]), img[..., ::-1])
+        save_label_png(masks[-1], mask)
+        labels.append([int(c) for c in np.unique(mask) if c])
+    return images, masks, labels
+
+
+def embedded_setup(s: Settings, model: str) -> dict:
+    """The model, its parameter groups and a dataset of its section of the embedded config, on generated files."""
+    seed_everything(s.seed)
+    config = embedded_config()
+    section, num_classes = config[EMBEDDED_MODELS[model].section], len(config["data"]["classes"])
+    folder = tempfile.TemporaryDirectory()  # removed with the state, when the worker is done
+    n = EMBEDDED_STEPS * section["batch_size"]
+    images, masks, labels = embedded_files(Path(folder.name), config, n, s.seed)
+    build, step, groups, with_masks = EMBEDDED_MODELS[model].parts(section, config, num_classes)
+    if model == "affinity":  # affinity labels: confident regions, the rest ignored
+        rng = np.random.default_rng(s.seed)
+        for path in masks:
+            mask = np.array(Image.open(path))
+            save_label_png(path, np.where(rng.random(mask.shape) < 0.3, 255, mask).astype(np.uint8))
+    data = TrainSamples(images, section, s.seed, masks=masks if with_masks else None, labels=labels, num_classes=num_classes)
+    return {"model": build(), "step": step, "groups": groups, "data": data, "cfg": section, "rt": runtime(s),
+            "folder": folder}
+
+
+def whole_steps(state, fp32: bool) -> list:
+    """EMBEDDED_STEPS steps as stages.engine.fit runs them: batches from the loader (read, augment, collate),
+    forward and backward under the runtime's autocast, the section's optimizer; ``fp32``: no autocast, contiguous."""
+    rt, cfg = state["rt"], state["cfg"]
+    model = copy.deepcopy(state["model"])
+    model = model.to(rt.device) if fp32 else rt.place(model)
+    model.train()
+    optimizer = make_sgd(state["groups"](model), cfg)
+    torch.manual_seed(rt.seed)  # the same dropout masks for both versions
+    out = []
+    for batch in epoch_loader(state["data"], cfg["batch_size"], 0, rt.seed, rt.loader_kwargs()):
+        batch = {k: v.to(rt.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with torch.autocast(rt.device.type, enabled=False) if fp32 else rt.autocast():
+            terms = state["step"](model)(batch, 0, 100)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        out.append(np.array([float(v.detach()) for v in terms.values()]))
+    if rt.cuda:
+        torch.cuda.synchronize()
+    return out
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    section: str
+    parts: Callable  # (section, config, num_classes) -> (build, step(model), groups(model), with_masks)
+
+
+def classifier_parts(cfg, config, num_classes):
+    return (lambda: build_classifier(cfg, num_classes),
+            lambda m: puzzle_step(m, VARIANTS[config["classifier"]["variant"]], cfg["alpha_max"], cfg["alpha_ramp"]),
+            lambda m: reference_param_groups(m, m.is_new, cfg), False)
+
+
+def affinity_parts(cfg, config, num_classes):
+    return (lambda: build_affinity_net(cfg, config["classifier"]["backbone"]), lambda m: affinity_step(m, cfg["radius"]),
+            lambda m: [{"params": m.head_parameters(), "lr": cfg["lr"], "weight_decay": cfg["weight_decay"]}], True)
+
+
+def deeplab_parts(cfg, config, num_classes):
+    return (lambda: build_deeplab(cfg, num_classes), segmentation_step,
+            lambda m: reference_param_groups(m, segmentation_is_new, cfg), True)
+
+
+# what train_classifier, train_affinity and train_segmentation build from their section
+EMBEDDED_MODELS = {"classifier": EmbeddedModel("classifier", classifier_parts),
+                   "affinity": EmbeddedModel("affinity", affinity_parts),
+                   "DeepLabv3+": EmbeddedModel("segmentation", deeplab_parts)}
+
+
+def embedded_images(s: Settings, model: str) -> int:
+    return EMBEDDED_STEPS * embedded_config()[EMBEDDED_MODELS[model].section]["batch_size"]
+
+
+def embedded_size(s: Settings, model: str) -> str:
+    cfg = embedded_config()[EMBEDDED_MODELS[model].section]
+    return f"embedded: {cfg['crop_size']}x{cfg['crop_size']} crops, batch {cfg['batch_size']}"
+
+
+for _model in EMBEDDED_MODELS:
+    register(Case(f"embedded {_model} training step", functools.partial(embedded_setup, model=_model),
+                  functools.partial(whole_steps, fp32=False), functools.partial(whole_steps, fp32=True), max_rel,
+                  bf16_or(1e-4, 3e-2), functools.partial(embedded_images, model=_model),
+                  functools.partial(embedded_size, model=_model), "relative difference of the loss terms",
+                  "fp32, contiguous"))

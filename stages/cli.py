@@ -8,10 +8,13 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stages import StageError
 from stages.data.index import DatasetIndex, load_index
-from stages.runtime import Runtime, make_runtime
+
+if TYPE_CHECKING:
+    from stages.runtime import Runtime
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -58,7 +61,16 @@ def named_path(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def seed_path(text: str) -> tuple[int, Path]:
+    """``SEED=PATH`` arguments: a table of one seed."""
+    seed, path = named_path(text)
+    return int(seed), path
+
+
 def runtime(args) -> Runtime:
+    # imported here: torch takes seconds to import, and the stages that count, convert or report never need it
+    from stages.runtime import make_runtime
+
     r = args.runtime
     return make_runtime(r.get("device", "auto"), r.get("seed", 0), args.workers, args.threads,
                         r.get("precision", "auto"))

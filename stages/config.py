@@ -49,16 +49,25 @@ def _message(error: jsonschema.ValidationError) -> str:
 
 
 def coerce_numbers(config: dict, schema: dict) -> None:
-    """Turn strings like ``1e-3`` into floats where the schema asks for a number."""
+    """Turn strings like ``1e-3`` into floats where the schema asks for a number, and digit strings into integers
+    where it asks for one (``--config seeds=[0,1,2]`` hands Snakemake's list items over as strings)."""
     for error in _STRICT(schema).iter_errors(config):
         expected = error.validator_value if error.validator == "type" else None
-        wants_number = expected == "number" or (isinstance(expected, list) and "number" in expected)
-        if wants_number and isinstance(error.instance, str) and EXPONENT.match(error.instance.strip()):
-            *parents, last = error.absolute_path
-            target = config
-            for p in parents:
-                target = target[p]
-            target[last] = float(error.instance)
+        expected = expected if isinstance(expected, list) else [expected]
+        if not isinstance(error.instance, str):
+            continue
+        text = error.instance.strip()
+        if "integer" in expected and text.isdigit():
+            value = int(text)
+        elif "number" in expected and EXPONENT.match(text):
+            value = float(text)
+        else:
+            continue
+        *parents, last = error.absolute_path
+        target = config
+        for p in parents:
+            target = target[p]
+        target[last] = value
 
 
 def check_schema(config: dict, schema: dict) -> None:

@@ -1,4 +1,5 @@
-"""Rule figures: per-class IoU bars, training loss curves and a grid of examples, as PNGs."""
+"""Rule figures: per-class IoU bars over the seeds (error bars: their standard deviation), and one seed's training
+loss curves and grid of examples, as PNGs."""
 from __future__ import annotations
 
 import csv
@@ -21,7 +22,8 @@ def _save(fig, path: Path) -> None:
 
 
 def per_class_chart(rows: list[dict], path: Path) -> None:
-    """Grouped bars: per-class IoU of every scored stage (a note instead where no split has masks)."""
+    """Grouped bars: per-class IoU of every scored stage, the mean over the seeds with their standard deviation as
+    error bars (none with one seed); a note instead where no split has masks."""
     if not rows:
         fig, ax = plt.subplots(figsize=(6, 1.2))
         ax.axis("off")
@@ -29,17 +31,23 @@ def per_class_chart(rows: list[dict], path: Path) -> None:
         _save(fig, path)
         return
     classes = list(rows[0]["per_class"])
+    seeds = rows[0]["seeds"]
     width = 0.8 / len(rows)
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(classes), 3.6))
     x = np.arange(len(classes))
     for k, row in enumerate(rows):
         values = [row["per_class"][c] or 0.0 for c in classes]
-        ax.bar(x + (k - (len(rows) - 1) / 2) * width, values, width, label=f"{row['stage']} ({row['split']}): {row['miou']:.1f}")
+        errors = [row["per_class_std"][c] or 0.0 for c in classes] if len(seeds) > 1 else None
+        stage = f"{row['stage']} {row['variant']}" if row["stage"] == "cam" else row["stage"]
+        label = f"{stage} ({row['split']}): {row['miou']:.1f}" + (
+            f" ± {row['miou_std']:.1f}" if row["miou_std"] is not None else "")
+        ax.bar(x + (k - (len(rows) - 1) / 2) * width, values, width, yerr=errors, capsize=2, label=label)
     ax.set_xticks(x, classes, rotation=30, ha="right")
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("Per-class IoU by stage")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
+    ax.set_title(f"Per-class IoU by stage, mean ± std over seeds {', '.join(map(str, seeds))}"
+                 if len(seeds) > 1 else f"Per-class IoU by stage, seed {seeds[0]}")
     _save(fig, path)
 
 
@@ -49,15 +57,15 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows if r.get(k)] for k in rows[0] if k not in ("lr",)}
 
 
-def loss_curves(histories: dict[str, Path], path: Path) -> None:
-    """One panel per trained model: every loss term per epoch."""
+def loss_curves(histories: dict[str, Path], seed: int, path: Path) -> None:
+    """One panel per trained model: every loss term per epoch, of the models trained with ``seed``."""
     fig, axes = plt.subplots(1, len(histories), figsize=(3.4 * len(histories), 2.8), squeeze=False)
     for ax, (name, hpath) in zip(axes[0], histories.items()):
         h = read_history(hpath)
         for term, values in h.items():
             if term != "epoch":
                 ax.plot(h["epoch"], values, marker=".", label=term)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{name}, seed {seed}", fontsize=9)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("loss")
@@ -69,8 +77,9 @@ def _heat(maps: np.ndarray, shape) -> np.ndarray:
     return maps.astype(np.float32).max(0) if len(maps) else np.zeros(shape, np.float32)
 
 
-def example_grid(index, ids, cams: Path, rw: Path, pseudo: Path, pred: Path, path: Path) -> None:
-    """Rows of examples: image, ground truth (blank without masks), CAM, random walk, pseudo label, prediction."""
+def example_grid(index, ids, cams: Path, rw: Path, pseudo: Path, pred: Path, seed: int, path: Path) -> None:
+    """Rows of examples: image, ground truth (blank without masks), CAM, random walk, pseudo label, prediction,
+    from the models trained with ``seed``."""
     titles = ["image", "ground truth", "CAM", "random walk", "pseudo label", "prediction"]
     fig, axes = plt.subplots(len(ids), len(titles), figsize=(2 * len(titles), 2 * len(ids)), squeeze=False)
     for r, image_id in enumerate(ids):
@@ -92,11 +101,12 @@ def example_grid(index, ids, cams: Path, rw: Path, pseudo: Path, pred: Path, pat
             if r == 0:
                 ax.set_title(titles[c], fontsize=9)
         axes[r][0].set_ylabel(image_id, fontsize=7)
+    fig.suptitle(f"Examples from seed {seed}", fontsize=10)
     _save(fig, path)
 
 
 def add_arguments(p):
-    p.add_argument("--miou", required=True, type=Path, help="tables/miou.json")
+    p.add_argument("--miou", required=True, type=Path, help="tables/miou.json (over the seeds)")
     p.add_argument("--histories", nargs="+", required=True, help="name=path/to/history.csv")
     cli.add_split_arguments(p, "ids to draw examples from")
     p.add_argument("--cams", required=True, type=Path)
@@ -104,15 +114,16 @@ def add_arguments(p):
     p.add_argument("--pseudo-labels", required=True, type=Path)
     p.add_argument("--predictions", required=True, type=Path, help="predictions on the same split")
     p.add_argument("--examples", type=int, default=6)
+    p.add_argument("--seed", required=True, type=int, help="the seed of the histories, CAMs, random walk, labels, predictions")
     p.add_argument("--out", required=True, type=Path, help="figures folder")
 
 
 def run(args):
     index, ids = cli.split_index(args)
     per_class_chart(read_json(args.miou), args.out / "miou_per_class.png")
-    loss_curves(dict(h.split("=", 1) for h in args.histories), args.out / "loss_curves.png")
+    loss_curves(dict(h.split("=", 1) for h in args.histories), args.seed, args.out / "loss_curves.png")
     ids = ids[: args.examples]
-    example_grid(index, ids, args.cams, args.rw, args.pseudo_labels, args.predictions, args.out / "examples.png")
+    example_grid(index, ids, args.cams, args.rw, args.pseudo_labels, args.predictions, args.seed, args.out / "examples.png")
 
 
 if __name__ == "__main__":

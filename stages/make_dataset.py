@@ -50,7 +50,7 @@ def add_arguments(p):
 
 
 def run(args):
-    make_dataset(Path(args.out), args.classes.split(","), args.cfg, args.runtime.get("seed", 0))
+    make_dataset(Path(args.out), args.classes.split(","), args.cfg, args.cfg.get("seed", 0))
 
 
 if __name__ == "__main__":

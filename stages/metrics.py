@@ -30,3 +30,15 @@ def score(conf: np.ndarray, class_names: list[str]) -> dict:
     values = iou(conf)
     per_class = {name: (None if np.isnan(v) else round(100 * float(v), 2)) for name, v in zip(class_names, values)}
     return {"miou": round(100 * float(np.nanmean(values)), 2), "per_class": per_class}
+
+
+def spread(values: list[float | None]) -> dict:
+    """Mean, sample standard deviation (n - 1; None for one value), min and max of a score over seeds.
+
+    Seeds where the score is None (a class absent from the split) are left out; all None gives all None.
+    """
+    present = [v for v in values if v is not None]
+    if not present:
+        return {"mean": None, "std": None, "min": None, "max": None}
+    std = float(np.std(present, ddof=1)) if len(present) > 1 else None
+    return {"mean": float(np.mean(present)), "std": std, "min": min(present), "max": max(present)}

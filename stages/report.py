@@ -1,4 +1,4 @@
-"""Rule report: the mIoU tables (miou.md, miou.csv, miou.json) from every scored stage."""
+"""Rule report: one seed's mIoU tables (miou.md, miou.csv, miou.json) from every scored stage."""
 from __future__ import annotations
 
 import csv
@@ -47,12 +47,14 @@ def to_markdown(rows: list[dict], left_out: list[str] = (), notes: list[str] = (
     for r in rows:
         cells = [r["stage"], r["split"], r["variant"], r["images"], r.get("threshold"), r["miou"], *(r["per_class"][c] for c in classes)]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
-    if left_out:
-        lines += ["", "Not scored:", "", *(f"- {note}" for note in left_out)]
-    if notes:
-        lines += ["", "Image-level labels:", "", *notes]
-    lines += ["", *(f"**Warning:** {w}" for w in warnings)] if warnings else []
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + table_footer(left_out, notes, warnings)) + "\n"
+
+
+def table_footer(left_out: list[str] = (), notes: list[str] = (), warnings: list[str] = ()) -> list[str]:
+    """Lines under a table: the rows left out (a stage on a split without masks) with the reason, notes, warnings."""
+    lines = ["", "Not scored:", "", *(f"- {note}" for note in left_out)] if left_out else []
+    lines += ["", "Image-level labels:", "", *notes] if notes else []
+    return lines + (["", *(f"**Warning:** {w}" for w in warnings)] if warnings else [])
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -77,18 +79,23 @@ def add_arguments(p):
     p.add_argument("--out", required=True, type=Path, help="tables folder")
 
 
+def label_findings(labels: Path | None, split_file: Path | None, stage: str) -> tuple[list[str], list[str]]:
+    """The notes (label disagreement) and warnings (classes without a training image) under a table; warnings are logged."""
+    warnings = []
+    if labels and split_file:
+        index = load_index(labels)
+        missing = index.classes_without_images(index.ids(split_file))
+        warnings = [missing_classes_warning(missing, f"the training split ({split_file.stem})")] if missing else []
+    for w in warnings:
+        log.warning("%s: %s", stage, w)
+    return (label_notes(read_json(labels)) if labels else []), warnings
+
+
 def run(args):
     rows = rows_from_tables([read_json(p) for p in args.cam_tables], [read_json(p) for p in args.mask_tables], args.variant)
-    warnings = []
-    if args.labels and args.split_file:
-        index = load_index(args.labels)
-        missing = index.classes_without_images(index.ids(args.split_file))
-        warnings = [missing_classes_warning(missing, f"the training split ({args.split_file.stem})")] if missing else []
-    for w in warnings:
-        log.warning("report: %s", w)
+    notes, warnings = label_findings(args.labels, args.split_file, "report")
     write_json(args.out / "miou.json", rows)
     write_text(args.out / "miou.csv", to_csv(rows))
-    notes = label_notes(read_json(args.labels)) if args.labels else []
     write_text(args.out / "miou.md", to_markdown(rows, args.left_out, notes, warnings))
 
 

@@ -19,16 +19,17 @@ def cam_table(variant: str, miou: float) -> dict:
 
 
 def test_rows_follow_the_paper_order_with_its_losses_and_figures():
-    rows = ablation_rows([cam_table(v, m) for v, m in OURS.items()])
+    rows = ablation_rows({0: [cam_table(v, m) for v, m in OURS.items()]})
     assert [(r["variant"], r["L_cls"], r["L_p-cls"], r["L_re"]) for r in rows] == [
         ("baseline", True, False, False), ("pcls", True, True, False), ("re", True, False, True), ("puzzle", True, True, True)]
     assert [r["miou"] for r in rows] == [40.25, 41.0, 44.0, 55.5]
     assert [r["paper_miou"] for r in rows] == [47.82, None, 49.21, 51.53]
-    assert all(r["threshold"] == 0.15 and r["split"] == "train" and r["images"] == 1464 for r in rows)
+    assert all(r["thresholds"] == [0.15] and r["split"] == "train" and r["images"] == 1464 for r in rows)
+    assert all(r["miou_std"] is None for r in rows)
 
 
 def test_markdown_has_check_marks_and_a_dash_where_the_paper_has_no_figure():
-    md = to_markdown(ablation_rows([cam_table(v, m) for v, m in OURS.items()]))
+    md = to_markdown(ablation_rows({0: [cam_table(v, m) for v, m in OURS.items()]}))
     lines = [line for line in md.splitlines() if line.startswith("| ")]
     assert lines[0] == "| variant | L_cls | L_p-cls | L_re | split | images | bg threshold | CAM mIoU | paper |"
     assert lines[1:] == [
@@ -40,21 +41,38 @@ def test_markdown_has_check_marks_and_a_dash_where_the_paper_has_no_figure():
 
 
 def test_a_subset_of_variants_gives_only_their_rows():
-    assert [r["variant"] for r in ablation_rows([cam_table("puzzle", 50.0), cam_table("baseline", 45.0)])] == ["baseline", "puzzle"]
+    rows = ablation_rows({0: [cam_table("puzzle", 50.0), cam_table("baseline", 45.0)]})
+    assert [r["variant"] for r in rows] == ["baseline", "puzzle"]
+
+
+def test_several_seeds_give_each_variant_its_mean_and_standard_deviation():
+    rows = ablation_rows({seed: [cam_table("baseline", 40.0 + seed), cam_table("puzzle", 50.0 + 2 * seed)] for seed in (0, 1, 2)})
+    assert [(r["variant"], r["miou"], r["miou_std"], r["miou_min"], r["miou_max"]) for r in rows] == [
+        ("baseline", 41.0, 1.0, 40.0, 42.0), ("puzzle", 52.0, 2.0, 50.0, 54.0)]
+    assert rows[1]["per_seed"] == {"0": 50.0, "1": 52.0, "2": 54.0}
+    lines = [line for line in to_markdown(rows).splitlines() if line.startswith("| ")]
+    assert lines[0].endswith("| bg threshold | CAM mIoU (mean ± std) | paper |")
+    assert lines[1:] == ["| baseline | ✓ |  |  | train | 1464 | 0.15 | 41.00 ± 1.00 | 47.82 |",
+                         "| puzzle | ✓ | ✓ | ✓ | train | 1464 | 0.15 | 52.00 ± 2.00 | 51.53 |"]
+
+
+def test_a_variant_missing_from_a_seed_is_an_error():
+    with pytest.raises(StageError, match=r"ablation: variant baseline has CAM tables of seeds 1 only \(seeds: 0, 1\)"):
+        ablation_rows({0: [cam_table("puzzle", 50.0)], 1: [cam_table("baseline", 45.0)]})
 
 
 def test_unknown_variant_is_an_error():
     with pytest.raises(StageError, match=r"ablation: unknown variants \['mystery'\]"):
-        ablation_rows([cam_table("mystery", 1.0)])
+        ablation_rows({0: [cam_table("mystery", 1.0)]})
 
 
 def test_cli_writes_markdown_and_json(tmp_path):
     paths = []
     for v, m in OURS.items():
-        paths.append(tmp_path / f"cam_{v}.json")
-        paths[-1].write_text(json.dumps(cam_table(v, m)))
-    subprocess.run([sys.executable, "-m", "stages.ablation", "--cam-tables", *map(str, paths), "--out", str(tmp_path / "tables")],
+        (tmp_path / f"cam_{v}.json").write_text(json.dumps(cam_table(v, m)))
+        paths.append(f"7={tmp_path / f'cam_{v}.json'}")
+    subprocess.run([sys.executable, "-m", "stages.ablation", "--cam-tables", *paths, "--out", str(tmp_path / "tables")],
                    check=True, cwd=ROOT, capture_output=True)
     rows = json.loads((tmp_path / "tables/ablation.json").read_text())
-    assert [r["variant"] for r in rows] == ["baseline", "pcls", "re", "puzzle"]
+    assert [r["variant"] for r in rows] == ["baseline", "pcls", "re", "puzzle"] and rows[0]["per_seed"] == {"7": 40.25}
     assert (tmp_path / "tables/ablation.md").read_text().startswith("# Ablation")

@@ -10,7 +10,8 @@ import torch
 
 from bench import naive
 from bench.measure import TreePeak, anon_rss
-from bench.stages import CASES, Settings, cam_setup, crf_setup, walk_setup
+from bench.report import Row, embedded_projection
+from bench.stages import CASES, EMBEDDED_MODELS, Settings, cam_setup, crf_setup, embedded_config, walk_setup
 from stages.data.transforms import normalize
 from stages.ops.cam import multiscale_cam, multiscale_cams
 from stages.ops.random_walk import random_walk
@@ -93,3 +94,33 @@ def test_tree_peak_counts_what_pool_children_allocate_not_what_they_inherit():
     grown = (tree.peak - before) / 2**20
     # two workers held 64 MiB each at once; the parent's inherited pages (hundreds of MiB here) do not count
     assert 100 < grown < 200, grown
+
+
+@pytest.mark.parametrize("model", ["classifier", "affinity", "DeepLabv3+"])
+def test_embedded_whole_steps_train_the_embedded_config(model):
+    """Two whole steps (loader, augmentation, step) of the embedded default's model, as the pipeline trains it."""
+    case = CASES[f"embedded {model} training step"]
+    settings = Settings(precision="fp32", threads=2)
+    state = case.setup(settings)
+    config = embedded_config()
+    assert case.count(settings) == 2 * config[EMBEDDED_MODELS[model].section]["batch_size"]
+    got = case.project(state)
+    assert len(got) == 2 and all(np.isfinite(g).all() for g in got)
+    assert not np.array_equal(got[0], got[1])  # the second batch saw the first step's update
+    assert case.compare(got, case.naive(state)) <= case.tolerance(settings) == 1e-4
+
+
+def test_embedded_projection_counts_the_embedded_schedule():
+    config = embedded_config()
+    train = config["data"]["generate"]["splits"]["train"]
+    rows = [Row(f"embedded {m} training step", "", 10, {"seconds": 5.0, "peak_mb": 1}, None, None, None)
+            for m in EMBEDDED_MODELS]  # 2 img/s each
+    lines = embedded_projection(rows, "CPU test")
+    expected = 0.0
+    for model, spec in EMBEDDED_MODELS.items():
+        cfg = config[spec.section]
+        runs = 2 if spec.section == "segmentation" and cfg["upper_bound"] else 1
+        images = runs * cfg["epochs"] * (train // cfg["batch_size"]) * cfg["batch_size"]
+        expected += images / 2.0
+        assert any(line.startswith(f"| {model} | {runs} |") and line.endswith(f"| {images / 2.0:.0f} |") for line in lines)
+    assert lines[-2] == f"| **total** | | | | | **{expected:.0f}** |"

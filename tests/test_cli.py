@@ -46,3 +46,12 @@ def test_missing_dataset_root_exits_2_and_names_it(tmp_path):
     assert proc.returncode == 2
     assert f"error: {tmp_path / 'VOC2012' / 'JPEGImages'}: missing folder" in proc.stderr
     assert not (tmp_path / "labels").exists()
+
+
+@pytest.mark.parametrize("module", ["make_dataset", "dataset_manifest", "image_labels", "eval_masks", "report", "figures"])
+def test_stages_that_need_no_network_start_without_torch(module):
+    """Importing torch takes seconds of every job's start-up: the stages that generate, count, score or report
+    never pay it."""
+    code = f"import sys, stages.{module}; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr

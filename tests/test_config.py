@@ -1,4 +1,6 @@
 """The config check at start-up: strict integers, exponent-form numbers, and the constraints between keys."""
+import re
+
 import pytest
 import yaml
 from conftest import ROOT
@@ -71,6 +73,23 @@ def test_a_bad_value_is_one_line_naming_the_keys(text, message):
     with pytest.raises(StageError) as e:
         check_config(changed(text), SCHEMA)
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_seeds_given_on_the_command_line_are_integers():
+    """``--config seeds=[0,1,2]`` hands Snakemake's list items over as strings."""
+    config = changed("seeds: ['0', '1', ' 2']")
+    check_config(config, SCHEMA)
+    assert config["seeds"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seeds: ['one']", "config seeds.0: 'one' is not of type 'integer'"),
+    ("seeds: [0, 0]", "config seeds: [0, 0] has non-unique elements"),
+    ("seeds: []", "config seeds: [] should be non-empty"),
+])
+def test_bad_seeds_name_the_key(text, message):
+    with pytest.raises(StageError, match=re.escape(message)):
+        check_config(changed(text), SCHEMA)
 
 
 def test_every_constraint_is_met_by_the_micro_config():

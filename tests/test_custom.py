@@ -59,8 +59,7 @@ def test_dag_without_masks_scores_nothing_and_trains_everything(snakemake, plann
                                   "--config", f"data_root={root}"))
     assert jobs == {"dataset_manifest": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1,
                     "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1,
-                    "train_segmentation": 1, "predict_segmentation": 2, "report": 1, "figures": 1, "all": 1,
-                    "gather_shards": 6}
+                    "train_segmentation": 1, "predict_segmentation": 2, "report": 1, "summary": 1, "figures": 1, "all": 1}
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +76,16 @@ def test_tags_only_run_reaches_predictions_at_the_photos_own_size(photos, custom
     index = json.loads((r / "labels/image_labels.json").read_text())
     assert index["labels"] == classes and index["source"] == "tags" and index["max_side"] == 64
     assert index["sizes"][special["big"]] == list(BIG) and index["sizes"][special["turned"]] == [48, 64]
-    assert (r / "segmentation/pseudo_labels/model.pt").stat().st_size > 0
+    assert (r / "seed_0" / "segmentation/pseudo_labels/model.pt").stat().st_size > 0
     for split in ("train", "val"):
         ids = (r / f"labels/splits/{split}.txt").read_text().splitlines()
         for image_id in ids:
-            with Image.open(r / f"predictions/pseudo_labels/{split}/{image_id}.png") as png:
+            with Image.open(r / "seed_0" / f"predictions/pseudo_labels/{split}/{image_id}.png") as png:
                 assert png.mode == "P" and png.size == tuple(index["sizes"][image_id][::-1])
                 assert np.array(png).max() <= len(CLASSES)
-    cam = np.load(r / f"cams/puzzle/{special['big']}.npz")
+    cam = np.load(r / "seed_0" / f"cams/puzzle/{special['big']}.npz")
     assert cam["cam"].shape[1:] == (48, 64)  # computed at the capped size
-    with Image.open(r / "pseudo_labels/street/0001.png") as png:  # an id in a subfolder
+    with Image.open(r / "seed_0" / "pseudo_labels/street/0001.png") as png:  # an id in a subfolder
         assert png.size == (64, 64)
 
 

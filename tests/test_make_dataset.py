@@ -1,5 +1,8 @@
 """The generated dataset: VOC layout, valid masks, determinism."""
 import hashlib
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -37,6 +40,14 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path, tiny_voc):
     make_dataset(tmp_path / "b", CLASSES, TINY, seed=1)
     assert digest(tmp_path / "a") == digest(tiny_voc)
     assert digest(tmp_path / "b") != digest(tiny_voc)
+
+
+def test_the_command_line_takes_its_seed_from_the_generate_section(tmp_path, tiny_voc):
+    """data.generate.seed, not the run's seeds: every seed of a run shares one dataset."""
+    for seed in (0, 1):
+        subprocess.run([sys.executable, "-m", "stages.make_dataset", "--cfg", json.dumps({**TINY, "seed": seed}),
+                        "--classes", ",".join(CLASSES), "--out", str(tmp_path / str(seed))], check=True, capture_output=True)
+    assert digest(tmp_path / "0") == digest(tiny_voc) != digest(tmp_path / "1")
 
 
 def test_unknown_shape_class_is_a_clear_error(tmp_path):

@@ -155,7 +155,7 @@ def test_the_micro_dag_runs_through_slurm_to_the_table(snakemake, cluster, tmp_p
     rows = json.loads((wd / "results/micro/tables/miou.json").read_text())
     assert [r["stage"] for r in rows] == ["cam", "pseudo_labels", "segmentation", "segmentation", "upper_bound"]
     assert all(0 <= r["miou"] <= 100 for r in rows)
-    assert len(list((wd / "results/micro/shards/cams/puzzle").glob("*-of-2"))) == 2
+    assert len(list((wd / "results/micro/seed_0/shards/cams/puzzle").glob("*-of-2"))) == 2
     # every job went through the scheduler and completed there, in this working directory
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", proc.stdout + proc.stderr)
     jobs = subprocess.run(["sacct", "-c", "-n", "-P", "-o", "JobID,State,WorkDir"], env=cluster,

@@ -9,6 +9,7 @@ from conftest import train_cfg
 
 from stages.io import load_model, read_label_png, save_label_png, save_model
 from stages.models.classifier import CAMClassifier
+from stages.models.factory import build_deeplab
 from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, multiscale_logits
 from stages.predict_segmentation import predict_segmentation
 from stages.runtime import make_runtime
@@ -51,6 +52,17 @@ def test_deeplab_smp_settings_stay_reachable():
     model = create_deeplab("resnet18", 5, decoder_channels=32, aspp_rates=(12, 24, 36), aspp_separable=True)
     dilations = [m.dilation[0] for m in model.decoder.aspp.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
     assert dilations == [12, 24, 36]
+
+
+def test_deeplab_dropout_comes_from_the_config():
+    model = build_deeplab(seg_cfg(dropout=[0.2, 0.0, 0.0]), 4)
+    assert [m.p for m in model.decoder.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.0, 0.0]
+    off = build_deeplab(seg_cfg(dropout=[0.0, 0.0, 0.0]), 4).train()  # frozen encoder BatchNorm, GroupNorm head
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(off(x), off(x))  # no dropout left: training-mode outputs repeat
+    on = build_deeplab(seg_cfg(), 4).train()  # the schema's default is the reference's
+    assert [m.p for m in on.decoder.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5, 0.1]
+    assert not torch.equal(on(x), on(x))
 
 
 def test_deeplab_head_is_kaiming_normal():

@@ -68,7 +68,7 @@ def test_voc2012_config_has_the_papers_settings():
 # One job per stage; DeepLabv3+ trained once (no upper bound) and predicted on test too.
 PAPER_DAG = {"image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cams": 1,
              "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1, "eval_pseudo_labels": 1,
-             "train_segmentation": 1, "pack_test": 1, "report": 1, "all": 1}
+             "train_segmentation": 1, "pack_test": 1, "report": 1, "summary": 1, "all": 1}
 
 
 @pytest.fixture
@@ -86,8 +86,8 @@ def test_dag_converts_sbd_when_segmentation_class_aug_is_absent(paper_dag, data,
     root, _ = data
     jobs, out = paper_dag(workdir, root)
     assert {k: jobs.get(k) for k in [*PAPER_DAG, "convert_sbd"]} == {**PAPER_DAG, "convert_sbd": 1}
-    assert "results/voc2012/predictions/pseudo_labels/test" in out
-    assert "results/voc2012/tables/segmentation_pseudo_labels_val.json" in out
+    assert "results/voc2012/seed_0/predictions/pseudo_labels/test" in out
+    assert "results/voc2012/seed_0/tables/segmentation_pseudo_labels_val.json" in out
     assert "segmentation_pseudo_labels_test.json" not in out  # test has no masks to score against
 
 
@@ -172,17 +172,17 @@ def test_tables_score_the_right_splits_and_hold_the_ablation(voc_run):
 def test_ablation_variants_have_cams_only_on_the_scored_split(voc_run):
     r, _, ids = voc_run
     # the variant feeding AffinityNet and the random walk needs train_aug; the others are only scored on train
-    assert sorted(p.stem for p in (r / "cams/puzzle").glob("*.npz")) == sorted(ids["train_aug"])
-    assert sorted(p.stem for p in (r / "cams/baseline").glob("*.npz")) == sorted(ids["train"])
+    assert sorted(p.stem for p in (r / "seed_0/cams/puzzle").glob("*.npz")) == sorted(ids["train_aug"])
+    assert sorted(p.stem for p in (r / "seed_0/cams/baseline").glob("*.npz")) == sorted(ids["train"])
 
 
 def test_test_predictions_are_packed_for_the_evaluation_server(voc_run):
     r, root, ids = voc_run
     server = "results/VOC2012/Segmentation/comp6_test_cls"
-    with tarfile.open(r / "submission/voc2012_test.tar") as tar:
+    with tarfile.open(r / "seed_0/submission/voc2012_test.tar") as tar:
         assert sorted(tar.getnames()) == sorted(f"{server}/{i}.png" for i in ids["test"])
     for image_id in ids["test"]:
-        with Image.open(r / "submission" / server / f"{image_id}.png") as png, \
+        with Image.open(r / "seed_0/submission" / server / f"{image_id}.png") as png, \
                 Image.open(root / "VOCdevkit/VOC2012/JPEGImages" / f"{image_id}.jpg") as img:
             assert png.mode == "P" and png.size == img.size
             assert np.array(png).max() <= len(VOC_CLASSES)

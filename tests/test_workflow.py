@@ -2,6 +2,7 @@
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -107,8 +108,8 @@ def test_dag_has_every_stage_of_the_paper(snakemake, planned_jobs, workdir):
     assert jobs == {
         "make_dataset": 1, "dataset_manifest": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cams": 1,
         "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1, "eval_pseudo_labels": 1,
-        "train_segmentation": 2, "predict_segmentation": 3, "eval_segmentation": 3, "report": 1, "figures": 1, "all": 1,
-        "gather_shards": 7,  # cams, affinity_labels, rw, pseudo_labels and three prediction folders
+        "train_segmentation": 2, "predict_segmentation": 3, "eval_segmentation": 3, "report": 1, "summary": 1, "figures": 1,
+        "all": 1,
     }
 
 
@@ -143,13 +144,39 @@ def test_gpu_jobs_run_side_by_side_each_on_its_own_device(snakemake, tmp_path):
     (tmp_path / "config").symlink_to(ROOT / "config")
     variants = ["baseline", "puzzle"]
     (tmp_path / "four.yaml").write_text(f"max_threads: 1\nclassifier: {{variants: [{', '.join(variants)}], epochs: 1}}\n")
-    snakemake(tmp_path, *(f"results/micro/classifier/{v}/model.pt" for v in variants), "--cores", "2",
+    snakemake(tmp_path, *(f"results/micro/seed_0/classifier/{v}/model.pt" for v in variants), "--cores", "2",
               "--resources", "gpu=2", "--configfile", "config/micro.yaml", "four.yaml", "--config", "device=auto",
               env={"CUDA_VISIBLE_DEVICES": "0,1"})
-    seen = [re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", (tmp_path / f"results/micro/logs/train_classifier/{v}.log").read_text())
+    seen = [re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", (tmp_path / f"results/micro/seed_0/logs/train_classifier/{v}.log").read_text())
             for v in variants]
     assert all(len(devices) == 1 and devices[0] in ("0", "1") for devices in seen), seen
     assert {devices[0] for devices in seen} == {"0", "1"}  # two ran at once, on different devices
+
+
+def job_settings(proc) -> dict[str, set[tuple[int, int]]]:
+    """(threads, priority) of each rule's jobs in a dry run (Snakemake prints them where they are not 1 and 0)."""
+    settings, rule = {}, None
+    for block in proc.stdout.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        threads = re.search(r"^ *threads: (\d+)$", block, re.M)
+        priority = re.search(r"^ *priority: (\d+)$", block, re.M)
+        settings.setdefault(rule, set()).add((int(threads[1]) if threads else 1, int(priority[1]) if priority else 0))
+    return settings
+
+
+@pytest.mark.parametrize("cores, upper_bound, seg_threads", [(2, True, 1), (8, True, 4), (8, False, 8)])
+def test_the_chain_goes_first_and_the_deeplab_trainings_share_the_cores(snakemake, workdir, tmp_path, cores, upper_bound,
+                                                                       seg_threads):
+    """The pseudo-label chain, on every core, before the upper bound (priority); then the two DeepLabv3+ trainings and
+    their predictions side by side, each on its share."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"max_threads": 16, "segmentation": {"upper_bound": upper_bound}}))
+    jobs = job_settings(snakemake(workdir, "-n", "--forceall", "--cores", str(cores), "--configfile", "config/config.yaml",
+                                  str(overlay)))
+    for rule in ("make_cams", "affinity_labels", "train_affinity", "random_walk", "pseudo_labels"):
+        assert jobs[rule] == {(cores, 1)}, rule
+    assert jobs["train_classifier"] == {(cores, 0)}
+    assert jobs["train_segmentation"] == jobs["predict_segmentation"] == {(seg_threads, 0)}
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +186,10 @@ def micro_run(snakemake, workdir):
 
 
 def test_micro_run_produces_valid_artifacts(micro_run):
-    r = micro_run
-    ids = (r / "labels/splits/train.txt").read_text().split()
-    val_ids = (r / "labels/splits/val.txt").read_text().split()
-    labels = json.loads((r / "labels/image_labels.json").read_text())["labels"]
+    r = micro_run / "seed_0"
+    ids = (micro_run / "labels/splits/train.txt").read_text().split()
+    val_ids = (micro_run / "labels/splits/val.txt").read_text().split()
+    labels = json.loads((micro_run / "labels/image_labels.json").read_text())["labels"]
     for image_id in ids:
         cam = np.load(r / f"cams/puzzle/{image_id}.npz")
         assert cam["keys"].tolist() == labels[image_id]
@@ -177,14 +204,15 @@ def test_micro_run_produces_valid_artifacts(micro_run):
         assert (r / f"segmentation/{masks}/model.pt").stat().st_size > 0
         assert json.loads((r / f"segmentation/{masks}/model.json").read_text())["stage"] == "train_segmentation"
         assert len(list((r / f"predictions/{masks}/val").glob("*.png"))) == len(val_ids)
-    for rule in ("train_classifier/puzzle", "make_cams/puzzle_1-of-1", "random_walk/1-of-1", "gather_shards/rw", "report/report"):
+    for rule in ("train_classifier/puzzle", "make_cams/puzzle", "random_walk/random_walk", "report/report"):
         assert (r / f"benchmarks/{rule}.tsv").read_text().startswith("s\th:m:s")
         assert (r / f"logs/{rule}.log").exists()
-    assert "make_cams: 16 img in" in (r / "logs/make_cams/puzzle_1-of-1.log").read_text()
+    assert "make_cams: 16 img in" in (r / "logs/make_cams/puzzle.log").read_text()
+    assert (micro_run / "benchmarks/summary/summary.tsv").read_text().startswith("s\th:m:s")
     for figure in ("miou_per_class", "loss_curves", "examples"):
-        with Image.open(r / f"figures/{figure}.png") as png:
+        with Image.open(micro_run / f"figures/{figure}.png") as png:
             assert png.format == "PNG" and png.size[0] > 200
-    assert not list(r.rglob("*.tmp")) and not list(r.rglob(".*.staging"))
+    assert not list(micro_run.rglob("*.tmp")) and not list(micro_run.rglob(".*.staging"))
 
 
 def test_micro_run_tables_parse(micro_run):
@@ -204,7 +232,7 @@ CHROMIUM = shutil.which("chromium")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
-def test_report_renders_the_table_in_a_browser(snakemake, micro_run, workdir):
+def test_report_renders_the_narrow_table_on_its_front_page(snakemake, micro_run, workdir):
     report = micro_run / "report.html"
     snakemake(workdir, "--configfile", "config/micro.yaml", "--config", "device=cpu", "--report", str(report))
     dom = subprocess.run(
@@ -214,9 +242,15 @@ def test_report_renders_the_table_in_a_browser(snakemake, micro_run, workdir):
         capture_output=True, text=True, timeout=120,
     ).stdout
     rows = json.loads((micro_run / "tables/miou.json").read_text())
-    assert "mIoU (%) per scored stage" in dom
-    for row in rows:
-        assert f"{row['miou']}" in dom
+    # The front page's table stays narrow beside the workflow graph: the per-class tables are in Results.
+    front = re.search(r"<caption>mIoU \(%\) per scored stage.*?</table>", dom, re.S).group(0)
+    assert re.findall(r'<th class="head">(.*?)</th>', front) == ["stage", "split", "mIoU", "spread"]
+    assert re.findall(r"<tr><td>(.*?)</td>\n<td>(.*?)</td>\n<td>(.*?)</td>", front) == [
+        (f"{r['stage']} ({r['variant']})" if r["stage"] == "cam" else r["stage"], r["split"], f"{r['miou']:.2f}")
+        for r in rows]
+    # ... and the per-class tables, over the seeds and per seed, under Results > Tables.
+    assert ('"Tables": {"over the seeds": ["results/micro/tables/miou.csv"], '
+            '"seed 0": ["results/micro/seed_0/tables/miou.csv"]}') in report.read_text()
 
 
 SHARDED = ["cams/puzzle", "affinity_labels", "rw", "pseudo_labels", "predictions/pseudo_labels/val"]
@@ -227,17 +261,17 @@ def test_three_shards_give_the_bytes_of_one(snakemake, micro_run, tmp_path):
     folders, where only they and the gathering may run), write byte-identical folders."""
     copy = tmp_path / "wf"
     shutil.copytree(micro_run.parents[1], copy, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
+    one, three = micro_run / "seed_0", copy / "results/micro/seed_0"
     for folder in SHARDED:
-        shutil.rmtree(copy / "results/micro" / folder)
-    snakemake(copy, *(f"results/micro/{f}" for f in SHARDED), "--cores", "2", "--configfile", "config/micro.yaml",
+        shutil.rmtree(three / folder)
+    snakemake(copy, *(f"results/micro/seed_0/{f}" for f in SHARDED), "--cores", "2", "--configfile", "config/micro.yaml",
               "--config", "device=cpu", "shards=3", "--allowed-rules", "make_cams", "affinity_labels", "random_walk",
               "pseudo_labels", "predict_segmentation", "gather_shards")
     for folder in SHARDED:
-        one, three = micro_run / folder, copy / "results/micro" / folder
-        names = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
-        assert names and sorted(p.relative_to(three) for p in three.rglob("*") if p.is_file()) == names
-        assert all((one / n).read_bytes() == (three / n).read_bytes() for n in names), folder
-        assert len(list((copy / "results/micro/shards" / folder).glob("*-of-3"))) == 3
+        names = sorted(p.relative_to(one / folder) for p in (one / folder).rglob("*") if p.is_file())
+        assert names and sorted(p.relative_to(three / folder) for p in (three / folder).rglob("*") if p.is_file()) == names
+        assert all((one / folder / n).read_bytes() == (three / folder / n).read_bytes() for n in names), folder
+        assert len(list((three / "shards" / folder).glob("*-of-3"))) == 3
 
 
 def test_a_second_run_has_nothing_to_do(snakemake, micro_run, workdir):
@@ -250,16 +284,16 @@ def test_a_changed_random_walk_parameter_reruns_only_what_follows(snakemake, pla
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "beta8.yaml", "--config", "device=cpu")
     jobs = planned_jobs(proc)
     assert set(jobs) == {"random_walk", "pseudo_labels", "eval_pseudo_labels", "train_segmentation",
-                         "predict_segmentation", "eval_segmentation", "report", "figures", "all", "gather_shards"}
+                         "predict_segmentation", "eval_segmentation", "report", "summary", "figures", "all"}
     assert jobs["train_segmentation"] == 1  # the upper bound does not depend on the random walk
 
 
 def test_an_added_variant_plans_only_its_own_jobs_and_the_tables(snakemake, planned_jobs, micro_run, workdir):
     (workdir / "variants.yaml").write_text("classifier: {variants: [puzzle, baseline]}\n")
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "variants.yaml", "--config", "device=cpu")
-    assert planned_jobs(proc) == {"train_classifier": 1, "make_cams": 1, "gather_shards": 1, "eval_cams": 1, "ablation": 1,
-                                  "report": 1, "figures": 1, "all": 1}
-    assert "wildcards: variant=baseline" in proc.stdout and "variant=puzzle" not in proc.stdout
+    assert planned_jobs(proc) == {"train_classifier": 1, "make_cams": 1, "eval_cams": 1, "ablation": 1, "report": 1,
+                                  "summary": 1, "figures": 1, "all": 1}
+    assert "wildcards: seed=0, variant=baseline" in proc.stdout and "variant=puzzle" not in proc.stdout
 
 
 def test_a_changed_worker_count_reruns_nothing(snakemake, micro_run, workdir):
@@ -270,7 +304,59 @@ def test_a_changed_worker_count_reruns_nothing(snakemake, micro_run, workdir):
 def test_dropping_the_upper_bound_retrains_nothing(snakemake, planned_jobs, micro_run, workdir):
     (workdir / "no_upper_bound.yaml").write_text("segmentation: {upper_bound: false}\n")
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "no_upper_bound.yaml", "--config", "device=cpu")
-    assert planned_jobs(proc) == {"report": 1, "figures": 1, "all": 1}
+    assert planned_jobs(proc) == {"report": 1, "summary": 1, "figures": 1, "all": 1}
+
+
+# Two seeds on the micro dataset, as their own run beside micro (the upper bound left out to save time).
+SEEDS_RUN = "run: micro_seeds\nseeds: [0, 1]\nsegmentation: {upper_bound: false}\n"
+PER_SEED_JOBS = {"train_classifier": 1, "make_cams": 1, "eval_cams": 1, "affinity_labels": 1, "train_affinity": 1,
+                 "random_walk": 1, "pseudo_labels": 1, "eval_pseudo_labels": 1, "train_segmentation": 1,
+                 "predict_segmentation": 2, "eval_segmentation": 2, "report": 1}
+
+
+def seeds_config(workdir, seeds):
+    (workdir / "seeds.yaml").write_text(SEEDS_RUN.replace("[0, 1]", str(seeds)))
+    return ["--configfile", "config/micro.yaml", "seeds.yaml", "--config", "device=cpu"]
+
+
+def test_two_seeds_run_each_seed_dependent_job_twice_and_share_the_labels(snakemake, planned_jobs, workdir):
+    jobs = planned_jobs(snakemake(workdir, "-n", *seeds_config(workdir, [0, 1])))
+    generated = (workdir / "resources/micro").is_dir()  # the micro run's dataset, which this run shares
+    assert jobs == {**{rule: 2 * n for rule, n in PER_SEED_JOBS.items()}, "dataset_manifest": 1, "image_labels": 1,
+                    "summary": 1, "figures": 1, "all": 1, **({} if generated else {"make_dataset": 1})}
+
+
+@pytest.fixture(scope="module")
+def seeds_run(snakemake, workdir):
+    snakemake(workdir, "--cores", "2", *seeds_config(workdir, [0, 1]))
+    return workdir / "results" / "micro_seeds"
+
+
+def test_the_summary_is_the_mean_and_std_of_the_seeds_tables(seeds_run):
+    per_seed = [json.loads((seeds_run / f"seed_{seed}/tables/miou.json").read_text()) for seed in (0, 1)]
+    rows = json.loads((seeds_run / "tables/miou.json").read_text())
+    assert [(r["stage"], r["split"]) for r in rows] == [(r["stage"], r["split"]) for r in per_seed[0]]
+    for k, row in enumerate(rows):
+        values = [table[k]["miou"] for table in per_seed]
+        assert row["seeds"] == [0, 1] and row["per_seed"]["1"]["miou"] == values[1]
+        assert row["miou"] == pytest.approx(statistics.mean(values), abs=1e-9)
+        assert row["miou_std"] == pytest.approx(statistics.stdev(values), abs=1e-9)
+        assert (row["miou_min"], row["miou_max"]) == (min(values), max(values))
+        for c in row["per_class"]:
+            class_values = [table[k]["per_class"][c] for table in per_seed]
+            assert row["per_class"][c] == pytest.approx(statistics.mean(class_values), abs=1e-9)
+            assert row["per_class_std"][c] == pytest.approx(statistics.stdev(class_values), abs=1e-9)
+    first = rows[0]
+    md = (seeds_run / "tables/miou.md").read_text()
+    assert f"| {first['miou']:.2f} | {first['miou_std']:.2f} | {first['miou_min']:.2f}-{first['miou_max']:.2f} |" in md
+    overview = (seeds_run / "tables/overview.csv").read_text().splitlines()
+    assert overview[0] == "stage,split,mIoU,spread" and len(overview) == 1 + len(rows)
+
+
+def test_an_added_seed_runs_only_its_own_jobs_and_the_summary(snakemake, planned_jobs, seeds_run, workdir):
+    proc = snakemake(workdir, "-n", *seeds_config(workdir, [0, 1, 2]))
+    assert planned_jobs(proc) == {**PER_SEED_JOBS, "summary": 1, "figures": 1, "all": 1}
+    assert "seed=2" in proc.stdout and "seed=0" not in proc.stdout and "seed=1" not in proc.stdout
 
 
 def test_a_mask_overwritten_in_place_reruns_the_labels(snakemake, planned_jobs, micro_run, workdir):

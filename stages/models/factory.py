@@ -9,7 +9,7 @@ import torch.nn as nn
 from stages.io import load_model
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
-from stages.models.segmentation import create_deeplab
+from stages.models.segmentation import REFERENCE_DROPOUT, create_deeplab
 
 
 def build_classifier(cfg: dict, num_classes: int) -> CAMClassifier:
@@ -24,7 +24,8 @@ def build_deeplab(cfg: dict, num_classes: int, pretrained: bool | None = None):
     pretrained = cfg.get("pretrained", False) if pretrained is None else pretrained
     return create_deeplab(cfg["encoder"], num_classes + 1, cfg["decoder_channels"], pretrained,
                           cfg.get("pretrained_path") if pretrained else None,
-                          cfg["aspp_rates"], cfg["aspp_separable"], cfg["frozen_bn"])
+                          cfg["aspp_rates"], cfg["aspp_separable"], cfg["frozen_bn"],
+                          cfg.get("dropout", REFERENCE_DROPOUT))
 
 
 def rebuild(path, build: Callable[[dict], nn.Module]) -> nn.Module:

@@ -40,18 +40,23 @@ class DeepLabV3Plus(smp.DeepLabV3Plus):
         return self
 
 
-def reference_decoder_block(in_channels: int, channels: int) -> nn.Sequential:
-    """The reference decoder after the skip concatenation: two 3x3 convolutions, with dropout 0.5 and 0.1."""
+# the reference's dropout: after the ASPP projection, then after each of the decoder's two convolutions
+REFERENCE_DROPOUT = (0.5, 0.5, 0.1)
+
+
+def reference_decoder_block(in_channels: int, channels: int, dropout) -> nn.Sequential:
+    """The reference decoder after the skip concatenation: two 3x3 convolutions, each followed by its dropout."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(), nn.Dropout(0.5),
-        nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(), nn.Dropout(0.1),
+        nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(), nn.Dropout(dropout[0]),
+        nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(), nn.Dropout(dropout[1]),
     )
 
 
 def create_deeplab(encoder: str, num_classes: int, decoder_channels: int = 256, pretrained: bool = False,
                    pretrained_path: str | None = None, aspp_rates=(6, 12, 18), aspp_separable: bool = False,
-                   frozen_bn: bool = True) -> nn.Module:
-    """DeepLabv3+ with ``num_classes`` outputs (background included) and the reference's head.
+                   frozen_bn: bool = True, dropout=REFERENCE_DROPOUT) -> nn.Module:
+    """DeepLabv3+ with ``num_classes`` outputs (background included) and the reference's head; ``dropout``: after
+    the ASPP projection and after each of the decoder's two convolutions.
 
     smp's decoder differs from the reference's by a separable 3x3 convolution after the ASPP and one separable
     (not two ordinary) 3x3 convolution after the skip concatenation, without dropout: both are replaced."""
@@ -65,7 +70,7 @@ def create_deeplab(encoder: str, num_classes: int, decoder_channels: int = 256, 
         decoder_channels=decoder_channels,
         decoder_atrous_rates=tuple(aspp_rates),
         decoder_aspp_separable=aspp_separable,
-        decoder_aspp_dropout=0.5,
+        decoder_aspp_dropout=dropout[0],
         classes=num_classes,
     )
     if kwargs["pretrained"]:
@@ -73,7 +78,8 @@ def create_deeplab(encoder: str, num_classes: int, decoder_channels: int = 256, 
         model.encoder.model.load_state_dict(weights)
     decoder = model.decoder
     decoder.aspp = decoder.aspp[0]  # the ASPP alone (its 1x1 projection and dropout 0.5 included)
-    decoder.block2 = reference_decoder_block(decoder.block1[0].out_channels + decoder_channels, decoder_channels)
+    decoder.block2 = reference_decoder_block(decoder.block1[0].out_channels + decoder_channels, decoder_channels,
+                                             dropout[1:])
     batchnorm_to_groupnorm(decoder)
     for m in [*decoder.modules(), *model.segmentation_head.modules()]:
         if isinstance(m, nn.Conv2d):

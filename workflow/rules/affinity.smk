@@ -2,37 +2,40 @@ rule affinity_labels:
     input:
         labels=LABELS,
         split=split_file("train_split"),
-        cams=f"{R}/cams/{VARIANT}",
+        cams=f"{S}/cams/{VARIANT}",
     output:
-        directory(f"{R}/shards/affinity_labels/{{shard}}"),
+        sharded_output("affinity_labels"),
     log:
-        log_of("affinity_labels", "shard"),
+        log_of("affinity_labels", *SHARD_WILDCARDS, root=S),
     benchmark:
-        benchmark_of("affinity_labels", "shard")
+        benchmark_of("affinity_labels", *SHARD_WILDCARDS, root=S)
+    priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     params:
+        shard=shard_of,
         cfg=section("affinity_labels"),
     shell:
         "python -m stages.affinity_labels --cfg {params.cfg:q} --threads {threads} --labels {input.labels:q}"
-        " --split-file {input.split:q} --shard {wildcards.shard} --cams {input.cams:q} --out {output:q} > {log:q} 2>&1"
+        " --split-file {input.split:q} --shard {params.shard} --cams {input.cams:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule train_affinity:
     input:
         labels=LABELS,
         split=split_file("train_split"),
-        affinity_labels=f"{R}/affinity_labels",
-        classifier=f"{R}/classifier/{VARIANT}/model.pt",
+        affinity_labels=f"{S}/affinity_labels",
+        classifier=f"{S}/classifier/{VARIANT}/model.pt",
     output:
-        model=f"{R}/affinity/model.pt",
-        meta=f"{R}/affinity/model.json",
-        history=f"{R}/affinity/history.csv",
+        model=f"{S}/affinity/model.pt",
+        meta=f"{S}/affinity/model.json",
+        history=f"{S}/affinity/history.csv",
     log:
-        log_of("train_affinity"),
+        log_of("train_affinity", root=S),
     benchmark:
-        benchmark_of("train_affinity")
+        benchmark_of("train_affinity", root=S)
+    priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -41,8 +44,8 @@ rule train_affinity:
         workers=WORKERS,
     params:
         cfg=section("affinity"),
-        runtime=RUNTIME,
-        checkpoint=f"{R}/checkpoints/train_affinity/affinity.pt",
+        runtime=training_runtime,
+        checkpoint=f"{S}/checkpoints/train_affinity/affinity.pt",
     shell:
         "python -m stages.launch --gpus {resources.gpu} stages.train_affinity --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --affinity-labels {input.affinity_labels:q}"
@@ -54,23 +57,25 @@ rule random_walk:
     input:
         labels=LABELS,
         split=split_file("train_split"),
-        cams=f"{R}/cams/{VARIANT}",
-        model=f"{R}/affinity/model.pt",
+        cams=f"{S}/cams/{VARIANT}",
+        model=f"{S}/affinity/model.pt",
     output:
-        directory(f"{R}/shards/rw/{{shard}}"),
+        sharded_output("rw"),
     log:
-        log_of("random_walk", "shard"),
+        log_of("random_walk", *SHARD_WILDCARDS, root=S),
     benchmark:
-        benchmark_of("random_walk", "shard")
+        benchmark_of("random_walk", *SHARD_WILDCARDS, root=S)
+    priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
         gpu=GPU,
     params:
+        shard=shard_of,
         cfg=section("random_walk"),
         runtime=INFERENCE_RUNTIME,
     shell:
         "python -m stages.launch --gpus {resources.gpu} stages.random_walk --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
-        " --labels {input.labels:q} --split-file {input.split:q} --shard {wildcards.shard} --cams {input.cams:q} --model {input.model:q}"
+        " --labels {input.labels:q} --split-file {input.split:q} --shard {params.shard} --cams {input.cams:q} --model {input.model:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -3,13 +3,13 @@ rule train_classifier:
         labels=LABELS,
         split=split_file("train_split"),
     output:
-        model=f"{R}/classifier/{{variant}}/model.pt",
-        meta=f"{R}/classifier/{{variant}}/model.json",
-        history=f"{R}/classifier/{{variant}}/history.csv",
+        model=f"{S}/classifier/{{variant}}/model.pt",
+        meta=f"{S}/classifier/{{variant}}/model.json",
+        history=f"{S}/classifier/{{variant}}/history.csv",
     log:
-        log_of("train_classifier", "variant"),
+        log_of("train_classifier", "variant", root=S),
     benchmark:
-        benchmark_of("train_classifier", "variant")
+        benchmark_of("train_classifier", "variant", root=S)
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -18,8 +18,8 @@ rule train_classifier:
         workers=WORKERS,
     params:
         cfg=section("classifier", without=("variants", "variant")),
-        runtime=RUNTIME,
-        checkpoint=f"{R}/checkpoints/train_classifier/{{variant}}.pt",
+        runtime=training_runtime,
+        checkpoint=f"{S}/checkpoints/train_classifier/{{variant}}.pt",
     shell:
         "python -m stages.launch --gpus {resources.gpu} stages.train_classifier --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
         " --labels {input.labels:q} --split-file {input.split:q} --variant {wildcards.variant}"

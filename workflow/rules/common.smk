@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
@@ -73,8 +74,18 @@ if "coco" in DATA:
 GPU = 0 if config["device"] == "cpu" else 1
 # Threads of a job that can use many; Snakemake lowers it to --cores where that is smaller.
 JOB_THREADS = config["max_threads"]
-# Every artifact of a run lives under results/<run>/.
+# The pseudo-label chain is the critical path: it goes first, on every core (priority), so that the two DeepLabv3+
+# trainings (pseudo labels, upper bound) and their predictions then run side by side, each on its share of the
+# cores: two jobs on one core each finish sooner than the same two on both, one after the other.
+CHAIN_PRIORITY = 1
+# Every artifact of a run lives under results/<run>/: what does not depend on the seed (image labels, the
+# dataset manifest) and the tables over all seeds there, what a seed changes under results/<run>/seed_<k>/.
 R = f"results/{config['run']}"
+S = f"{R}/seed_{{seed}}"
+# `seeds` runs every seed-dependent stage once per seed; without it the run has the one `seed`.
+SEEDS = config.get("seeds") or [config["seed"]]
+# The seed whose examples, loss curves and test-set predictions the report and the submission show.
+FIRST_SEED = SEEDS[0]
 LABELS = f"{R}/labels/image_labels.json"
 VARIANT = config["classifier"]["variant"]
 # Training masks of DeepLabv3+: the pseudo labels, and the ground truth for the fully supervised upper bound.
@@ -83,11 +94,11 @@ SEG_MASKS = ["pseudo_labels"] + (
 )
 # The paper's Table 1, and the test-set archive for the PASCAL VOC evaluation server.
 ABLATION = expand(f"{R}/tables/ablation.{{ext}}", ext=["md", "json"])
-SUBMISSION = f"{R}/submission/{config['run']}_test.tar"
+SUBMISSION = f"{R}/seed_{FIRST_SEED}/submission/{config['run']}_test.tar"
 SEG_STAGE = {"pseudo_labels": "segmentation", "ground_truth": "upper_bound"}
-# What a trained model depends on besides its stage's section (a change reruns it); inference does not use
-# the seed, and num_workers (--workers) changes only the speed of loading: it is a job's resource, not a param.
-RUNTIME = json.dumps({k: config[k] for k in ("device", "precision", "seed")}, sort_keys=True)
+# What a model depends on besides its stage's section (a change reruns it): training also on the job's seed,
+# inference not (it depends on a seed only through its inputs); num_workers (--workers) changes only the
+# speed of loading: it is a job's resource, not a param.
 INFERENCE_RUNTIME = json.dumps({k: config[k] for k in ("device", "precision")}, sort_keys=True)
 WORKERS = config["num_workers"]
 
@@ -96,6 +107,7 @@ wildcard_constraints:
     variant="|".join(config["classifier"]["variants"]),
     masks="pseudo_labels|ground_truth",
     split="[A-Za-z0-9_]+",
+    seed="[0-9]+",
     shard=r"\d+-of-\d+",
 
 
@@ -116,20 +128,53 @@ def split_file(key):
     return f"{R}/labels/splits/{DATA[key]}.txt"
 
 
-def log_of(rule, *wildcards):
+def log_of(rule, *wildcards, root=R):
+    """The job's log; per-seed rules pass ``root=S`` so that each seed's logs sit in its own folder."""
     name = "_".join(f"{{{w}}}" for w in wildcards) or rule
-    return f"{R}/logs/{rule}/{name}.log"
+    return f"{root}/logs/{rule}/{name}.log"
 
 
-def benchmark_of(rule, *wildcards):
+def benchmark_of(rule, *wildcards, root=R):
     name = "_".join(f"{{{w}}}" for w in wildcards) or rule
-    return f"{R}/benchmarks/{rule}/{name}.tsv"
+    return f"{root}/benchmarks/{rule}/{name}.tsv"
 
 
-# A per-image stage runs as `shards` jobs, one per contiguous part of its split (`--shard K-of-N`); rule
-# gather_shards joins their folders under results/<run>/shards/<folder>/ into results/<run>/<folder>.
-SHARD_NAMES = [f"{k}-of-{config['shards']}" for k in range(1, config["shards"] + 1)]
+def seed_dir(wildcards):
+    """results/<run>/seed_<k> of a per-seed job (input functions get no wildcard expansion of ``S``)."""
+    return f"{R}/seed_{wildcards.seed}"
+
+
+def training_runtime(wildcards):
+    return json.dumps(
+        {"device": config["device"], "precision": config["precision"], "seed": int(wildcards.seed)}, sort_keys=True
+    )
+
+
+def seg_threads(wildcards):
+    """Threads of a DeepLabv3+ job: its share of the cores beside the other training's jobs (see CHAIN_PRIORITY)."""
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # no --cores (a dry run, a cluster executor): each job has a machine of its own
+        return JOB_THREADS
+    return max(1, min(JOB_THREADS, cores // len(SEG_MASKS)))
+
+
+# A per-image stage runs as `shards` jobs, one per contiguous part of its split (`--shard K-of-N`), each writing
+# results/<run>/seed_<k>/shards/<folder>/<K-of-N>/, joined by rule gather_shards into .../<folder>. With one shard
+# (the default) the job writes the folder itself: no gather jobs, no copies.
+SHARDS = config["shards"]
+SHARD_NAMES = [f"{k}-of-{SHARDS}" for k in range(1, SHARDS + 1)]
+SHARD_WILDCARDS = ("shard",) if SHARDS > 1 else ()
 SHARDED_FOLDERS = r"cams/[^/]+|affinity_labels|rw|pseudo_labels|predictions/[^/]+/[^/]+"
+
+
+def sharded_output(folder):
+    """The output of a per-image stage's job: ``folder`` (under the seed's folder), or one shard of it."""
+    return directory(f"{S}/{folder}" if SHARDS == 1 else f"{S}/shards/{folder}/{{shard}}")
+
+
+def shard_of(wildcards):
+    return getattr(wildcards, "shard", "1-of-1")
 
 
 def gathered_split(wildcards):
@@ -142,7 +187,7 @@ def gathered_split(wildcards):
 
 
 def shard_folders(wildcards):
-    return expand(f"{R}/shards/{wildcards.folder}/{{shard}}", shard=SHARD_NAMES)
+    return expand(f"{seed_dir(wildcards)}/shards/{wildcards.folder}/{{shard}}", shard=SHARD_NAMES)
 
 
 # Input and argument functions of the rules, in the order of the rule files.
@@ -197,13 +242,19 @@ def history_args(wildcards, input):
 
 
 def segmentation_masks(wildcards):
-    return {"masks": f"{R}/pseudo_labels"} if wildcards.masks == "pseudo_labels" else {}
+    return {"masks": f"{seed_dir(wildcards)}/pseudo_labels"} if wildcards.masks == "pseudo_labels" else {}
 
 
 def segmentation_init(wildcards):
     if config["segmentation"]["init_from_classifier"]:
-        return {"classifier": f"{R}/classifier/{VARIANT}/model.pt"}
+        return {"classifier": f"{seed_dir(wildcards)}/classifier/{VARIANT}/model.pt"}
     return {}
+
+
+def seed_tables(*names):
+    """The tables ``names`` (under seed_<k>/tables/) of every seed, as the SEED=PATH arguments of the stages
+    that summarise the seeds."""
+    return [f"{seed}={R}/seed_{seed}/tables/{name}" for seed in SEEDS for name in names]
 
 
 def optional_args(wildcards, input):

@@ -13,10 +13,9 @@ if "generate" in DATA:
             "../../envs/wsss.yaml"
         params:
             cfg=json.dumps(DATA["generate"], sort_keys=True),
-            runtime=json.dumps({"seed": config["seed"]}),
             classes=",".join(DATA["classes"]),
         shell:
-            "python -m stages.make_dataset --cfg {params.cfg:q} --runtime {params.runtime:q}"
+            "python -m stages.make_dataset --cfg {params.cfg:q}"
             " --classes {params.classes:q} --out {output:q} > {log:q} 2>&1"
 
 

@@ -5,23 +5,23 @@ rule train_segmentation:
         labels=LABELS,
         split=split_file("train_split"),
     output:
-        model=f"{R}/segmentation/{{masks}}/model.pt",
-        meta=f"{R}/segmentation/{{masks}}/model.json",
-        history=f"{R}/segmentation/{{masks}}/history.csv",
+        model=f"{S}/segmentation/{{masks}}/model.pt",
+        meta=f"{S}/segmentation/{{masks}}/model.json",
+        history=f"{S}/segmentation/{{masks}}/history.csv",
     log:
-        log_of("train_segmentation", "masks"),
+        log_of("train_segmentation", "masks", root=S),
     benchmark:
-        benchmark_of("train_segmentation", "masks")
+        benchmark_of("train_segmentation", "masks", root=S)
     conda:
         "../../envs/wsss.yaml"
-    threads: JOB_THREADS
+    threads: seg_threads
     resources:
         gpu=GPU,
         workers=WORKERS,
     params:
         cfg=section("segmentation", without=("upper_bound",)),
-        runtime=RUNTIME,
-        checkpoint=f"{R}/checkpoints/train_segmentation/{{masks}}.pt",
+        runtime=training_runtime,
+        checkpoint=f"{S}/checkpoints/train_segmentation/{{masks}}.pt",
         optional=optional_args,
     shell:
         "python -m stages.launch --gpus {resources.gpu} stages.train_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
@@ -33,24 +33,25 @@ rule predict_segmentation:
     input:
         labels=LABELS,
         split=f"{R}/labels/splits/{{split}}.txt",
-        model=f"{R}/segmentation/{{masks}}/model.pt",
+        model=f"{S}/segmentation/{{masks}}/model.pt",
     output:
-        directory(f"{R}/shards/predictions/{{masks}}/{{split}}/{{shard}}"),
+        sharded_output("predictions/{masks}/{split}"),
     log:
-        log_of("predict_segmentation", "masks", "split", "shard"),
+        log_of("predict_segmentation", "masks", "split", *SHARD_WILDCARDS, root=S),
     benchmark:
-        benchmark_of("predict_segmentation", "masks", "split", "shard")
+        benchmark_of("predict_segmentation", "masks", "split", *SHARD_WILDCARDS, root=S)
     conda:
         "../../envs/wsss.yaml"
-    threads: JOB_THREADS
+    threads: seg_threads
     resources:
         gpu=GPU,
     params:
+        shard=shard_of,
         cfg=section("predict_segmentation"),
         runtime=INFERENCE_RUNTIME,
     shell:
         "python -m stages.launch --gpus {resources.gpu} stages.predict_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
-        " --labels {input.labels:q} --split-file {input.split:q} --shard {wildcards.shard} --model {input.model:q} --out {output:q}"
+        " --labels {input.labels:q} --split-file {input.split:q} --shard {params.shard} --model {input.model:q} --out {output:q}"
         " > {log:q} 2>&1"
 
 
@@ -58,13 +59,13 @@ rule eval_segmentation:
     input:
         labels=LABELS,
         split=f"{R}/labels/splits/{{split}}.txt",
-        pred=f"{R}/predictions/{{masks}}/{{split}}",
+        pred=f"{S}/predictions/{{masks}}/{{split}}",
     output:
-        f"{R}/tables/segmentation_{{masks}}_{{split}}.json",
+        f"{S}/tables/segmentation_{{masks}}_{{split}}.json",
     log:
-        log_of("eval_segmentation", "masks", "split"),
+        log_of("eval_segmentation", "masks", "split", root=S),
     benchmark:
-        benchmark_of("eval_segmentation", "masks", "split")
+        benchmark_of("eval_segmentation", "masks", "split", root=S)
     conda:
         "../../envs/wsss.yaml"
     params:
@@ -80,14 +81,14 @@ if TEST_SPLITS:
         input:
             labels=LABELS,
             split=split_file("test_split"),
-            pred=f"{R}/predictions/pseudo_labels/{DATA['test_split']}",
+            pred=f"{S}/predictions/pseudo_labels/{DATA['test_split']}",
         output:
-            folder=directory(f"{R}/submission/results"),
-            tar=SUBMISSION,
+            folder=directory(f"{S}/submission/results"),
+            tar=f"{S}/submission/{config['run']}_test.tar",
         log:
-            log_of("pack_test"),
+            log_of("pack_test", root=S),
         benchmark:
-            benchmark_of("pack_test")
+            benchmark_of("pack_test", root=S)
         conda:
             "../../envs/wsss.yaml"
         params:

@@ -4,13 +4,14 @@ rule gather_shards:
         split=gathered_split,
         shards=shard_folders,
     output:
-        directory(f"{R}/{{folder}}"),
+        directory(f"{S}/{{folder}}"),
     log:
-        log_of("gather_shards", "folder"),
+        log_of("gather_shards", "folder", root=S),
     benchmark:
-        benchmark_of("gather_shards", "folder")
+        benchmark_of("gather_shards", "folder", root=S)
     wildcard_constraints:
         folder=SHARDED_FOLDERS,
+    priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
     shell:

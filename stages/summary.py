@@ -1,0 +1,125 @@
+"""Rule summary: the mIoU tables over seeds (miou.md, miou.csv, miou.json) and the report's front-page table.
+
+Each row of the per-seed tables (a stage on a split) becomes one row with the mean, the sample standard
+deviation and the min-max of its mIoU and of each class's IoU over the seeds; miou.json keeps the per-seed values.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from stages import StageError, cli
+from stages.io import read_json, write_json, write_text
+from stages.metrics import spread
+from stages.report import label_findings, table_footer
+
+STATS = ("std", "min", "max")
+
+
+def _key(row: dict) -> tuple:
+    return row["stage"], row["split"], row["variant"]
+
+
+def summary_rows(tables: dict[int, list[dict]]) -> list[dict]:
+    """``tables``: each seed's miou.json rows. One row per (stage, split, variant), in the tables' order."""
+    seeds = list(tables)
+    first = tables[seeds[0]]
+    for seed, rows in tables.items():
+        if [_key(r) for r in rows] != [_key(r) for r in first]:
+            raise StageError(f"summary: seed {seed}'s table has other rows than seed {seeds[0]}'s; rerun its report")
+    out = []
+    for k, row in enumerate(first):
+        per_seed = {str(seed): tables[seed][k] for seed in seeds}
+        miou = spread([r["miou"] for r in per_seed.values()])
+        per_class = {c: spread([r["per_class"][c] for r in per_seed.values()]) for c in row["per_class"]}
+        thresholds = sorted({r["threshold"] for r in per_seed.values() if "threshold" in r})
+        out.append({
+            "stage": row["stage"], "split": row["split"], "variant": row["variant"], "images": row["images"],
+            "seeds": seeds, "thresholds": thresholds,
+            "miou": miou["mean"], **{f"miou_{s}": miou[s] for s in STATS},
+            "per_class": {c: v["mean"] for c, v in per_class.items()},
+            **{f"per_class_{s}": {c: v[s] for c, v in per_class.items()} for s in STATS},
+            "per_seed": {seed: {k: r[k] for k in ("miou", "per_class", "threshold") if k in r} for seed, r in per_seed.items()},
+        })
+    return out
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _plus_minus(mean, std) -> str:
+    return _num(mean) if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def spread_cell(row: dict) -> str:
+    """The mIoU's spread in one cell: std and min-max, '-' with one seed."""
+    if row["miou_std"] is None:
+        return "-"
+    return f"± {row['miou_std']:.2f} ({row['miou_min']:.2f}-{row['miou_max']:.2f})"
+
+
+def to_markdown(rows: list[dict], left_out=(), notes=(), warnings=()) -> str:
+    """mIoU with its std and min-max over the seeds, then each class's IoU as mean ± std."""
+    classes = list(rows[0]["per_class"]) if rows else []
+    seeds = rows[0]["seeds"] if rows else []
+    head = ["stage", "split", "variant", "images", "bg threshold", "mIoU", "std", "min-max", *classes]
+    title = (f"# mIoU (%) over seeds {', '.join(map(str, seeds))}: mean, sample standard deviation, min-max"
+             if len(seeds) > 1 else f"# mIoU (%), seed {seeds[0]}" if seeds else "# mIoU (%)")
+    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        span = "-" if r["miou_std"] is None else f"{r['miou_min']:.2f}-{r['miou_max']:.2f}"
+        cells = [r["stage"], r["split"], r["variant"] or "-", str(r["images"]), "/".join(f"{t:.2f}" for t in r["thresholds"]) or "-",
+                 _num(r["miou"]), _num(r["miou_std"]), span,
+                 *(_plus_minus(r["per_class"][c], r["per_class_std"][c]) for c in classes)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + table_footer(left_out, notes, warnings)) + "\n"
+
+
+def to_csv(rows: list[dict]) -> str:
+    """One column per statistic: miou, miou_std, miou_min, miou_max, then <class>, <class>_std, ... (empty for None),
+    to three decimals (miou.json holds them unrounded)."""
+    classes = list(rows[0]["per_class"]) if rows else []
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    stats = ("", *(f"_{s}" for s in STATS))
+    w.writerow(["stage", "split", "variant", "images", "seeds", "miou", *(f"miou{s}" for s in stats[1:]),
+                *(f"{c}{s}" for c in classes for s in stats)])
+    for r in rows:
+        class_cells = [r[f"per_class{s}"][c] for c in classes for s in stats]
+        w.writerow([r["stage"], r["split"], r["variant"] or "", r["images"], " ".join(map(str, r["seeds"])),
+                    *("" if v is None else round(v, 3) for v in [r["miou"], *(r[f"miou_{s}"] for s in STATS), *class_cells])])
+    return buf.getvalue()
+
+
+def overview_csv(rows: list[dict]) -> str:
+    """The report's front-page table, narrow enough for any number of classes: stage, split, mIoU, spread."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["stage", "split", "mIoU", "spread"])
+    for r in rows:
+        stage = f"{r['stage']} ({r['variant']})" if r["stage"] == "cam" else r["stage"]
+        w.writerow([stage, r["split"], _num(r["miou"]), spread_cell(r)])
+    return buf.getvalue()
+
+
+def add_arguments(p):
+    p.add_argument("--tables", nargs="*", type=cli.seed_path, default=[], help="SEED=seed_<k>/tables/miou.json, one per seed")
+    p.add_argument("--left-out", action="append", default=[], help="a row not scored, and why (repeatable)")
+    p.add_argument("--labels", type=Path, default=None, help="image_labels.json (notes and warnings under the table)")
+    p.add_argument("--split-file", type=Path, help="the training split")
+    p.add_argument("--out", required=True, type=Path, help="tables folder")
+
+
+def run(args):
+    rows = summary_rows({seed: read_json(path) for seed, path in args.tables})
+    notes, warnings = label_findings(args.labels, args.split_file, "summary")
+    write_json(args.out / "miou.json", rows)
+    write_text(args.out / "miou.csv", to_csv(rows))
+    write_text(args.out / "overview.csv", overview_csv(rows))
+    write_text(args.out / "miou.md", to_markdown(rows, args.left_out, notes, warnings))
+
+
+if __name__ == "__main__":
+    cli.main(run, __doc__, add_arguments)

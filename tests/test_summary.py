@@ -1,0 +1,74 @@
+"""The tables over seeds: mean, sample standard deviation and min-max of every row, and the front-page table."""
+import csv
+import io
+import json
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from stages import StageError
+from stages.summary import overview_csv, summary_rows, to_csv, to_markdown
+
+
+def seed_table(cam: float, disc: float | None, seg: float) -> list[dict]:
+    return [
+        {"stage": "cam", "split": "train", "variant": "puzzle", "images": 10, "threshold": 0.3, "miou": cam,
+         "per_class": {"background": 80.0, "disc": disc}},
+        {"stage": "segmentation", "split": "val", "variant": "puzzle", "images": 5, "miou": seg,
+         "per_class": {"background": 90.0, "disc": disc}},
+    ]
+
+
+TABLES = {0: seed_table(70.0, 50.0, 60.0), 1: seed_table(72.0, 56.0, 61.0), 2: seed_table(77.0, None, 65.0)}
+
+
+def test_each_row_holds_mean_std_min_max_and_the_per_seed_values():
+    cam, seg = summary_rows(TABLES)
+    assert cam["miou"] == pytest.approx(73.0) and cam["miou_std"] == pytest.approx(statistics.stdev([70.0, 72.0, 77.0]))
+    assert (cam["miou_min"], cam["miou_max"]) == (70.0, 77.0) and cam["seeds"] == [0, 1, 2]
+    assert cam["per_class"]["disc"] == 53.0 and cam["per_class_std"]["disc"] == pytest.approx(4.242640687)  # seed 2 lacks it
+    assert cam["per_class_std"]["background"] == 0.0 and cam["thresholds"] == [0.3]
+    assert cam["per_seed"]["2"] == {"miou": 77.0, "per_class": {"background": 80.0, "disc": None}, "threshold": 0.3}
+    assert seg["miou"] == pytest.approx(62.0) and seg["thresholds"] == [] and "threshold" not in seg["per_seed"]["0"]
+
+
+def test_one_seed_has_no_spread_and_its_table_reads_as_a_plain_table():
+    (row,) = summary_rows({0: seed_table(70.0, 50.0, 60.0)[:1]})
+    assert row["miou"] == 70.0 and row["miou_std"] is None and row["per_class_std"]["disc"] is None
+    md = to_markdown([row]).splitlines()
+    assert md[0] == "# mIoU (%), seed 0"
+    assert md[4] == "| cam | train | puzzle | 10 | 0.30 | 70.00 | - | - | 80.00 | 50.00 |"
+    assert overview_csv([row]).splitlines() == ["stage,split,mIoU,spread", "cam (puzzle),train,70.00,-"]
+
+
+def test_markdown_csv_and_front_page_carry_the_same_numbers():
+    rows = summary_rows(TABLES)
+    md = to_markdown(rows).splitlines()
+    assert md[0] == "# mIoU (%) over seeds 0, 1, 2: mean, sample standard deviation, min-max"
+    assert md[2] == "| stage | split | variant | images | bg threshold | mIoU | std | min-max | background | disc |"
+    assert md[4] == "| cam | train | puzzle | 10 | 0.30 | 73.00 | 3.61 | 70.00-77.00 | 80.00 ± 0.00 | 53.00 ± 4.24 |"
+    parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert [float(r["miou"]) for r in parsed] == [73.0, 62.0]
+    assert parsed[0]["miou_std"] == "3.606" and parsed[0]["disc_min"] == "50.0" and parsed[0]["seeds"] == "0 1 2"
+    assert overview_csv(rows).splitlines() == ["stage,split,mIoU,spread", "cam (puzzle),train,73.00,± 3.61 (70.00-77.00)",
+                                               "segmentation,val,62.00,± 2.65 (60.00-65.00)"]
+
+
+def test_seeds_whose_tables_hold_other_rows_are_an_error():
+    with pytest.raises(StageError, match="summary: seed 1's table has other rows than seed 0's"):
+        summary_rows({0: seed_table(70.0, 50.0, 60.0), 1: seed_table(70.0, 50.0, 60.0)[:1]})
+
+
+def test_cli_writes_the_tables_and_the_front_page(tmp_path):
+    args = []
+    for seed, table in TABLES.items():
+        (tmp_path / f"{seed}.json").write_text(json.dumps(table))
+        args.append(f"{seed}={tmp_path / f'{seed}.json'}")
+    subprocess.run([sys.executable, "-m", "stages.summary", "--tables", *args, "--left-out=upper_bound: no masks",
+                    "--out", str(tmp_path / "tables")], check=True, capture_output=True)
+    rows = json.loads((tmp_path / "tables/miou.json").read_text())
+    assert [r["per_seed"]["1"]["miou"] for r in rows] == [72.0, 61.0]
+    assert (tmp_path / "tables/miou.md").read_text().endswith("Not scored:\n\n- upper_bound: no masks\n")
+    assert (tmp_path / "tables/overview.csv").read_text().startswith("stage,split,mIoU,spread\n")
