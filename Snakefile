@@ -27,6 +27,20 @@ if SHARDS > 1:  # with one shard the per-image stages write their folders themse
     include: "workflow/rules/shards.smk"
 
 
+# Jobs of seconds (listing files, tables, the report) run where Snakemake runs instead of queueing on a cluster
+# (on one machine every job runs locally anyway).
+localrules:
+    all,
+    dataset_manifest,
+    image_labels,
+    eval_pseudo_labels,
+    eval_segmentation,
+    summary,
+    report,
+    figures,
+    ablation,
+
+
 rule all:
     default_target: True
     input:

@@ -15,6 +15,7 @@ import pytest
 import scipy.io
 import scipy.sparse
 import torch
+import yaml
 from PIL import Image
 
 from stages.data.voc import VOC_CLASSES, read_mask
@@ -228,6 +229,17 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if WHOLE_DAG_RUNS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, request):
+    """A module's working directory with the repository's config folder, as a user's checkout has, and the
+    module's ``TINY`` config overlay, where it has one, as tiny.yaml."""
+    wd = tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))
+    (wd / "config").symlink_to(ROOT / "config")
+    if (tiny := getattr(request.module, "TINY", None)) is not None:
+        (wd / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    return wd
 
 
 @pytest.fixture(scope="session")

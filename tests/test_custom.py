@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from conftest import CLASSES
 from PIL import Image
 
@@ -43,14 +42,6 @@ def photos(exif_jpeg, own_dataset, tiny_voc, tmp_path_factory):
     exif_jpeg(turned.with_suffix(".jpg"), np.array(Image.open(turned).convert("RGB"))[:, :48], orientation=6)
     turned.unlink() if turned.suffix != ".jpg" else None
     return root, classes, {"big": train[0], "turned": train[1]}
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("custom_wf")
-    (wd / "config").symlink_to(ROOT / "config")
-    (wd / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    return wd
 
 
 def test_dag_without_masks_scores_nothing_and_trains_everything(snakemake, planned_jobs, photos, workdir):

@@ -36,14 +36,6 @@ def data(make_voc_fixture, tmp_path_factory):
     return root, make_voc_fixture(root)
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("voc_wf")
-    (wd / "config").symlink_to(ROOT / "config")
-    (wd / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    return wd
-
-
 def test_voc2012_config_has_the_papers_settings():
     cfg = yaml.safe_load((ROOT / "config/voc2012.yaml").read_text())
     c, a, s = cfg["classifier"], cfg["affinity"], cfg["segmentation"]

@@ -1,3 +1,8 @@
+# Joining is hard links: it runs where Snakemake runs, not in a cluster's queue.
+localrules:
+    gather_shards,
+
+
 rule gather_shards:
     input:
         labels=LABELS,
