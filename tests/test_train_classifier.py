@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from conftest import Executes, train_cfg
+from conftest import Executes, classifier_cfg
 
 from stages import StageError
 from stages.data.datasets import TrainSamples
@@ -18,10 +18,6 @@ from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS
 from stages.runtime import make_runtime
 from stages.train_classifier import puzzle_step, train_classifier
-
-
-def classifier_cfg(**kw):
-    return train_cfg(backbone="resnet18", pretrained=False, pretrained_path=None, alpha_max=4.0, alpha_ramp=0.5, **kw)
 
 
 def test_classifier_maps_are_at_output_stride_16():
