@@ -141,7 +141,10 @@ def fit(
     accumulate = cfg.get("accumulate", 1)
     rt.place(model)  # before any optimizer state is loaded, so that it lands on the same device (channels_last on CUDA)
     batch_size = min(cfg["batch_size"], len(dataset))
-    per_process_batch(batch_size, world.size, accumulate)
+    micro = per_process_batch(batch_size, world.size, accumulate)
+    if micro != batch_size:
+        log.info("%s: batch %d as %d process(es) x %d micro-step(s) of %d images", desc, batch_size, world.size, accumulate,
+                 micro)
     iters_per_epoch = len(dataset) // batch_size
     max_iteration = cfg["epochs"] * iters_per_epoch
     optimizer = make_sgd(param_groups, cfg)
