@@ -9,13 +9,17 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import classifier_cfg
+from conftest import classifier_cfg, train_cfg
 
 from stages import StageError
 from stages.data.datasets import TrainSamples, epoch_order, shard_batches
+from stages.distributed import sync_training_batchnorm
 from stages.engine import fit
 from stages.io import load_model, write_json
 from stages.launch import stage_command
+from stages.models.affinity import AffinityNet
+from stages.models.classifier import CAMClassifier
+from stages.models.factory import build_deeplab
 from stages.runtime import make_runtime
 from stages.train_classifier import train_classifier
 
@@ -199,3 +203,26 @@ def test_every_process_draws_the_order_of_a_shuffling_data_loader():
                                          generator=torch.Generator().manual_seed(7 * 100_003 + 3))
     assert next(iter(loader)).tolist() == epoch_order(10, epoch=3, seed=7)
     assert epoch_order(10, epoch=3, seed=7) != epoch_order(10, epoch=4, seed=7)
+
+
+def batchnorms(module):
+    return {name: type(m) for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+
+def test_on_cuda_only_the_batchnorms_that_learn_statistics_become_sync():
+    """The classifier's BatchNorms all train; DeepLabv3+'s are its encoder's (the head has GroupNorm), frozen
+    with frozen_bn; the affinity backbone is frozen whole. A frozen one must stay a BatchNorm2d, which the
+    models' train() finds and freezes."""
+    classifier = sync_training_batchnorm(CAMClassifier("resnet18", 4))
+    assert set(batchnorms(classifier).values()) == {nn.SyncBatchNorm} and len(batchnorms(classifier)) == 20
+
+    def deeplab(frozen_bn):
+        return sync_training_batchnorm(build_deeplab(train_cfg(
+            encoder="resnet18", pretrained=False, init_from_classifier=False, upper_bound=True, decoder_channels=32,
+            aspp_rates=[6, 12, 18], aspp_separable=False, frozen_bn=frozen_bn), 4))
+
+    frozen = deeplab(True)
+    assert set(batchnorms(frozen).values()) == {nn.BatchNorm2d} and len(batchnorms(frozen)) == 20
+    assert not any(m.training for m in frozen.train().modules() if isinstance(m, nn.BatchNorm2d))
+    assert set(batchnorms(deeplab(False)).values()) == {nn.SyncBatchNorm}
+    assert set(batchnorms(sync_training_batchnorm(AffinityNet("resnet18", 8))).values()) == {nn.BatchNorm2d}
