@@ -9,6 +9,7 @@ that needs any other Python object is refused, never unpickled.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -19,13 +20,16 @@ from pathlib import Path
 
 import torch
 
-from stages import StageError
+from stages import StageError, distributed
 from stages.data.datasets import TrainSamples, epoch_loader
 from stages.io import UnreadableFile, atomic_path, load_tensors, save_model
 from stages.progress import track
 from stages.runtime import Runtime
 
 log = logging.getLogger("stages")
+
+# a training step: (batch, iteration, max_iteration) -> loss terms, 'total' among them
+Step = Callable[[dict, int, int], dict[str, torch.Tensor]]
 
 
 def poly_lambda(max_iteration: int, power: float = 0.9):
@@ -95,23 +99,52 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         tmp.write_bytes(buf.getvalue())
 
 
+def per_process_batch(batch_size: int, world: int, accumulate: int) -> int:
+    """The micro-batch of one process and step: the global batch over ``world`` processes x ``accumulate`` steps."""
+    if batch_size % (world * accumulate):
+        raise StageError(f"batch_size {batch_size} is not divisible by {world} process(es) x accumulate {accumulate}; "
+                         f"choose a batch_size that is a multiple of {world * accumulate}")
+    return batch_size // (world * accumulate)
+
+
+def _groups_of(iterable, n: int):
+    """Consecutive groups of ``n`` items (the micro-batches of one optimizer step)."""
+    group = []
+    for item in iterable:
+        group.append(item)
+        if len(group) == n:
+            yield group
+            group = []
+
+
 def fit(
     model: torch.nn.Module,
     param_groups,
     dataset: TrainSamples,
-    step: Callable[[dict, int, int], dict[str, torch.Tensor]],
+    make_step: Callable[[torch.nn.Module], Step],
     cfg: dict,
     rt: Runtime,
     checkpoint: Path,
     key: str,
     desc: str,
 ) -> list[dict]:
-    """Train ``model`` for ``cfg['epochs']``; ``step(batch, iteration, max_iteration)`` returns loss terms with 'total'.
+    """Train ``model`` for ``cfg['epochs']``; ``make_step(net)`` gives the step, ``step(batch, iteration,
+    max_iteration)`` returning loss terms with 'total' computed by calling ``net`` (the model itself, or its
+    DistributedDataParallel wrapper under torchrun).
 
-    Returns the history: one row per epoch with the mean of each term and the learning rate.
+    One optimizer step per global batch (``cfg['batch_size']``), made of ``cfg['accumulate']`` micro-steps on each
+    of the processes, so the iterations, the poly schedule and any ramp are those of one process. Only rank 0
+    writes the checkpoint; every rank resumes from it.
+    Returns the history: one row per epoch with the mean of each term (over every process) and the learning rate.
     """
+    world = distributed.world()
+    accumulate = cfg.get("accumulate", 1)
     rt.place(model)  # before any optimizer state is loaded, so that it lands on the same device (channels_last on CUDA)
     batch_size = min(cfg["batch_size"], len(dataset))
+    micro = per_process_batch(batch_size, world.size, accumulate)
+    if micro != batch_size:
+        log.info("%s: batch %d as %d process(es) x %d micro-step(s) of %d images", desc, batch_size, world.size, accumulate,
+                 micro)
     iters_per_epoch = len(dataset) // batch_size
     max_iteration = cfg["epochs"] * iters_per_epoch
     optimizer = make_sgd(param_groups, cfg)
@@ -129,23 +162,33 @@ def fit(
             log.info("%s: resumed from %s after epoch %d", desc, checkpoint, start_epoch)
         else:
             log.info("%s: not resuming from %s: written from other settings or inputs", desc, checkpoint)
+    net = distributed.wrap(model, rt.device)
+    step = make_step(net)
     for epoch in range(start_epoch, cfg["epochs"]):
-        model.train()
+        net.train()
         sums: dict[str, float] = {}
-        loader = epoch_loader(dataset, batch_size, epoch, rt.seed, rt.loader_kwargs())
-        for i, batch in enumerate(track(loader, f"{desc} epoch {epoch + 1}/{cfg['epochs']}", unit="step")):
+        loader = epoch_loader(dataset, batch_size, epoch, rt.seed, rt.loader_kwargs(), world.rank, world.size, accumulate)
+        micro_batches = track(loader, f"{desc} epoch {epoch + 1}/{cfg['epochs']}", unit="step")
+        for i, group in enumerate(_groups_of(micro_batches, accumulate)):
             iteration = epoch * iters_per_epoch + i
-            batch = {k: v.to(rt.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with rt.autocast():
-                terms = step(batch, iteration, max_iteration)
-            values = {k: float(v.detach()) for k, v in terms.items()}
+            optimizer.zero_grad(set_to_none=True)
+            values = {}
+            for j, batch in enumerate(group):
+                batch = {k: v.to(rt.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                # gradients are exchanged once per optimizer step, on its last micro-step
+                with net.no_sync() if world.size > 1 and j < accumulate - 1 else contextlib.nullcontext():
+                    with rt.autocast():
+                        terms = step(batch, iteration, max_iteration)
+                    (terms["total"] / accumulate).backward()
+                for k, v in terms.items():
+                    values[k] = values.get(k, 0.0) + float(v.detach()) / accumulate
+            # every rank sees the same mean, so a non-finite loss stops all of them at the same step
+            values = distributed.mean_over_ranks(values, rt.device)
             if not all(math.isfinite(v) for v in values.values()):
                 raise StageError(
                     f"{desc}: non-finite loss at step {iteration} (epoch {epoch + 1}): {values}; "
                     f"last good checkpoint: {checkpoint if checkpoint.exists() else 'none'} (lower the learning rate)"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
             optimizer.step()
             scheduler.step()
             for k, v in values.items():
@@ -153,18 +196,26 @@ def fit(
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **{k: v / iters_per_epoch for k, v in sums.items()}}
         history.append(row)
         log.info("%s: %s", desc, ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
-        _save_checkpoint(checkpoint, {
-            "key": key, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-        })
+        if world.main:
+            _save_checkpoint(checkpoint, {
+                "key": key, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            })
+        distributed.barrier()
     return history
 
 
 def save_trained(out: Path, model: torch.nn.Module, meta: dict, history: list[dict], checkpoint: Path) -> None:
-    """The finished model (state_dict + sidecar), its history.csv beside it; then the checkpoint goes."""
+    """The finished model (state_dict + sidecar), its history.csv beside it; then the checkpoint goes.
+    Rank 0 writes them; the other processes wait until it has."""
+    if not distributed.is_main():
+        distributed.barrier()
+        return
     save_model(out, model.state_dict(), meta)
     write_history(out.parent / "history.csv", history)
     checkpoint.unlink(missing_ok=True)
+    distributed.barrier()
 
 
 def write_history(path: Path, history: list[dict]) -> None:

@@ -6,6 +6,9 @@ lock on a file (``fcntl.flock``, released by the kernel when the job ends, howev
 with ``CUDA_VISIBLE_DEVICES`` naming those devices only. The pool is ``CUDA_VISIBLE_DEVICES`` where it is set
 (a device listed twice gives two slots on it: two jobs may share it) and every device of the host otherwise.
 Jobs of one SLURM allocation share the locks; separate allocations have their own devices and locks.
+
+A training stage given more than one device runs under ``torchrun``, one process per device
+(DistributedDataParallel, see stages/distributed.py); the per-image stages stay one process.
 """
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ log = logging.getLogger("stages")
 
 # how often a job that finds every slot taken looks again (a job started without --resources gpu=N)
 POLL_SECONDS = 1.0
+
+# the stages that train with DistributedDataParallel when they have several devices
+DISTRIBUTED_STAGES = {"stages.train_classifier", "stages.train_affinity", "stages.train_segmentation"}
 
 
 def gpu_pool(environ=os.environ) -> list[str]:
@@ -81,6 +87,20 @@ def pinned_env(n: int, environ=os.environ, folder: Path | None = None) -> tuple[
     return {**environ, "CUDA_VISIBLE_DEVICES": ",".join(dict.fromkeys(devices))}, fds
 
 
+def processes(env: dict) -> int:
+    """One process per distinct device the job sees (a device listed twice is one: NCCL runs one rank per device)."""
+    visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    return max(len(set(visible)), 1)
+
+
+def stage_command(module: str, args: list[str], nproc: int, python: str = sys.executable) -> list[str]:
+    """The stage's command line: torchrun with ``nproc`` processes for a training stage on several devices,
+    the stage alone otherwise."""
+    if nproc > 1 and module in DISTRIBUTED_STAGES:
+        return [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", module, *args]
+    return [python, "-m", module, *args]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=int, default=1, help="GPUs of the job (Snakemake's resources.gpu)")
     p.add_argument("module", help="the stage, as stages.<name>")
@@ -101,7 +121,8 @@ def main(argv=None) -> None:
         log.info("launch: %s on CUDA_VISIBLE_DEVICES=%s", args.module, env["CUDA_VISIBLE_DEVICES"])
     for fd in fds:  # the stage holds the locks: they are released when it ends
         os.set_inheritable(fd, True)
-    os.execve(sys.executable, [sys.executable, "-m", args.module, *args.args], env)
+    command = stage_command(args.module, args.args, processes(env) if fds else 1)
+    os.execve(command[0], command, env)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import cli
+from stages import cli, distributed
 from stages.data.datasets import TrainSamples
 from stages.engine import fit, save_trained
 from stages.io import load_model
@@ -39,7 +39,7 @@ def train_affinity(index, ids, labels_dir: Path, classifier: Path, cfg: dict, rt
                        file_digest(classifier))
     # one group, every head parameter decayed, as the reference trains IRN's boundary branch
     groups = [{"params": model.head_parameters(), "lr": cfg["lr"], "weight_decay": cfg["weight_decay"]}]
-    history = fit(model, groups, data, affinity_step(model, cfg["radius"]), cfg, rt, checkpoint, key, "train_affinity")
+    history = fit(model, groups, data, lambda net: affinity_step(net, cfg["radius"]), cfg, rt, checkpoint, key, "train_affinity")
     frozen = (f"classifier:{classifier}" if cfg["backbone_init"] == "classifier"
               else weights_tag(backbone, True, cfg.get("pretrained_path")))
     meta = {"stage": "train_affinity", "backbone": backbone, "pretrained": frozen, "classes": index.classes, "config": cfg,
@@ -58,7 +58,8 @@ def add_arguments(p):
 def run(args):
     rt = cli.runtime(args)
     index, ids = cli.split_index(args)
-    train_affinity(index, ids, args.affinity_labels, args.classifier, args.cfg, rt, args.out, args.checkpoint)
+    with distributed.process_group(rt.device):
+        train_affinity(index, ids, args.affinity_labels, args.classifier, args.cfg, rt, args.out, args.checkpoint)
 
 
 if __name__ == "__main__":

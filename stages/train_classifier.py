@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from stages import StageError, cli
+from stages import StageError, cli, distributed
 from stages.data.datasets import TrainSamples
 from stages.data.index import missing_classes_warning
 from stages.engine import fit, reference_param_groups, save_trained
@@ -41,9 +41,9 @@ def train_classifier(index, ids, variant_name: str, cfg: dict, rt, out: Path, ch
                         labels=[index.labels[i] for i in ids], num_classes=index.num_classes, max_side=index.max_side)
     # the labels and images themselves, not only their ids: a checkpoint trained on other contents is not resumed
     key = settings_key(cfg, variant_name, rt.seed, rt.precision, ids, data.labels, inputs_key(*data.image_paths))
-    step = puzzle_step(model, variant, cfg["alpha_max"], cfg["alpha_ramp"])
     groups = reference_param_groups(model, model.is_new, cfg)
-    history = fit(model, groups, data, step, cfg, rt, checkpoint, key, f"train_classifier[{variant_name}]")
+    history = fit(model, groups, data, lambda net: puzzle_step(net, variant, cfg["alpha_max"], cfg["alpha_ramp"]), cfg, rt,
+                  checkpoint, key, f"train_classifier[{variant_name}]")
     meta = {"stage": "train_classifier", "variant": variant_name, "backbone": cfg["backbone"],
             "pretrained": weights_tag(cfg["backbone"], cfg.get("pretrained", False), cfg.get("pretrained_path")),
             "classes": index.classes, "config": cfg, "seed": rt.seed, "precision": rt.precision}
@@ -61,7 +61,8 @@ def add_arguments(p):
 def run(args):
     rt = cli.runtime(args)
     index, ids = cli.split_index(args)
-    train_classifier(index, ids, args.variant, args.cfg, rt, args.out, args.checkpoint)
+    with distributed.process_group(rt.device):
+        train_classifier(index, ids, args.variant, args.cfg, rt, args.out, args.checkpoint)
 
 
 if __name__ == "__main__":

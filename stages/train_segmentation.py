@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
-from stages import cli
+from stages import cli, distributed
 from stages.data.datasets import TrainSamples
 from stages.data.voc import IGNORE
 from stages.engine import fit, reference_param_groups, save_trained
@@ -38,7 +38,7 @@ def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, 
     # the masks' and images' sizes and mtimes and the classifier's bytes: a checkpoint trained on other inputs is not resumed
     key = settings_key(cfg, rt.seed, rt.precision, ids, inputs_key(*data.image_paths, *data.mask_paths),
                        file_digest(classifier) if classifier is not None else None)
-    history = fit(model, reference_param_groups(model, is_new, cfg), data, segmentation_step(model), cfg, rt, checkpoint, key,
+    history = fit(model, reference_param_groups(model, is_new, cfg), data, segmentation_step, cfg, rt, checkpoint, key,
                   "train_segmentation")
     start = (f"classifier:{classifier}" if classifier is not None
              else weights_tag(cfg["encoder"], cfg.get("pretrained", False), cfg.get("pretrained_path")))
@@ -59,7 +59,8 @@ def add_arguments(p):
 def run(args):
     rt = cli.runtime(args)
     index, ids = cli.split_index(args)
-    train_segmentation(index, ids, args.masks, args.classifier, args.cfg, rt, args.out, args.checkpoint)
+    with distributed.process_group(rt.device):
+        train_segmentation(index, ids, args.masks, args.classifier, args.cfg, rt, args.out, args.checkpoint)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,11 @@ def train_cfg(**overrides) -> dict:
     return cfg
 
 
+def classifier_cfg(**kw) -> dict:
+    """The classifier section of the trainer tests: a random resnet18, the puzzle ramp over half the run."""
+    return train_cfg(backbone="resnet18", pretrained=False, pretrained_path=None, alpha_max=4.0, alpha_ramp=0.5, **kw)
+
+
 class Executes:
     """Unpickling this object would run a shell command that leaves a marker file."""
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from stages import StageError
-from stages.launch import acquire, gpu_pool, lock_dir, pinned_env, try_acquire
+from stages.launch import acquire, gpu_pool, lock_dir, pinned_env, processes, stage_command, try_acquire
 
 
 def test_the_pool_is_cuda_visible_devices_with_a_slot_per_entry():
@@ -51,3 +51,15 @@ def test_a_pinned_job_sees_only_its_devices_and_a_cpu_job_is_left_alone(tmp_path
 
 def test_each_slurm_allocation_has_its_own_locks():
     assert lock_dir({"SLURM_JOB_ID": "17"}) != lock_dir({"SLURM_JOB_ID": "18"}) != lock_dir({})
+
+
+def test_a_training_stage_on_several_devices_runs_under_torchrun_one_process_each():
+    assert processes({"CUDA_VISIBLE_DEVICES": "4,5"}) == 2 and processes({"CUDA_VISIBLE_DEVICES": "0"}) == 1
+    assert processes({}) == 1  # a CPU job
+    assert stage_command("stages.train_segmentation", ["--out", "m.pt"], 2, python="py") == \
+        ["py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "stages.train_segmentation",
+         "--out", "m.pt"]
+    assert stage_command("stages.train_segmentation", ["--out", "m.pt"], 1, python="py") == \
+        ["py", "-m", "stages.train_segmentation", "--out", "m.pt"]
+    # a per-image stage stays one process whatever it is given
+    assert stage_command("stages.make_cams", ["--out", "c"], 2, python="py") == ["py", "-m", "stages.make_cams", "--out", "c"]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from conftest import Executes, train_cfg
+from conftest import Executes, classifier_cfg
 
 from stages import StageError
 from stages.data.datasets import TrainSamples
@@ -18,10 +18,6 @@ from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS
 from stages.runtime import make_runtime
 from stages.train_classifier import puzzle_step, train_classifier
-
-
-def classifier_cfg(**kw):
-    return train_cfg(backbone="resnet18", pretrained=False, pretrained_path=None, alpha_max=4.0, alpha_ramp=0.5, **kw)
 
 
 def test_classifier_maps_are_at_output_stride_16():
@@ -75,7 +71,8 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tiny_in
         return terms
 
     with pytest.raises(StageError, match=r"non-finite loss at step 3 \(epoch 2\).*last good checkpoint: .*ck.pt"):
-        fit(model, reference_param_groups(model, model.is_new, cfg), data, diverging, cfg, cpu, tmp_path / "ck.pt", "k", "test")
+        fit(model, reference_param_groups(model, model.is_new, cfg), data, lambda net: diverging, cfg, cpu, tmp_path / "ck.pt",
+            "k", "test")
     assert torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] == 1
 
 
@@ -127,8 +124,9 @@ def tiny_fit(tiny_index, cpu, checkpoint, labels=None, kill_at=None):
     model = CAMClassifier("resnet18", 4)
     data = TrainSamples([tiny_index.image_path(i) for i in ids], cfg, 0,
                         labels=labels or [tiny_index.labels[i] for i in ids], num_classes=4)
-    step = killed_at(puzzle_step, kill_at)(model, VARIANTS["puzzle"], 4.0, 0.5)
-    fit(model, reference_param_groups(model, model.is_new, cfg), data, step, cfg, cpu, checkpoint, "k", "test")
+    make_step = killed_at(puzzle_step, kill_at)
+    fit(model, reference_param_groups(model, model.is_new, cfg), data, lambda net: make_step(net, VARIANTS["puzzle"], 4.0, 0.5),
+        cfg, cpu, checkpoint, "k", "test")
     return model.state_dict()
 
 

@@ -51,15 +51,26 @@ class TrainSamples(Dataset):
         return out
 
 
-def epoch_loader(dataset: TrainSamples, batch_size: int, epoch: int, seed: int, loader_kwargs: dict) -> DataLoader:
-    """A shuffled loader whose order depends only on (seed, epoch)."""
-    dataset.set_epoch(epoch)
+def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
+    """The shuffled sample order of an epoch; it depends only on (seed, epoch), so that every process draws the same."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return DataLoader(
-        dataset,
-        batch_size=min(batch_size, len(dataset)),
-        shuffle=True,
-        drop_last=True,
-        generator=g,
-        **loader_kwargs,
-    )
+    torch.empty((), dtype=torch.int64).random_(generator=g)  # a shuffling DataLoader's first draw: runs keep their order
+    return torch.randperm(n, generator=g).tolist()
+
+
+def shard_batches(order: list[int], batch_size: int, rank: int = 0, world: int = 1, accumulate: int = 1) -> list[list[int]]:
+    """The micro-batches of process ``rank``: each global batch of ``batch_size`` (the last partial one dropped)
+    is cut into ``world * accumulate`` equal slices, micro-step j of rank r taking slice ``j * world + r``; the
+    slices of all processes and micro-steps together are exactly the global batch."""
+    micro = batch_size // (world * accumulate)
+    batches = [order[s:s + batch_size] for s in range(0, len(order) - batch_size + 1, batch_size)]
+    return [b[(j * world + rank) * micro:(j * world + rank + 1) * micro] for b in batches for j in range(accumulate)]
+
+
+def epoch_loader(dataset: TrainSamples, batch_size: int, epoch: int, seed: int, loader_kwargs: dict,
+                 rank: int = 0, world: int = 1, accumulate: int = 1) -> DataLoader:
+    """The micro-batches of process ``rank`` in one epoch, from the global batches of the (seed, epoch) order."""
+    dataset.set_epoch(epoch)
+    order = epoch_order(len(dataset), epoch, seed)
+    return DataLoader(dataset, batch_sampler=shard_batches(order, min(batch_size, len(dataset)), rank, world, accumulate),
+                      **loader_kwargs)
