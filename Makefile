@@ -23,7 +23,7 @@ run: $(STAMP)
 	@cat results/$(RUN)/tables/miou.md
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile tests
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder tests
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

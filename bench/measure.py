@@ -69,7 +69,11 @@ class TreePeak:
     def _rss(self) -> int:
         proc = psutil.Process()
         own = total = anon_rss(proc)
-        for child in proc.children(recursive=True):
+        try:
+            children = proc.children(recursive=True)
+        except psutil.Error:  # a process of the machine exited while its table was read: the next sample reads it
+            return total
+        for child in children:
             try:
                 rss = anon_rss(child)
             except psutil.Error:

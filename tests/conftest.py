@@ -230,7 +230,14 @@ def _segment_cells(d: tuple[int, int]) -> set[tuple[int, int]]:
 WHOLE_DAG_RUNS = {"micro_run", "seeds_run", "custom_run", "voc_run"}
 
 
+# Files whose tests mostly wait (on a SLURM cluster's queue) run first, then the files that run the whole DAG, so
+# that `make test`'s workers (one file each, in this order: --no-loadscope-reorder) take the short files last.
+WAITING_FILES = {"test_slurm.py"}
+
+
 def pytest_collection_modifyitems(items):
+    runs_dag = {item.path for item in items if WHOLE_DAG_RUNS & set(getattr(item, "fixturenames", ()))}
+    items.sort(key=lambda item: 0 if item.path.name in WAITING_FILES else 1 if item.path in runs_dag else 2)  # stable
     for item in items:
         if WHOLE_DAG_RUNS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

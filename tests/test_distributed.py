@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import classifier_cfg, train_cfg
 
 from stages import StageError
-from stages.data.datasets import TrainSamples, epoch_order, shard_batches
+from stages.data.datasets import TrainSamples, epoch_loader, epoch_order, shard_batches
 from stages.distributed import sync_training_batchnorm
 from stages.engine import fit
 from stages.io import load_model, write_json
@@ -203,6 +203,34 @@ def test_every_process_draws_the_order_of_a_shuffling_data_loader():
                                          generator=torch.Generator().manual_seed(7 * 100_003 + 3))
     assert next(iter(loader)).tolist() == epoch_order(10, epoch=3, seed=7)
     assert epoch_order(10, epoch=3, seed=7) != epoch_order(10, epoch=4, seed=7)
+
+
+class Numbers(torch.utils.data.Dataset):
+    """0..n-1 as a training set (epoch-independent)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def set_epoch(self, epoch):
+        pass
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return i
+
+
+def test_an_epochs_loader_leaves_the_global_random_stream_to_dropout():
+    """Like the shuffling loader it replaces, it draws its base seed from a generator of its own: the global stream
+    (dropout masks, hence the DeepLabv3+ figures) does not depend on how many epochs' loaders were made."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    batches = [b.tolist() for b in epoch_loader(Numbers(10), 4, epoch=3, seed=7, loader_kwargs={})]
+    assert torch.equal(torch.rand(3), expected)
+    order = epoch_order(10, epoch=3, seed=7)
+    assert batches == [order[0:4], order[4:8]]
 
 
 def batchnorms(module):

@@ -51,10 +51,14 @@ class TrainSamples(Dataset):
         return out
 
 
+def epoch_generator(epoch: int, seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
 def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
     """The shuffled sample order of an epoch; it depends only on (seed, epoch), so that every process draws the same."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    torch.empty((), dtype=torch.int64).random_(generator=g)  # a shuffling DataLoader's first draw: runs keep their order
+    g = epoch_generator(epoch, seed)
+    torch.empty((), dtype=torch.int64).random_(generator=g)  # the loader's base seed is this first draw (epoch_loader)
     return torch.randperm(n, generator=g).tolist()
 
 
@@ -72,5 +76,7 @@ def epoch_loader(dataset: TrainSamples, batch_size: int, epoch: int, seed: int, 
     """The micro-batches of process ``rank`` in one epoch, from the global batches of the (seed, epoch) order."""
     dataset.set_epoch(epoch)
     order = epoch_order(len(dataset), epoch, seed)
+    # the loader draws its base seed from its own generator, not from the global RNG, whose stream (dropout) then
+    # does not depend on how many loaders were made
     return DataLoader(dataset, batch_sampler=shard_batches(order, min(batch_size, len(dataset)), rank, world, accumulate),
-                      **loader_kwargs)
+                      generator=epoch_generator(epoch, seed), **loader_kwargs)
