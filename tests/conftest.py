@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
@@ -230,14 +231,22 @@ def _segment_cells(d: tuple[int, int]) -> set[tuple[int, int]]:
 WHOLE_DAG_RUNS = {"micro_run", "seeds_run", "custom_run", "voc_run"}
 
 
-# Files whose tests mostly wait (on a SLURM cluster's queue) run first, then the files that run the whole DAG, so
-# that `make test`'s workers (one file each, in this order: --no-loadscope-reorder) take the short files last.
+# Files whose tests mostly wait (on a SLURM cluster's queue) run first, then the files that run the whole DAG, most
+# tests first, so that `make test`'s workers (one file each, in this order: --no-loadscope-reorder) end on short files.
 WAITING_FILES = {"test_slurm.py"}
 
 
-def pytest_collection_modifyitems(items):
+def file_order(items) -> dict:
+    """Sort key of each test file: waiting files, then whole-DAG files by test count (descending), then the rest."""
+    counts = Counter(item.path for item in items)
     runs_dag = {item.path for item in items if WHOLE_DAG_RUNS & set(getattr(item, "fixturenames", ()))}
-    items.sort(key=lambda item: 0 if item.path.name in WAITING_FILES else 1 if item.path in runs_dag else 2)  # stable
+    return {path: (0, 0) if path.name in WAITING_FILES else (1, -n) if path in runs_dag else (2, 0)
+            for path, n in counts.items()}
+
+
+def pytest_collection_modifyitems(items):
+    order = file_order(items)
+    items.sort(key=lambda item: order[item.path])  # stable: a file's tests keep their order
     for item in items:
         if WHOLE_DAG_RUNS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
