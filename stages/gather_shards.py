@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from stages import StageError, cli
+from stages.io import atomic_dir
 
 
 def shard_files(shard: Path) -> dict[str, Path]:
@@ -49,13 +49,9 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 def gather(ids: list[str], shards: list[Path], out: Path) -> None:
     files = join_shards(ids, shards)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    for shard, rel in files.values():
-        link_or_copy(shard / rel, tmp / rel)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        for shard, rel in files.values():
+            link_or_copy(shard / rel, tmp / rel)
     print(f"gather_shards: {len(files)} files from {len(shards)} shards into {out}")
 
 

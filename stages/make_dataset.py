@@ -1,8 +1,6 @@
 """Rule make_dataset: write the embedded synthetic dataset in the VOC 2012 layout."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -10,7 +8,7 @@ import numpy as np
 
 from stages import StageError, cli
 from stages.data.synthetic import SHAPES, make_sample, unknown_shapes
-from stages.io import save_label_png, umask_mode
+from stages.io import atomic_dir, save_label_png
 from stages.progress import track
 
 
@@ -19,10 +17,7 @@ def make_dataset(out: Path, classes: list[str], cfg: dict, seed: int) -> None:
     bad = unknown_shapes(classes)
     if bad:
         raise StageError(f"data.classes: {bad} have no generator shape (known: {sorted(SHAPES)})")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
             (tmp / sub).mkdir(parents=True)
         offset = 0
@@ -35,13 +30,6 @@ def make_dataset(out: Path, classes: list[str], cfg: dict, seed: int) -> None:
                 cv2.imwrite(str(tmp / "JPEGImages" / f"{image_id}.jpg"), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
                 save_label_png(tmp / "SegmentationClass" / f"{image_id}.png", mask)
             (tmp / "ImageSets/Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.chmod(umask_mode(folder=True))
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def add_arguments(p):

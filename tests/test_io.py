@@ -8,7 +8,7 @@ import pytest
 from conftest import CLASSES, TINY, Executes
 
 from stages import StageError
-from stages.io import atomic_path, load_model, read_json, save_model, write_json
+from stages.io import atomic_dir, atomic_path, load_model, read_json, save_model, write_json
 from stages.make_dataset import make_dataset
 
 
@@ -86,3 +86,20 @@ def test_a_model_file_holding_a_pickled_object_is_refused_and_a_truncated_one_na
     (tmp_path / "m.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(StageError, match=rf"^{tmp_path / 'm.pt'}: unreadable model file \(.+\)$"):
         load_model(tmp_path / "m.pt")
+
+
+def test_a_folder_appears_whole_with_the_umasks_mode_or_not_at_all(tmp_path):
+    out = tmp_path / "folder"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            (tmp / "a.txt").write_text("a")
+            raise RuntimeError("killed half-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"] and (out / "old.txt").exists()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
