@@ -12,9 +12,13 @@ CORES ?= all
 
 install: $(STAMP)
 
+# pip would byte-compile the 5 GB of packages one file at a time; compileall does it on every core (on 2 cores the
+# install takes 124 s instead of 165). Modules that do not compile under this Python (test fixtures written in newer
+# syntax) are skipped, as pip skips them.
 $(STAMP): envs/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -r envs/requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-compile -r envs/requirements.txt
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: $(STAMP)

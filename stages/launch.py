@@ -13,6 +13,7 @@ A training stage given more than one device runs under ``torchrun``, one process
 from __future__ import annotations
 
 import argparse
+import ctypes
 import fcntl
 import logging
 import os
@@ -38,9 +39,20 @@ def gpu_pool(environ=os.environ) -> list[str]:
     visible = environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
-    import torch  # only where no pool is given: it takes a second to import
+    if not cuda_driver():  # torch would find no device either, after seconds of importing it
+        return []
+    import torch
 
     return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def cuda_driver() -> bool:
+    """Whether the host has the CUDA driver library that torch.cuda needs to see any device."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def lock_dir(environ=os.environ) -> Path:

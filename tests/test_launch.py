@@ -15,6 +15,20 @@ def test_the_pool_is_cuda_visible_devices_with_a_slot_per_entry():
     assert gpu_pool({"CUDA_VISIBLE_DEVICES": ""}) == [] and gpu_pool({"CUDA_VISIBLE_DEVICES": "-1"}) == []
 
 
+def test_a_host_without_the_cuda_driver_has_no_pool_and_never_imports_torch():
+    """Every GPU job on a CPU host goes through launch: torch's seconds of import are saved there."""
+    probe = ("import sys; import stages.launch as launch; launch.cuda_driver = lambda: False; "
+             "print(launch.gpu_pool({}), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "False"]
+    import torch
+
+    from stages.launch import cuda_driver
+
+    # where the driver is, the pool is every device torch sees
+    assert gpu_pool({}) == ([str(i) for i in range(torch.cuda.device_count())] if cuda_driver() else [])
+
+
 def test_jobs_take_free_slots_and_a_finished_job_frees_its_own(tmp_path):
     pool = ["0", "1", "2"]
     first, fds_first = try_acquire(pool, 1, tmp_path)
