@@ -43,7 +43,6 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
-
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike):
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename, with the umask's
@@ -60,6 +59,7 @@ def atomic_dir(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
 
 def write_json(path, obj) -> None:
     with atomic_path(path) as tmp:

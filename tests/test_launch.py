@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from stages import StageError
-from stages.launch import acquire, gpu_pool, lock_dir, pinned_env, processes, stage_command, try_acquire
+from stages.launch import acquire, cuda_driver, gpu_pool, lock_dir, pinned_env, processes, stage_command, try_acquire
 
 
 def test_the_pool_is_cuda_visible_devices_with_a_slot_per_entry():
@@ -22,8 +22,6 @@ def test_a_host_without_the_cuda_driver_has_no_pool_and_never_imports_torch():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["[]", "False"]
     import torch
-
-    from stages.launch import cuda_driver
 
     # where the driver is, the pool is every device torch sees
     assert gpu_pool({}) == ([str(i) for i in range(torch.cuda.device_count())] if cuda_driver() else [])
