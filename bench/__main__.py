@@ -12,8 +12,8 @@ import torch
 from bench.measure import measure
 from bench.report import Row, results_md, table
 from bench.stages import CASES, Settings
-from stages.io import write_text
-from stages.runtime import PRECISIONS
+from stages.utils.io import write_text
+from stages.core.runtime import PRECISIONS
 
 
 def size(text: str) -> tuple[int, int]:

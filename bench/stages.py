@@ -25,8 +25,8 @@ from bench.inputs import NUM_CLASSES, noisy_labels, samples
 from stages.data.datasets import TrainSamples, epoch_loader
 from stages.data.synthetic import make_sample
 from stages.data.transforms import normalize
-from stages.engine import make_sgd, reference_param_groups
-from stages.io import save_label_png
+from stages.core.engine import make_sgd, reference_param_groups
+from stages.utils.io import save_label_png
 from stages.make_cams import BATCH_SIZE, batched_cams
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
@@ -36,8 +36,8 @@ from stages.models.segmentation import is_new as segmentation_is_new
 from stages.ops.crf import crf_labels
 from stages.ops.puzzle import VARIANTS
 from stages.ops.random_walk import random_walk
-from stages.parallel import imap
-from stages.runtime import make_runtime, resolve_precision, seed_everything
+from stages.core.parallel import imap
+from stages.core.runtime import make_runtime, resolve_precision, seed_everything
 from stages.train_affinity import affinity_step
 from stages.train_classifier import puzzle_step
 from stages.train_segmentation import segmentation_step
@@ -137,7 +137,7 @@ def train_batch(s: Settings) -> dict:
 
 
 def one_step(model, step, batch, rt, fp32: bool) -> list:
-    """One SGD step as stages.engine.fit runs it; ``fp32``: no autocast, no channels_last."""
+    """One SGD step as stages.core.engine.fit runs it; ``fp32``: no autocast, no channels_last."""
     model = copy.deepcopy(model)  # both versions start from the same weights
     model = model.to(rt.device) if fp32 else rt.place(model)
     model.train()
@@ -298,7 +298,7 @@ def crf_job(job) -> np.ndarray:
 
 
 def crf_project(state) -> list:
-    """As the pseudo_labels and affinity_labels rules: stages.parallel.imap over ``--threads`` workers."""
+    """As the pseudo_labels and affinity_labels rules: stages.core.parallel.imap over ``--threads`` workers."""
     return list(imap(crf_job, state["jobs"], state["processes"]))
 
 
@@ -387,7 +387,7 @@ def embedded_setup(s: Settings, model: str) -> dict:
 
 
 def whole_steps(state, fp32: bool) -> list:
-    """EMBEDDED_STEPS steps as stages.engine.fit runs them: batches from the loader (read, augment, collate),
+    """EMBEDDED_STEPS steps as stages.core.engine.fit runs them: batches from the loader (read, augment, collate),
     forward and backward under the runtime's autocast, the section's optimizer; ``fp32``: no autocast, contiguous."""
     rt, cfg = state["rt"], state["cfg"]
     model = copy.deepcopy(state["model"])

@@ -3,12 +3,11 @@ seed: each variant's mean ± standard deviation over the seeds, so that the diff
 read against the seed-to-seed noise."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from stages import StageError, cli
-from stages.io import read_json, write_json, write_text
-from stages.metrics import spread
+from stages import StageError
+from stages.core.job import Job, main
+from stages.core.metrics import spread
 from stages.ops.puzzle import VARIANTS
+from stages.utils.io import read_json, write_json, write_text
 
 # CAM mIoU (%) on VOC 2012 train, ResNet-50 (the paper's Table 1); +L_p-cls alone has no exact figure there.
 PAPER_CAM_MIOU = {"baseline": 47.82, "pcls": None, "re": 49.21, "puzzle": 51.53}
@@ -61,20 +60,17 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_arguments(p):
-    p.add_argument("--cam-tables", nargs="+", type=cli.seed_path, required=True,
-                   help="SEED=seed_<k>/tables/cam_<variant>.json, for every seed and variant")
-    p.add_argument("--out", required=True, type=Path, help="tables folder: ablation.md, ablation.json")
-
-
-def run(args):
-    tables: dict[int, list[dict]] = {}
-    for seed, path in args.cam_tables:
-        tables.setdefault(seed, []).append(read_json(path))
+def run(job: Job) -> None:
+    paths = iter(job.input.tables)  # seed by seed, each seed's variants in order (the rule lists them so)
+    tables = {seed: [read_json(next(paths)) for _ in job.params.variants] for seed in job.params.seeds}
+    for seed, seed_tables in tables.items():
+        if [t["variant"] for t in seed_tables] != list(job.params.variants):
+            raise StageError(f"ablation: seed {seed}'s CAM tables are of {[t['variant'] for t in seed_tables]}, "
+                             f"not of {job.params.variants}")
     rows = ablation_rows(tables)
-    write_json(args.out / "ablation.json", rows)
-    write_text(args.out / "ablation.md", to_markdown(rows))
+    write_json(job.output.json, rows)
+    write_text(job.output.md, to_markdown(rows))
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

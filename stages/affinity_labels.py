@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import cli
+from stages.core.job import Job, main, split_index
+from stages.core.parallel import label_images
 from stages.data.voc import IGNORE
 from stages.ops.cam import threshold_argmax, with_background
 from stages.ops.crf import crf_labels
-from stages.parallel import label_images
 
 
 def affinity_label(img: np.ndarray, cam: np.ndarray, keys, cfg: dict) -> np.ndarray:
@@ -31,16 +31,10 @@ def affinity_labels(index, ids, cams: Path, cfg: dict, out: Path, processes: int
     label_images("affinity_labels", affinity_label, index, ids, cams, "cam", cfg, out, processes)
 
 
-def add_arguments(p):
-    cli.add_split_arguments(p)
-    p.add_argument("--cams", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-
-
-def run(args):
-    index, ids = cli.split_index(args)
-    affinity_labels(index, ids, args.cams, args.cfg, args.out, args.threads or 1)
+def run(job: Job) -> None:
+    index, ids = split_index(job)
+    affinity_labels(index, ids, job.input.cams, job.params.cfg, job.output.labels, job.threads)
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from stages import StageError, cli
+from stages import StageError
+from stages.core.job import Job, main
+from stages.core.staging import StagedOutputs, inputs_key
 from stages.data.voc import IGNORE
-from stages.io import save_label_png, write_json, write_text
-from stages.progress import track
-from stages.staging import StagedOutputs, inputs_key
+from stages.utils.io import save_label_png, write_json, write_text
+from stages.utils.progress import track
 
 log = logging.getLogger("stages")
 
@@ -121,17 +122,11 @@ def convert_coco(files: dict[str, Path], classes: list[str], out: Path) -> dict[
     return {split: len(ids) for split, ids in lists.items()}
 
 
-def add_arguments(p):
-    p.add_argument("--instances", type=cli.named_path, action="append", required=True, metavar="SPLIT=PATH",
-                   help="a split and its COCO instances file (train=annotations/instances_train2014.json)")
-    p.add_argument("--classes", required=True, help="comma-separated class names, in the order of COCO category ids")
-    p.add_argument("--out", required=True, type=Path, help="folder for masks/, tags.json and lists/")
-
-
-def run(args):
-    counts = convert_coco(dict(args.instances), args.classes.split(","), args.out)
+def run(job: Job) -> None:
+    files = {split: job.input[f"instances_{split}"] for split in job.params.splits}
+    counts = convert_coco(files, job.params.classes, job.output.tags.parent)
     log.info("convert_coco: images with objects per split: %s", counts)
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

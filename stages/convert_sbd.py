@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from stages import StageError, cli
+from stages import StageError
+from stages.core.job import Job, main
+from stages.core.staging import StagedOutputs, inputs_key
 from stages.data.voc import VOC_CLASSES, check_label_values
-from stages.io import save_label_png
-from stages.progress import track
-from stages.staging import StagedOutputs, inputs_key
+from stages.utils.io import save_label_png
+from stages.utils.progress import track
 
 log = logging.getLogger("stages")
 
@@ -52,16 +53,10 @@ def convert_sbd(sbd: Path, out: Path, num_classes: int = len(VOC_CLASSES)) -> in
     return len(mats)
 
 
-def add_arguments(p):
-    p.add_argument("--sbd", required=True, type=Path, help="SBD's benchmark_RELEASE/dataset folder (holds cls/)")
-    p.add_argument("--num-classes", type=int, default=len(VOC_CLASSES), help="foreground classes (20 for VOC)")
-    p.add_argument("--out", required=True, type=Path, help="SegmentationClassAug folder to create")
-
-
-def run(args):
-    n = convert_sbd(args.sbd, args.out, args.num_classes)
-    log.info("convert_sbd: %d masks in %s", n, args.out)
+def run(job: Job) -> None:
+    n = convert_sbd(job.input.sbd, job.output.masks, len(job.params.classes))
+    log.info("convert_sbd: %d masks in %s", n, job.output.masks)
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import StageError, cli
+from stages import StageError
+from stages.core.job import Job, main, split_index
+from stages.core.metrics import confusion, score
 from stages.data.voc import image_level_labels, read_mask, resize_labels
-from stages.io import load_npz, write_json
-from stages.metrics import confusion, score
 from stages.ops.cam import cam_to_label
-from stages.progress import track
+from stages.utils.io import load_npz, write_json
+from stages.utils.progress import track
 
 
 def thresholds(cfg: dict) -> list[float]:
@@ -48,18 +49,11 @@ def eval_cams(index, ids, cams: Path, cfg: dict) -> dict:
     return {"stage": "cam", "images": len(ids), "best": best, "sweep": sweep}
 
 
-def add_arguments(p):
-    cli.add_split_arguments(p)
-    p.add_argument("--cams", required=True, type=Path)
-    p.add_argument("--variant", required=True)
-    p.add_argument("--out", required=True, type=Path)
-
-
-def run(args):
-    index, ids = cli.split_index(args)
-    result = eval_cams(index, ids, args.cams, args.cfg)
-    write_json(args.out, {"variant": args.variant, "split": args.split_file.stem, **result})
+def run(job: Job) -> None:
+    index, ids = split_index(job)
+    result = eval_cams(index, ids, job.input.cams, job.params.cfg)
+    write_json(job.output.table, {"variant": job.wildcards.variant, "split": job.input.split.stem, **result})
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

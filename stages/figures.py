@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt  # without a display, matplotlib draws with Agg
 import numpy as np
 
-from stages import cli
+from stages.core.job import Job, main, split_index
 from stages.data.voc import read_mask, resize_labels
-from stages.io import atomic_path, load_npz, read_json, read_label_png, voc_palette
+from stages.utils.io import atomic_path, load_npz, read_json, read_label_png, voc_palette
 
 PALETTE = np.array(voc_palette(), np.uint8).reshape(256, 3)
 
@@ -105,26 +105,15 @@ def example_grid(index, ids, cams: Path, rw: Path, pseudo: Path, pred: Path, see
     _save(fig, path)
 
 
-def add_arguments(p):
-    p.add_argument("--miou", required=True, type=Path, help="tables/miou.json (over the seeds)")
-    p.add_argument("--histories", nargs="+", required=True, help="name=path/to/history.csv")
-    cli.add_split_arguments(p, "ids to draw examples from")
-    p.add_argument("--cams", required=True, type=Path)
-    p.add_argument("--rw", required=True, type=Path)
-    p.add_argument("--pseudo-labels", required=True, type=Path)
-    p.add_argument("--predictions", required=True, type=Path, help="predictions on the same split")
-    p.add_argument("--examples", type=int, default=6)
-    p.add_argument("--seed", required=True, type=int, help="the seed of the histories, CAMs, random walk, labels, predictions")
-    p.add_argument("--out", required=True, type=Path, help="figures folder")
-
-
-def run(args):
-    index, ids = cli.split_index(args)
-    per_class_chart(read_json(args.miou), args.out / "miou_per_class.png")
-    loss_curves(dict(h.split("=", 1) for h in args.histories), args.seed, args.out / "loss_curves.png")
-    ids = ids[: args.examples]
-    example_grid(index, ids, args.cams, args.rw, args.pseudo_labels, args.predictions, args.seed, args.out / "examples.png")
+def run(job: Job) -> None:
+    index, ids = split_index(job)
+    out = job.output
+    per_class_chart(read_json(job.input.miou), out.bars)
+    loss_curves(dict(zip(job.params.histories, job.input.histories)), job.params.seed, out.losses)
+    ids = ids[: job.params.examples]
+    example_grid(index, ids, job.input.cams, job.input.rw, job.input.pseudo_labels, job.input.predictions,
+                 job.params.seed, out.examples)
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

@@ -1,7 +1,7 @@
 """Rule gather_shards: join the shard folders of a per-image stage into its output folder.
 
 A per-image stage (make_cams, affinity_labels, random_walk, pseudo_labels, predict_segmentation) runs as
-``shards`` jobs, each on a contiguous part of the split (``--shard K-of-N``). The joined folder holds one file
+``shards`` jobs, each on a contiguous part of the split (wildcard ``shard``, K-of-N). The joined folder holds one file
 per id of the split, each from exactly one shard; anything else (a missing id, an id two shards wrote, a file
 of no id of the split) stops the run with one line. Files are hard links where the filesystem allows (no copy
 of the bytes), and the folder appears in one rename.
@@ -12,8 +12,9 @@ import os
 import shutil
 from pathlib import Path
 
-from stages import StageError, cli
-from stages.io import atomic_dir
+from stages import StageError
+from stages.core.job import Job, main, split_index
+from stages.utils.io import atomic_dir
 
 
 def shard_files(shard: Path) -> dict[str, Path]:
@@ -55,16 +56,10 @@ def gather(ids: list[str], shards: list[Path], out: Path) -> None:
     print(f"gather_shards: {len(files)} files from {len(shards)} shards into {out}")
 
 
-def add_arguments(p):
-    cli.add_split_arguments(p, "the split the shards cover")
-    p.add_argument("--shards", required=True, type=Path, nargs="+", help="the shard folders, in order")
-    p.add_argument("--out", required=True, type=Path, help="the joined folder")
-
-
-def run(args):
-    _, ids = cli.split_index(args)
-    gather(ids, args.shards, args.out)
+def run(job: Job) -> None:
+    _, ids = split_index(job)
+    gather(ids, job.input.shards, job.output.folder)
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

@@ -1,21 +1,26 @@
 """Rule image_labels: validate the dataset, locate every image and derive its class labels.
 
-Labels come from the masks, a tags file or VOC XML annotations (``--source``). Every listed image
-is decoded and every mask read and checked before anything is written, so a bad file stops the
-run here, before any training, with its path in the message. Where labels come from tags or XML
-and masks exist too, how often the two disagree is logged and recorded in the index.
+Labels come from the masks, a tags file or VOC XML annotations (``data.labels``). Every listed image is decoded
+and every mask read and checked before anything is written, so a bad file stops the run here, before any
+training, with its path in the message. Where labels come from tags or XML and masks exist too, how often the
+two disagree is logged and recorded in the index. The index also records what it decoded of each mask or XML
+file (``label_records``), so that a dry run can tell an edit that changes an image's classes from one that does
+not without decoding the rest (stages/data/fingerprint.py).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from stages import StageError, cli
+from stages import StageError
+from stages.core.job import Job, main
+from stages.data.fingerprint import stat
 from stages.data.index import DatasetIndex
-from stages.data.labels import LABEL_SOURCES
-from stages.data.voc import VOCLayout, find_images, image_level_labels, open_image, read_ids, read_mask
-from stages.io import write_json, write_text
-from stages.progress import track
+from stages.data.labels import read_tags, xml_labels
+from stages.data.layout import DatasetLayout
+from stages.data.voc import find_images, image_level_labels, open_image, read_mask
+from stages.utils.io import write_json, write_text
+from stages.utils.progress import track
 
 log = logging.getLogger("stages")
 
@@ -26,21 +31,7 @@ def image_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-def derive_train_aug(layout: VOCLayout, sbd: Path) -> list[str]:
-    """The field's train_aug: SBD train + SBD val + VOC train, minus VOC val (10,582 ids on the real data)."""
-    ids = {*read_ids(Path(sbd) / "train.txt"), *read_ids(Path(sbd) / "val.txt"), *layout.ids("train")}
-    derived = sorted(ids - set(layout.ids("val")))
-    log.info("image_labels: train_aug derived from SBD's and VOC's lists: %d ids", len(derived))
-    return derived
-
-
-def split_ids(layout: VOCLayout, split: str, sbd: Path | None) -> list[str]:
-    if split == "train_aug" and sbd is not None and not layout.split_file(split).is_file():
-        return derive_train_aug(layout, sbd)
-    return layout.ids(split)
-
-
-def locate_images(layout: VOCLayout, ids_by_split: dict[str, list[str]]) -> dict[str, str]:
+def locate_images(layout: DatasetLayout, ids_by_split: dict[str, list[str]]) -> dict[str, str]:
     """id -> image path under the root, decided once for every stage: any extension PIL reads."""
     found = find_images(layout.images)
     images = {}
@@ -61,88 +52,84 @@ def label_disagreement(labels: dict, mask_labels: dict, ids: list[str]) -> dict:
     return {"images": len(ids), "disagree": len(differ), "first": differ[0] if differ else None}
 
 
-def build_index(root: Path, classes: list[str], splits: list[str], unlabeled: list[str] = (),
-                aug_masks: Path | None = None, lists: dict[str, Path] | None = None, *, source: str = "masks",
-                tags: Path | None = None, mask_splits: list[str] | None = None, train_splits: list[str] = (),
-                image_dir: str = "JPEGImages", mask_dir: str = "SegmentationClass", max_side: int | None = None,
-                sbd: Path | None = None) -> tuple[DatasetIndex, dict[str, list[str]]]:
-    """Labels for the ids of ``splits`` from ``source``; ``mask_splits`` (all of ``splits`` by default) have
-    masks, checked here; ``unlabeled`` splits (test) only need readable images. Returns the index (with,
-    per mask split, how often labels from tags/XML disagree with the masks) and the ids of each split."""
-    if source != "masks" and source not in LABEL_SOURCES:
-        raise StageError(f"data.labels: unknown {source!r} (known: masks, {', '.join(LABEL_SOURCES)})")
-    mask_splits = list(splits) if mask_splits is None else list(mask_splits)
-    if source == "masks" and set(splits) - set(mask_splits):
-        raise StageError(f"data.mask_splits: labels come from the masks, so every split of data.splits needs them; "
-                         f"{sorted(set(splits) - set(mask_splits))} has none")
-    layout = VOCLayout(root, aug_masks, lists or {}, image_dir, mask_dir)
-    layout.check(masks=bool(mask_splits))
-    ids_by_split = {split: split_ids(layout, split, sbd) for split in [*splits, *unlabeled]}
+def record(path: Path, classes: list[int]) -> list:
+    """What a dry run compares a mask or XML file with: its size and mtime, and the classes decoded from it."""
+    return [*stat(path), classes]
+
+
+def tag_labels(layout: DatasetLayout, ids: list[str]) -> dict[str, list[int]]:
+    table = read_tags(layout.tags, list(layout.classes))
+    missing = [i for i in ids if i not in table]
+    if missing:
+        raise StageError(f"{layout.tags}: no row for image {missing[0]!r} ({len(missing)} listed ids are not tagged)")
+    return {i: table[i] for i in ids}
+
+
+def annotation_labels(layout: DatasetLayout, ids: list[str], records: dict) -> dict[str, list[int]]:
+    labels = {}
+    for i in ids:
+        path = layout.annotation_path(i)
+        labels[i] = xml_labels(path, list(layout.classes))
+        records[str(path)] = record(path, labels[i])
+    return labels
+
+
+def build_index(layout: DatasetLayout) -> tuple[DatasetIndex, dict[str, list[str]]]:
+    """Labels for the ids of the layout's splits from its label source; its mask splits have masks, checked here;
+    its unlabeled splits (test) only need readable images. Returns the index (with, per mask split, how often labels
+    from tags/XML disagree with the masks) and the ids of each split."""
+    layout.check()
+    classes = list(layout.classes)
+    ids_by_split = {split: layout.ids(split) for split in (*layout.splits, *layout.unlabeled)}
+    if any(layout.derives_train_aug(split) for split in ids_by_split):
+        log.info("image_labels: train_aug derived from SBD's and VOC's lists: %d ids", len(ids_by_split["train_aug"]))
     images = locate_images(layout, ids_by_split)
     sizes = {i: list(image_size(layout.root / p)) for i, p in track(list(images.items()), "image_labels (images)")}
-    mask_labels = {}
-    for split in mask_splits:
+    mask_labels, records = {}, {}
+    for split in layout.mask_splits:
         for image_id in track(ids_by_split[split], f"image_labels {split} (masks)"):
             if image_id not in mask_labels:
-                mask = read_mask(layout.mask_path(image_id), sizes[image_id], len(classes))
-                mask_labels[image_id] = image_level_labels(mask, len(classes))
-    labelled = list(dict.fromkeys(i for split in splits for i in ids_by_split[split]))
-    if source == "masks":
+                path = layout.mask_path(image_id)
+                mask_labels[image_id] = image_level_labels(read_mask(path, sizes[image_id], len(classes)), len(classes))
+                records[str(path)] = record(path, mask_labels[image_id])
+    labelled = list(dict.fromkeys(i for split in layout.splits for i in ids_by_split[split]))
+    if layout.label_source == "masks":
         labels = {i: mask_labels[i] for i in labelled}
+    elif layout.label_source == "tags":
+        labels = tag_labels(layout, labelled)
     else:
-        labels = LABEL_SOURCES[source](labelled, classes, layout.root, tags)
-        for split in train_splits:
-            untagged = [i for i in ids_by_split[split] if not labels[i]]
-            if untagged:
-                raise StageError(f"{tags or layout.root / 'Annotations'}: image {untagged[0]!r} of the training split "
-                                 f"{split!r} has no labels ({len(untagged)} such); tag it or drop it from the list")
-    disagreement = {} if source == "masks" else {
-        split: label_disagreement(labels, mask_labels, ids_by_split[split]) for split in mask_splits}
+        labels = annotation_labels(layout, labelled, records)
+    for split in layout.train_splits:
+        untagged = [i for i in ids_by_split[split] if not labels[i]]
+        if untagged and layout.label_source != "masks":
+            raise StageError(f"{layout.tags or layout.annotations}: image {untagged[0]!r} of the training split "
+                             f"{split!r} has no labels ({len(untagged)} such); tag it or drop it from the list")
+    disagreement = {} if layout.label_source == "masks" else {
+        split: label_disagreement(labels, mask_labels, ids_by_split[split]) for split in layout.mask_splits}
     for split, d in disagreement.items():
         if d["disagree"]:
             log.warning("image_labels: %s labels disagree with the masks on %d of %d %s images (first: %r)",
-                        source, d["disagree"], d["images"], split, d["first"])
+                        layout.label_source, d["disagree"], d["images"], split, d["first"])
     rest = frozenset(images) - labels.keys()
-    index = DatasetIndex(layout, classes, labels, rest, images, sizes, max_side, source, disagreement)
+    index = DatasetIndex(layout, classes, labels, rest, images, sizes, layout.max_side, layout.label_source,
+                         disagreement, records)
     return index, ids_by_split
 
 
-def names(text: str) -> list[str]:
-    return [s for s in text.split(",") if s]
-
-
-def add_arguments(p):
-    p.add_argument("--root", required=True, type=Path, help="the dataset folder (VOC2012 for VOC)")
-    p.add_argument("--classes", required=True, help="comma-separated foreground class names")
-    p.add_argument("--splits", required=True, type=names, help="comma-separated split names with image-level labels")
-    p.add_argument("--unlabeled", type=names, default=[], help="comma-separated split names without labels (test)")
-    p.add_argument("--mask-splits", type=names, default=None,
-                   help="comma-separated splits with masks (default: all of --splits)")
-    p.add_argument("--train-splits", type=names, default=[], help="splits that train: every image needs a label")
-    p.add_argument("--source", default="masks", help=f"where labels come from: masks, {', '.join(LABEL_SOURCES)}")
-    p.add_argument("--tags", type=Path, default=None, help="tags file (CSV id,labels or JSON {id: [names]})")
-    p.add_argument("--image-dir", default="JPEGImages", help="image folder under --root")
-    p.add_argument("--mask-dir", default="SegmentationClass", help="mask folder under --root")
-    p.add_argument("--max-side", type=int, default=None, help="longest side the stages compute at")
-    p.add_argument("--aug-masks", type=Path, default=None, help="SegmentationClassAug folder (SBD-converted masks)")
-    p.add_argument("--sbd", type=Path, default=None, help="SBD's dataset folder: train_aug is derived from its lists if absent")
-    p.add_argument("--list", type=cli.named_path, action="append", default=[], metavar="SPLIT=PATH",
-                   help="a split list outside ImageSets/Segmentation (e.g. train_aug=/data/train_aug.txt)")
-    p.add_argument("--out", required=True, type=Path, help="labels folder: image_labels.json, splits/<split>.txt")
-
-
-def run(args):
-    index, ids_by_split = build_index(
-        args.root, args.classes.split(","), args.splits, args.unlabeled, args.aug_masks, dict(args.list),
-        source=args.source, tags=args.tags, mask_splits=args.mask_splits, train_splits=args.train_splits,
-        image_dir=args.image_dir, mask_dir=args.mask_dir, max_side=args.max_side, sbd=args.sbd)
+def write_index(index: DatasetIndex, ids_by_split: dict[str, list[str]], labels: Path, splits: list[Path]) -> None:
+    by_name = {path.stem: path for path in splits}
     for split, ids in ids_by_split.items():
-        write_text(args.out / "splits" / f"{split}.txt", "\n".join(ids) + "\n")
-    write_json(args.out / "image_labels.json", index.to_json())
+        write_text(by_name[split], "\n".join(ids) + "\n")
+    write_json(labels, index.to_json())
     counts = {c: sum(i + 1 in v for v in index.labels.values()) for i, c in enumerate(index.classes)}
     log.info("image_labels: %d labelled and %d unlabeled images; images per class: %s",
              len(index.labels), len(index.unlabeled), counts)
 
 
+def run(job: Job) -> None:
+    layout = DatasetLayout.from_config(job.params.data, job.params.data_root, job.params.run)
+    write_index(*build_index(layout), job.output.labels, job.output.splits)
+
+
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

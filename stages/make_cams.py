@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages import cli
+from stages.core.job import Job, main, runtime, split_index
+from stages.core.staging import StagedOutputs, inputs_key
 from stages.data.transforms import normalize
-from stages.io import save_npz
 from stages.models.factory import load_classifier
 from stages.ops.cam import multiscale_cams
-from stages.progress import track
-from stages.staging import StagedOutputs, inputs_key
+from stages.utils.io import save_npz
+from stages.utils.progress import track
 
 # images per forward (each with its flip); VOC's sizes repeat, so most batches fill up
 BATCH_SIZE = 4
@@ -51,18 +51,11 @@ def make_cams(index, ids, model_path: Path, cfg: dict, rt, out: Path, batch_size
     staged.commit()
 
 
-def add_arguments(p):
-    cli.add_split_arguments(p)
-    p.add_argument("--model", required=True, type=Path, help="classifier model.pt")
-    p.add_argument("--out", required=True, type=Path, help="folder for <id>.npz")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per forward (grouped by size)")
-
-
-def run(args):
-    rt = cli.runtime(args)
-    index, ids = cli.split_index(args)
-    make_cams(index, ids, args.model, args.cfg, rt, args.out, args.batch_size)
+def run(job: Job) -> None:
+    rt = runtime(job)
+    index, ids = split_index(job)
+    make_cams(index, ids, job.input.model, job.params.cfg, rt, job.output.cams)
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

@@ -6,10 +6,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages import StageError, cli
+from stages import StageError
+from stages.core.job import Job, main
 from stages.data.synthetic import SHAPES, make_sample, unknown_shapes
-from stages.io import atomic_dir, save_label_png
-from stages.progress import track
+from stages.utils.io import atomic_dir, save_label_png
+from stages.utils.progress import track
 
 
 def make_dataset(out: Path, classes: list[str], cfg: dict, seed: int) -> None:
@@ -32,14 +33,10 @@ def make_dataset(out: Path, classes: list[str], cfg: dict, seed: int) -> None:
             (tmp / "ImageSets/Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
 
 
-def add_arguments(p):
-    p.add_argument("--out", required=True, help="VOC2012 folder to create")
-    p.add_argument("--classes", required=True, help="comma-separated class names (shape names)")
-
-
-def run(args):
-    make_dataset(Path(args.out), args.classes.split(","), args.cfg, args.cfg.get("seed", 0))
+def run(job: Job) -> None:
+    generate = job.params.generate
+    make_dataset(job.output.root, job.params.classes, generate, generate["seed"])
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

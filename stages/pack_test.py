@@ -7,10 +7,11 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from stages import StageError, cli
+from stages import StageError
+from stages.core.job import Job, main, split_index
 from stages.data.voc import read_mask
-from stages.io import atomic_path, save_label_png
-from stages.progress import track
+from stages.utils.io import atomic_path, save_label_png
+from stages.utils.progress import track
 
 SERVER_DIR = Path("results/VOC2012/Segmentation/comp6_test_cls")
 
@@ -30,17 +31,10 @@ def pack_test(index, ids, pred: Path, out: Path, tar: Path) -> None:
                 t.add(folder / f"{image_id}.png", arcname=str(SERVER_DIR / f"{image_id}.png"))
 
 
-def add_arguments(p):
-    cli.add_split_arguments(p, "the test ids")
-    p.add_argument("--pred", required=True, type=Path, help="predicted <id>.png folder")
-    p.add_argument("--out", required=True, type=Path, help="folder that receives results/VOC2012/...")
-    p.add_argument("--tar", required=True, type=Path, help="the archive to upload")
-
-
-def run(args):
-    index, ids = cli.split_index(args)
-    pack_test(index, ids, args.pred, args.out, args.tar)
+def run(job: Job) -> None:
+    index, ids = split_index(job)
+    pack_test(index, ids, job.input.pred, job.output.tar.parent, job.output.tar)
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages import cli
+from stages.core.job import Job, main, runtime, split_index
+from stages.core.parallel import imap
+from stages.core.staging import StagedOutputs, inputs_key
 from stages.data.transforms import normalize
 from stages.data.voc import read_image, resize_labels
-from stages.io import save_label_png
 from stages.models.factory import load_deeplab
 from stages.models.segmentation import multiscale_logits
 from stages.ops.crf import crf_probs
-from stages.parallel import imap
-from stages.progress import track
-from stages.staging import StagedOutputs, inputs_key
+from stages.utils.io import save_label_png
+from stages.utils.progress import track
 
 
 def _finish(job, cfg):
@@ -44,17 +44,11 @@ def predict_segmentation(index, ids, model_path: Path, cfg: dict, rt, out: Path,
     staged.commit()
 
 
-def add_arguments(p):
-    cli.add_split_arguments(p)
-    p.add_argument("--model", required=True, type=Path, help="segmentation model.pt")
-    p.add_argument("--out", required=True, type=Path, help="folder for <id>.png")
-
-
-def run(args):
-    rt = cli.runtime(args)
-    index, ids = cli.split_index(args)
-    predict_segmentation(index, ids, args.model, args.cfg, rt, args.out, args.threads or 1)
+def run(job: Job) -> None:
+    rt = runtime(job)
+    index, ids = split_index(job)
+    predict_segmentation(index, ids, job.input.model, job.params.cfg, rt, job.output.predictions, job.threads)
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

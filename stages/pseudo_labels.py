@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import cli
+from stages.core.job import Job, main, split_index
+from stages.core.parallel import label_images
 from stages.ops.cam import threshold_argmax, with_background
 from stages.ops.crf import crf_labels
-from stages.parallel import label_images
 
 
 def pseudo_label(img: np.ndarray, rw: np.ndarray, keys, cfg: dict) -> np.ndarray:
@@ -23,16 +23,10 @@ def pseudo_labels(index, ids, rw: Path, cfg: dict, out: Path, processes: int) ->
     label_images("pseudo_labels", pseudo_label, index, ids, rw, "rw", cfg, out, processes)
 
 
-def add_arguments(p):
-    cli.add_split_arguments(p)
-    p.add_argument("--rw", required=True, type=Path, help="random_walk output folder")
-    p.add_argument("--out", required=True, type=Path)
-
-
-def run(args):
-    index, ids = cli.split_index(args)
-    pseudo_labels(index, ids, args.rw, args.cfg, args.out, args.threads or 1)
+def run(job: Job) -> None:
+    index, ids = split_index(job)
+    pseudo_labels(index, ids, job.input.rw, job.params.cfg, job.output.labels, job.threads)
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

@@ -7,13 +7,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages import cli
+from stages.core.job import Job, main, runtime, split_index
+from stages.core.staging import StagedOutputs, inputs_key
 from stages.data.transforms import normalize
-from stages.io import load_npz, save_npz
 from stages.models.factory import load_affinity_net
 from stages.ops.random_walk import random_walk
-from stages.progress import track
-from stages.staging import StagedOutputs, inputs_key
+from stages.utils.io import load_npz, save_npz
+from stages.utils.progress import track
 
 
 @torch.no_grad()
@@ -41,18 +41,11 @@ def run_random_walk(index, ids, cams: Path, model_path: Path, cfg: dict, rt, out
     staged.commit()
 
 
-def add_arguments(p):
-    cli.add_split_arguments(p)
-    p.add_argument("--cams", required=True, type=Path)
-    p.add_argument("--model", required=True, type=Path, help="affinity model.pt")
-    p.add_argument("--out", required=True, type=Path)
-
-
-def run(args):
-    rt = cli.runtime(args)
-    index, ids = cli.split_index(args)
-    run_random_walk(index, ids, args.cams, args.model, args.cfg, rt, args.out)
+def run(job: Job) -> None:
+    rt = runtime(job)
+    index, ids = split_index(job)
+    run_random_walk(index, ids, job.input.cams, job.input.model, job.params.cfg, rt, job.output.rw)
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

@@ -4,11 +4,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from pathlib import Path
 
-from stages import cli
-from stages.data.index import load_index, missing_classes_warning
-from stages.io import read_json, write_json, write_text
+from stages.core.job import Job, main, split_index
+from stages.data.index import missing_classes_warning
+from stages.utils.io import read_json, write_json, write_text
 
 log = logging.getLogger("stages")
 
@@ -68,36 +67,22 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def add_arguments(p):
-    p.add_argument("--cam-tables", nargs="*", type=Path, default=[])
-    p.add_argument("--mask-tables", nargs="*", type=Path, default=[])
-    p.add_argument("--variant", required=True, help="the variant the later stages use")
-    p.add_argument("--left-out", action="append", default=[], help="a row not scored, and why (repeatable)")
-    p.add_argument("--labels", type=Path, default=None,
-                   help="image_labels.json: classes the training split lacks, the label source's disagreement with the masks")
-    p.add_argument("--split-file", type=Path, help="the training split")
-    p.add_argument("--out", required=True, type=Path, help="tables folder")
+def label_findings(job: Job) -> tuple[list[str], list[str]]:
+    """The notes (label disagreement) and warnings (classes without a training image) under a seed's table."""
+    index, ids = split_index(job)
+    missing = index.classes_without_images(ids)
+    warnings = [missing_classes_warning(missing, f"the training split ({job.input.split.stem})")] if missing else []
+    return label_notes(read_json(job.input.labels)), warnings
 
 
-def label_findings(labels: Path | None, split_file: Path | None, stage: str) -> tuple[list[str], list[str]]:
-    """The notes (label disagreement) and warnings (classes without a training image) under a table; warnings are logged."""
-    warnings = []
-    if labels and split_file:
-        index = load_index(labels)
-        missing = index.classes_without_images(index.ids(split_file))
-        warnings = [missing_classes_warning(missing, f"the training split ({split_file.stem})")] if missing else []
-    for w in warnings:
-        log.warning("%s: %s", stage, w)
-    return (label_notes(read_json(labels)) if labels else []), warnings
-
-
-def run(args):
-    rows = rows_from_tables([read_json(p) for p in args.cam_tables], [read_json(p) for p in args.mask_tables], args.variant)
-    notes, warnings = label_findings(args.labels, args.split_file, "report")
-    write_json(args.out / "miou.json", rows)
-    write_text(args.out / "miou.csv", to_csv(rows))
-    write_text(args.out / "miou.md", to_markdown(rows, args.left_out, notes, warnings))
+def run(job: Job) -> None:
+    rows = rows_from_tables([read_json(p) for p in job.input.cams], [read_json(p) for p in job.input.masks],
+                            job.params.variant)
+    notes, warnings = label_findings(job)
+    write_json(job.output.json, rows)
+    write_text(job.output.csv, to_csv(rows))
+    write_text(job.output.md, to_markdown(rows, job.params.left_out, notes, warnings))
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

@@ -1,18 +1,20 @@
-"""Rule summary: the mIoU tables over seeds (miou.md, miou.csv, miou.json) and the report's front-page table.
+"""Rule summary: the mIoU tables over seeds (miou.md, miou.csv, miou.json), the report's front-page table and the
+run's warnings.
 
 Each row of the per-seed tables (a stage on a split) becomes one row with the mean, the sample standard
 deviation and the min-max of its mIoU and of each class's IoU over the seeds; miou.json keeps the per-seed values.
+Under the table go the warnings every job of the run wrote to its log (also in warnings.md, for the report).
 """
 from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
-from stages import StageError, cli
-from stages.io import read_json, write_json, write_text
-from stages.metrics import spread
-from stages.report import label_findings, table_footer
+from stages import StageError
+from stages.core.job import Job, main, warnings_in
+from stages.core.metrics import spread
+from stages.report import label_notes, table_footer
+from stages.utils.io import read_json, write_json, write_text
 
 STATS = ("std", "min", "max")
 
@@ -104,22 +106,20 @@ def overview_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def add_arguments(p):
-    p.add_argument("--tables", nargs="*", type=cli.seed_path, default=[], help="SEED=seed_<k>/tables/miou.json, one per seed")
-    p.add_argument("--left-out", action="append", default=[], help="a row not scored, and why (repeatable)")
-    p.add_argument("--labels", type=Path, default=None, help="image_labels.json (notes and warnings under the table)")
-    p.add_argument("--split-file", type=Path, help="the training split")
-    p.add_argument("--out", required=True, type=Path, help="tables folder")
+def warnings_md(warnings: list[str]) -> str:
+    lines = ["# Warnings of the run", ""]
+    return "\n".join(lines + ([f"- {w}" for w in warnings] or ["None."])) + "\n"
 
 
-def run(args):
-    rows = summary_rows({seed: read_json(path) for seed, path in args.tables})
-    notes, warnings = label_findings(args.labels, args.split_file, "summary")
-    write_json(args.out / "miou.json", rows)
-    write_text(args.out / "miou.csv", to_csv(rows))
-    write_text(args.out / "overview.csv", overview_csv(rows))
-    write_text(args.out / "miou.md", to_markdown(rows, args.left_out, notes, warnings))
+def run(job: Job) -> None:
+    rows = summary_rows(dict(zip(job.params.seeds, (read_json(p) for p in job.input.tables))))
+    warnings = warnings_in(job.params.logs)
+    write_json(job.output.json, rows)
+    write_text(job.output.csv, to_csv(rows))
+    write_text(job.output.overview, overview_csv(rows))
+    write_text(job.output.md, to_markdown(rows, job.params.left_out, label_notes(read_json(job.input.labels)), warnings))
+    write_text(job.output.warnings, warnings_md(warnings))
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

@@ -1,19 +1,29 @@
-"""Rule train_classifier: the Puzzle-CAM classifier for one ablation variant."""
+"""Rule train_classifier: the Puzzle-CAM classifier for one ablation variant (wildcard ``variant``)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from stages import StageError, cli, distributed
+import numpy as np
+import torch
+
+from stages import StageError
+from stages.core.engine import reference_param_groups
+from stages.core.job import Job, main
+from stages.core.metrics import confusion, score
+from stages.core.trainer import Training, scored_ids, train
 from stages.data.datasets import TrainSamples
 from stages.data.index import missing_classes_warning
-from stages.engine import fit, reference_param_groups, save_trained
+from stages.data.transforms import normalize
+from stages.data.voc import read_mask, resize_labels
 from stages.models.backbone import weights_tag
 from stages.models.factory import build_classifier
+from stages.ops.cam import cam_to_label, multiscale_cams
 from stages.ops.puzzle import VARIANTS, alpha_at, merge, puzzle_losses, tile
-from stages.staging import inputs_key, settings_key
 
 log = logging.getLogger("stages")
+
+# background thresholds of the per-epoch CAM score in TensorBoard (the eval_cams sweep scores the final model)
+EVAL_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 17))
 
 
 def puzzle_step(model, variant, alpha_max: float, ramp: float):
@@ -29,41 +39,46 @@ def puzzle_step(model, variant, alpha_max: float, ramp: float):
     return step
 
 
-def train_classifier(index, ids, variant_name: str, cfg: dict, rt, out: Path, checkpoint: Path) -> list[dict]:
-    if variant_name not in VARIANTS:
-        raise StageError(f"variant: unknown {variant_name!r} (known: {', '.join(VARIANTS)})")
-    variant = VARIANTS[variant_name]
+@torch.no_grad()
+def cam_scores(model, index, ids: list[str], rt) -> dict[str, float]:
+    """The CAM mIoU of ``ids`` at one scale, without flip, at the best of :data:`EVAL_THRESHOLDS`."""
+    n = index.num_classes + 1
+    conf = np.zeros((len(EVAL_THRESHOLDS), n, n), np.int64)
+    for image_id in ids:
+        x = normalize(index.read_image(image_id)).to(rt.device)[None]
+        cam, _ = multiscale_cams(model, x, [1.0], False, [index.labels[image_id]], rt.autocast)[0]
+        gt = read_mask(index.mask_path(image_id))
+        for k, t in enumerate(EVAL_THRESHOLDS):
+            conf[k] += confusion(resize_labels(cam_to_label(cam.numpy(), index.labels[image_id], t), gt.shape), gt, n)
+    best = max(score(c, index.names_with_background)["miou"] for c in conf)
+    return {"cam_miou": best}
+
+
+def classifier_training(job: Job, index, ids, rt) -> Training:
+    name = job.wildcards.variant
+    if name not in VARIANTS:
+        raise StageError(f"variant: unknown {name!r} (known: {', '.join(VARIANTS)})")
+    variant, cfg = VARIANTS[name], job.params.cfg
     missing = index.classes_without_images(ids)
     if missing:
-        log.warning("train_classifier[%s]: %s", variant_name, missing_classes_warning(missing, "the training images"))
+        log.warning("train_classifier[%s]: %s", name, missing_classes_warning(missing, "the training images"))
     model = build_classifier(cfg, index.num_classes)
-    data = TrainSamples([index.image_path(i) for i in ids], cfg, rt.seed,
-                        labels=[index.labels[i] for i in ids], num_classes=index.num_classes, max_side=index.max_side)
-    # the labels and images themselves, not only their ids: a checkpoint trained on other contents is not resumed
-    key = settings_key(cfg, variant_name, rt.seed, rt.precision, ids, data.labels, inputs_key(*data.image_paths))
-    groups = reference_param_groups(model, model.is_new, cfg)
-    history = fit(model, groups, data, lambda net: puzzle_step(net, variant, cfg["alpha_max"], cfg["alpha_ramp"]), cfg, rt,
-                  checkpoint, key, f"train_classifier[{variant_name}]")
-    meta = {"stage": "train_classifier", "variant": variant_name, "backbone": cfg["backbone"],
-            "pretrained": weights_tag(cfg["backbone"], cfg.get("pretrained", False), cfg.get("pretrained_path")),
-            "classes": index.classes, "config": cfg, "seed": rt.seed, "precision": rt.precision}
-    save_trained(out, model, meta, history, checkpoint)
-    return history
+    data = TrainSamples([index.image_path(i) for i in ids], cfg, rt.seed, labels=[index.labels[i] for i in ids],
+                        num_classes=index.num_classes, max_side=index.max_side)
+    scored = scored_ids(index, ids)
+    return Training(
+        model, reference_param_groups(model, model.is_new, cfg), data,
+        lambda net: puzzle_step(net, variant, cfg["alpha_max"], cfg["alpha_ramp"]),
+        meta={"variant": name, "backbone": cfg["backbone"],
+              "pretrained": weights_tag(cfg["backbone"], cfg["pretrained"], cfg["pretrained_path"])},
+        key=(name,),
+        scalars=lambda it, max_it: {"alpha": alpha_at(it, max_it, cfg["alpha_max"], cfg["alpha_ramp"])},
+        evaluate=(lambda m: cam_scores(m, index, scored, rt)) if scored else None)
 
 
-def add_arguments(p):
-    cli.add_split_arguments(p, "ids to train on")
-    p.add_argument("--variant", required=True, help=f"one of {', '.join(VARIANTS)}")
-    p.add_argument("--out", required=True, type=Path, help="model.pt (history.csv is written beside it)")
-    p.add_argument("--checkpoint", required=True, type=Path, help="resume checkpoint, kept until the model is written")
-
-
-def run(args):
-    rt = cli.runtime(args)
-    index, ids = cli.split_index(args)
-    with distributed.process_group(rt.device):
-        train_classifier(index, ids, args.variant, args.cfg, rt, args.out, args.checkpoint)
+def run(job: Job) -> None:
+    train(job, classifier_training, f"train_classifier[{job.wildcards.variant}]")
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

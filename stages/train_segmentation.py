@@ -1,20 +1,25 @@
-"""Rule train_segmentation: DeepLabv3+ on pseudo labels (or, for the upper bound, on the ground-truth masks)."""
+"""Rule train_segmentation: DeepLabv3+ on the pseudo labels (wildcard ``masks``: pseudo_labels) or, for the fully
+supervised upper bound, on the ground-truth masks (ground_truth)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 
-from stages import cli, distributed
+from stages.core.engine import reference_param_groups
+from stages.core.job import Job, main
+from stages.core.metrics import confusion, score
+from stages.core.staging import file_digest
+from stages.core.trainer import Training, scored_ids, train
 from stages.data.datasets import TrainSamples
-from stages.data.voc import IGNORE
-from stages.engine import fit, reference_param_groups, save_trained
-from stages.io import load_model
+from stages.data.transforms import normalize
+from stages.data.voc import IGNORE, read_mask, resize_labels
 from stages.models.backbone import weights_tag
 from stages.models.factory import build_deeplab
-from stages.models.segmentation import is_new, load_encoder_from_classifier
-from stages.staging import file_digest, inputs_key, settings_key
+from stages.models.segmentation import is_new, load_encoder_from_classifier, multiscale_logits
+from stages.utils.io import load_model
 
 log = logging.getLogger("stages")
 
@@ -27,41 +32,42 @@ def segmentation_step(model):
     return step
 
 
-def train_segmentation(index, ids, masks: Path | None, classifier: Path | None, cfg: dict, rt, out: Path, checkpoint: Path):
-    """``masks`` is a folder of pseudo-label PNGs, or None for the ground-truth masks."""
+@torch.no_grad()
+def segmentation_scores(model, index, ids: list[str], rt) -> dict[str, float]:
+    """The mIoU of ``ids`` at one scale, without flip or CRF."""
+    n = index.num_classes + 1
+    conf = np.zeros((n, n), np.int64)
+    for image_id in ids:
+        x = normalize(index.read_image(image_id)).to(rt.device)
+        pred = multiscale_logits(model, x, [1.0], False, rt.autocast).argmax(0).cpu().numpy().astype(np.uint8)
+        gt = read_mask(index.mask_path(image_id))
+        conf += confusion(resize_labels(pred, gt.shape), gt, n)
+    return {"miou": score(conf, index.names_with_background)["miou"]}
+
+
+def segmentation_training(job: Job, index, ids, rt) -> Training:
+    """Training masks: the pseudo-label folder (input ``masks``), or the ground truth where the rule gives none."""
+    cfg = job.params.cfg
     model = build_deeplab(cfg, index.num_classes)
+    classifier = job.input.get("classifier")
     if classifier is not None:
         state, _ = load_model(classifier)
         log.info("train_segmentation: encoder starts from %s (%d tensors)", classifier, load_encoder_from_classifier(model, state))
+    masks = job.input.get("masks")
     mask_paths = [masks / f"{i}.png" for i in ids] if masks is not None else [index.mask_path(i) for i in ids]
     data = TrainSamples([index.image_path(i) for i in ids], cfg, rt.seed, masks=mask_paths, max_side=index.max_side)
-    # the masks' and images' sizes and mtimes and the classifier's bytes: a checkpoint trained on other inputs is not resumed
-    key = settings_key(cfg, rt.seed, rt.precision, ids, inputs_key(*data.image_paths, *data.mask_paths),
-                       file_digest(classifier) if classifier is not None else None)
-    history = fit(model, reference_param_groups(model, is_new, cfg), data, segmentation_step, cfg, rt, checkpoint, key,
-                  "train_segmentation")
     start = (f"classifier:{classifier}" if classifier is not None
-             else weights_tag(cfg["encoder"], cfg.get("pretrained", False), cfg.get("pretrained_path")))
-    meta = {"stage": "train_segmentation", "masks": str(masks) if masks else "ground_truth", "encoder": cfg["encoder"],
-            "pretrained": start,
-            "classes": index.classes, "config": cfg, "seed": rt.seed, "precision": rt.precision}
-    save_trained(out, model, meta, history, checkpoint)
+             else weights_tag(cfg["encoder"], cfg["pretrained"], cfg["pretrained_path"]))
+    scored = scored_ids(index, ids)
+    return Training(model, reference_param_groups(model, is_new, cfg), data, segmentation_step,
+                    meta={"masks": str(masks) if masks else "ground_truth", "encoder": cfg["encoder"], "pretrained": start},
+                    key=(file_digest(classifier) if classifier is not None else None,),
+                    evaluate=(lambda m: segmentation_scores(m, index, scored, rt)) if scored else None)
 
 
-def add_arguments(p):
-    cli.add_split_arguments(p)
-    p.add_argument("--masks", type=Path, default=None, help="pseudo-label folder; omit to train on the ground-truth masks")
-    p.add_argument("--classifier", type=Path, default=None, help="start the encoder from this classifier's backbone")
-    p.add_argument("--out", required=True, type=Path, help="model.pt (history.csv is written beside it)")
-    p.add_argument("--checkpoint", required=True, type=Path)
-
-
-def run(args):
-    rt = cli.runtime(args)
-    index, ids = cli.split_index(args)
-    with distributed.process_group(rt.device):
-        train_segmentation(index, ids, args.masks, args.classifier, args.cfg, rt, args.out, args.checkpoint)
+def run(job: Job) -> None:
+    train(job, segmentation_training)
 
 
 if __name__ == "__main__":
-    cli.main(run, __doc__, add_arguments)
+    main(run)

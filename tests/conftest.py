@@ -19,13 +19,20 @@ import torch
 import yaml
 from PIL import Image
 
-from stages.data.voc import VOC_CLASSES, read_mask
-from stages.image_labels import build_index
-from stages.io import save_label_png
-from stages.make_dataset import make_dataset
-from stages.runtime import make_runtime
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow" / "rules"))  # the workflow's helpers, as Snakemake finds them
+
+from pipeline.config import fill_defaults  # noqa: E402
+
+from stages.core.job import Job  # noqa: E402
+from stages.core.runtime import make_runtime  # noqa: E402
+from stages.data.layout import DatasetLayout  # noqa: E402
+from stages.data.voc import VOC_CLASSES, read_mask  # noqa: E402
+from stages.image_labels import build_index  # noqa: E402
+from stages.make_dataset import make_dataset  # noqa: E402
+from stages.utils.io import save_label_png  # noqa: E402
+
+SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
 CLASSES = ["disc", "square", "triangle", "cross"]
 TINY = {
     "image_size": 64,
@@ -49,9 +56,32 @@ def tiny_voc(tmp_path_factory) -> Path:
     return root
 
 
+def with_defaults(section: str, cfg: dict) -> dict:
+    """A config section with the schema's defaults filled in, as the workflow hands it to a stage."""
+    return fill_defaults({section: dict(cfg)}, SCHEMA)[section]
+
+
+def layout_of(root, classes=CLASSES, splits=("train", "val"), data_root=None, run="run", **data) -> DatasetLayout:
+    """The layout of a data section: ``root``, ``classes``, ``splits`` (the first trains) and any other data keys."""
+    section = {"root": str(root), "classes": list(classes), "splits": list(splits), "train_split": splits[0],
+               "cam_split": splits[0], "eval_split": splits[-1], **data}
+    return DatasetLayout.from_config(with_defaults("data", section), data_root, run)
+
+
+def stage_job(rule: str, input=(), output=(), params=(), wildcards=(), threads: int = 1, resources=()) -> Job:
+    """The job a rule would hand its stage (stages/core/job.py)."""
+    return Job.make(rule, dict(input), dict(output), dict(params), dict(wildcards), threads, dict(resources))
+
+
+def run_stage(rule: str, **job) -> subprocess.CompletedProcess:
+    """``python -m stages.<rule> JOB`` as the rule's shell line runs it (through launch), in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "stages.core.launch", rule, stage_job(rule, **job).to_json()],
+                          capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="session")
 def tiny_index(tiny_voc):
-    index, _ = build_index(tiny_voc, CLASSES, ["train", "val"])
+    index, _ = build_index(layout_of(tiny_voc))
     return index
 
 
@@ -60,17 +90,18 @@ def cpu():
     return make_runtime("cpu", seed=0)
 
 
-def train_cfg(**overrides) -> dict:
-    """A tiny training schedule shared by the trainer tests."""
+def train_cfg(section: str = "segmentation", **overrides) -> dict:
+    """A tiny training schedule shared by the trainer tests, with the schema's defaults of ``section``."""
     cfg = {"epochs": 2, "batch_size": 4, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
            "resize_long": [56, 72], "crop_size": 64}
     cfg.update(overrides)
-    return cfg
+    return with_defaults(section, cfg)
 
 
 def classifier_cfg(**kw) -> dict:
     """The classifier section of the trainer tests: a random resnet18, the puzzle ramp over half the run."""
-    return train_cfg(backbone="resnet18", pretrained=False, pretrained_path=None, alpha_max=4.0, alpha_ramp=0.5, **kw)
+    return train_cfg("classifier", backbone="resnet18", pretrained=False, pretrained_path=None, alpha_max=4.0,
+                     alpha_ramp=0.5, **kw)
 
 
 class Executes:

@@ -15,7 +15,7 @@ from bench.stages import CASES, EMBEDDED_MODELS, Settings, cam_setup, crf_setup,
 from stages.data.transforms import normalize
 from stages.ops.cam import multiscale_cam, multiscale_cams
 from stages.ops.random_walk import random_walk
-from stages.parallel import imap
+from stages.core.parallel import imap
 
 TINY = Settings(backbone="resnet18", height=40, width=56, n=3, crop=64, rw_height=10, rw_width=14)
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from stages import cli
-from stages.io import write_json
+from stages.utils.io import write_json
 
 
 def run_stage(module, *args):

@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 from stages import StageError
 from stages.convert_coco import convert_coco
 from stages.image_labels import build_index
-from stages.io import read_label_png
+from stages.utils.io import read_label_png
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["person", "car", "dog"]  # COCO ids 1, 3, 18: class ids 1, 2, 3 in the order of COCO ids

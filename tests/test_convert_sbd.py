@@ -11,7 +11,7 @@ from PIL import Image
 
 from stages import StageError
 from stages.convert_sbd import convert_sbd, read_sbd_mask
-from stages.io import read_label_png
+from stages.utils.io import read_label_png
 
 ROOT = Path(__file__).resolve().parents[1]
 

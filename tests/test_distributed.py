@@ -13,14 +13,14 @@ from conftest import classifier_cfg, train_cfg
 
 from stages import StageError
 from stages.data.datasets import TrainSamples, epoch_loader, epoch_order, shard_batches
-from stages.distributed import sync_training_batchnorm
-from stages.engine import fit
-from stages.io import load_model, write_json
-from stages.launch import stage_command
+from stages.core.distributed import sync_training_batchnorm
+from stages.core.engine import fit
+from stages.utils.io import load_model, write_json
+from stages.core.launch import stage_command
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
 from stages.models.factory import build_deeplab
-from stages.runtime import make_runtime
+from stages.core.runtime import make_runtime
 from stages.train_classifier import train_classifier
 
 # two iterations per epoch on the 8 training images; the puzzle ramp and the poly decay both move
@@ -33,7 +33,7 @@ def fp32():
 
 
 def torchrun(tiny_index, folder, name, popen=False):
-    """train_classifier on two gloo processes, as stages.launch starts it on two GPUs."""
+    """train_classifier on two gloo processes, as stages.core.launch starts it on two GPUs."""
     labels = folder / "labels.json"
     write_json(labels, tiny_index.to_json())
     args = ["--cfg", json.dumps(CFG), "--runtime", '{"device": "cpu", "precision": "fp32"}', "--threads", "1",

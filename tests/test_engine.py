@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from stages.engine import make_sgd, poly_lambda, reference_param_groups
+from stages.core.engine import make_sgd, poly_lambda, reference_param_groups
 from stages.models.classifier import CAMClassifier
 
 

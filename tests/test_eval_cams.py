@@ -8,8 +8,8 @@ from stages import StageError
 from stages.data.voc import read_mask
 from stages.eval_cams import eval_cams, thresholds
 from stages.eval_masks import eval_masks
-from stages.io import save_label_png, save_npz
-from stages.metrics import confusion, score
+from stages.utils.io import save_label_png, save_npz
+from stages.core.metrics import confusion, score
 
 SWEEP = {"thresholds": {"start": 0.05, "stop": 0.8, "step": 0.05}}
 

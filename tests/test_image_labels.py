@@ -1,20 +1,20 @@
 """Image-level labels from masks, tags or XML; images as users have them; clear errors on bad datasets."""
 import json
 import shutil
-import subprocess
-import sys
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-from conftest import CLASSES, ROOT
+from conftest import CLASSES, layout_of, run_stage
 from PIL import Image
 
 from stages import StageError
 from stages.convert_sbd import read_sbd_mask
 from stages.data.index import load_index
-from stages.data.voc import VOC_CLASSES, capped_size, read_ids, read_image, read_mask
+from stages.data.voc import MODE_READERS, TRANSPARENT, VOC_CLASSES, capped_size, read_ids, read_image, read_mask
 from stages.image_labels import build_index, image_size
-from stages.io import save_label_png, write_json
+from stages.utils.io import save_label_png, write_json
 
 
 def test_labels_are_the_classes_in_each_mask(tiny_index):
@@ -32,35 +32,35 @@ def broken(tiny_voc, tmp_path):
 
 def test_missing_root(tmp_path):
     with pytest.raises(StageError, match="JPEGImages: missing folder"):
-        build_index(tmp_path / "nowhere", CLASSES, ["train"])
+        build_index(layout_of(tmp_path / "nowhere", splits=["train"]))
 
 
 def test_corrupt_jpeg_is_named(broken):
     image_id = (broken / "ImageSets/Segmentation/train.txt").read_text().split()[0]
     (broken / "JPEGImages" / f"{image_id}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     with pytest.raises(StageError, match=f"{image_id}.jpg: corrupt image"):
-        build_index(broken, CLASSES, ["train"])
+        build_index(layout_of(broken, splits=["train"]))
 
 
 def test_listed_id_without_image(broken):
     with open(broken / "ImageSets/Segmentation/train.txt", "a") as f:
         f.write("ghost\n")
     with pytest.raises(StageError, match="train.txt: id 'ghost' has no image in .*JPEGImages"):
-        build_index(broken, CLASSES, ["train"])
+        build_index(layout_of(broken, splits=["train"]))
 
 
 def test_mask_of_the_wrong_size(broken):
     image_id = (broken / "ImageSets/Segmentation/val.txt").read_text().split()[0]
     save_label_png(broken / "SegmentationClass" / f"{image_id}.png", np.zeros((10, 12), np.uint8))
     with pytest.raises(StageError, match=f"{image_id}.png: mask is 12x10 but its image is 64x64"):
-        build_index(broken, CLASSES, ["val"])
+        build_index(layout_of(broken, splits=["val"]))
 
 
 def test_label_values_out_of_range(broken):
     image_id = (broken / "ImageSets/Segmentation/val.txt").read_text().split()[0]
     save_label_png(broken / "SegmentationClass" / f"{image_id}.png", np.full((64, 64), 9, np.uint8))
     with pytest.raises(StageError, match=r"label values \[9\] outside 0..4 and 255"):
-        build_index(broken, CLASSES, ["val"])
+        build_index(layout_of(broken, splits=["val"]))
 
 
 # The VOC 2012 + SBD layout: SegmentationClassAug for train_aug, a mask-less test split.
@@ -72,12 +72,16 @@ def voc(make_voc_fixture, tmp_path):
     aug = voc_root / "SegmentationClassAug"
     for mat in (tmp_path / "benchmark_RELEASE/dataset/cls").glob("*.mat"):
         save_label_png(aug / f"{mat.stem}.png", read_sbd_mask(mat))
-    return voc_root, ids, {"train_aug": tmp_path / "train_aug.txt"}
+    return voc_root, ids, {"train_aug": str(tmp_path / "train_aug.txt")}
+
+
+def voc_layout(root, splits, **data):
+    return layout_of(root, VOC_CLASSES, splits, **data)
 
 
 def test_voc_masks_win_and_sbd_masks_fill_in(voc):
     root, ids, lists = voc
-    index, split_ids = build_index(root, list(VOC_CLASSES), ["train_aug", "val"], ["test"], lists=lists)
+    index, split_ids = build_index(voc_layout(root, ["train_aug", "val"], test_split="test", lists=lists))
     assert split_ids["train_aug"] == ids["train_aug"] and split_ids["test"] == ids["test"]
     assert index.layout.mask_path(ids["train"][0]) == root / "SegmentationClass" / f"{ids['train'][0]}.png"
     assert index.layout.mask_path(ids["sbd"][0]) == root / "SegmentationClassAug" / f"{ids['sbd'][0]}.png"
@@ -89,7 +93,7 @@ def test_voc_masks_win_and_sbd_masks_fill_in(voc):
 
 def test_index_round_trips_and_accepts_the_test_ids(voc, tmp_path):
     root, ids, lists = voc
-    index, _ = build_index(root, list(VOC_CLASSES), ["train_aug"], ["test"], lists=lists)
+    index, _ = build_index(voc_layout(root, ["train_aug"], test_split="test", lists=lists))
     write_json(tmp_path / "image_labels.json", index.to_json())
     (tmp_path / "test.txt").write_text("\n".join(ids["test"]) + "\n")
     loaded = load_index(tmp_path / "image_labels.json")
@@ -100,27 +104,27 @@ def test_index_round_trips_and_accepts_the_test_ids(voc, tmp_path):
 def test_missing_train_aug_list_is_named(voc, tmp_path):
     root, _, _ = voc
     with pytest.raises(StageError, match=f"{tmp_path / 'elsewhere.txt'}: split list not found"):
-        build_index(root, list(VOC_CLASSES), ["train_aug"], lists={"train_aug": tmp_path / "elsewhere.txt"})
+        build_index(voc_layout(root, ["train_aug"], lists={"train_aug": str(tmp_path / "elsewhere.txt")}))
 
 
 def test_missing_aug_folder_is_named(voc, tmp_path):
     root, _, lists = voc
     with pytest.raises(StageError, match=f"{tmp_path / 'Aug'}: missing folder of SBD-converted masks"):
-        build_index(root, list(VOC_CLASSES), ["train_aug"], aug_masks=tmp_path / "Aug", lists=lists)
+        build_index(voc_layout(root, ["train_aug"], aug_masks=str(tmp_path / "Aug"), lists=lists))
 
 
 def test_id_with_no_mask_anywhere_is_named(voc):
     root, ids, lists = voc
     (root / "SegmentationClassAug" / f"{ids['sbd'][2]}.png").unlink()
     with pytest.raises(StageError, match=f"SegmentationClassAug/{ids['sbd'][2]}.png: file not found"):
-        build_index(root, list(VOC_CLASSES), ["train_aug"], lists=lists)
+        build_index(voc_layout(root, ["train_aug"], lists=lists))
 
 
 def test_test_id_without_image_is_named(voc):
     root, ids, lists = voc
     (root / "JPEGImages" / f"{ids['test'][1]}.jpg").unlink()
     with pytest.raises(StageError, match=f"test.txt: id '{ids['test'][1]}' has no image in {root / 'JPEGImages'}"):
-        build_index(root, list(VOC_CLASSES), ["val"], ["test"])
+        build_index(voc_layout(root, ["val"], test_split="test"))
 
 
 def test_truncated_jpeg_is_named(voc):
@@ -128,15 +132,18 @@ def test_truncated_jpeg_is_named(voc):
     path = root / "JPEGImages" / f"{ids['val'][0]}.jpg"
     path.write_bytes(path.read_bytes()[:200])  # a valid header, the pixels cut off
     with pytest.raises(StageError, match=f"{ids['val'][0]}.jpg: corrupt image"):
-        build_index(root, list(VOC_CLASSES), ["val"])
+        build_index(voc_layout(root, ["val"]))
 
 
-def test_cli_error_is_one_line_and_writes_nothing(voc, tmp_path):
+def test_stage_error_is_one_line_and_writes_nothing(voc, tmp_path):
     root, ids, _ = voc
     save_label_png(root / "SegmentationClass" / f"{ids['val'][1]}.png", np.full((64, 64), 21, np.uint8))
-    proc = subprocess.run([sys.executable, "-m", "stages.image_labels", "--root", str(root), "--classes", ",".join(VOC_CLASSES),
-                           "--splits", "val", "--unlabeled", "test", "--out", str(tmp_path / "labels")],
-                          capture_output=True, text=True, cwd=ROOT)
+    data = {"root": str(root), "classes": list(VOC_CLASSES), "splits": ["val"], "train_split": "val", "cam_split": "val",
+            "eval_split": "val", "test_split": "test", "labels": "masks", "image_dir": "JPEGImages",
+            "mask_dir": "SegmentationClass"}
+    proc = run_stage("image_labels", output={"labels": tmp_path / "labels/image_labels.json",
+                                             "splits": [tmp_path / "labels/splits/val.txt", tmp_path / "labels/splits/test.txt"]},
+                     params={"data": data, "data_root": None, "run": "voc"})
     assert proc.returncode == 2
     mask = root / "SegmentationClass" / f"{ids['val'][1]}.png"
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {mask}: ")
@@ -180,6 +187,71 @@ def test_any_mode_is_read_as_rgb(tmp_path, mode, ext):
     assert out[:, :4].max() < 30 and out[:, 6:].min() > 170
 
 
+def grey(*values) -> np.ndarray:
+    """The RGB row a grey image of ``values`` (uint8) reaches the network as."""
+    return np.repeat(np.array([values], np.uint8)[..., None], 3, axis=2)
+
+
+def test_16_bit_grey_is_scaled_not_clipped_to_white(tmp_path):
+    """PIL's own conversion of mode I;16 clips every value above 255 to white."""
+    Image.fromarray(np.array([[0, 257, 25700, 65535]], np.uint16)).save(tmp_path / "g16.png")
+    with Image.open(tmp_path / "g16.png") as img:
+        assert img.mode == "I;16"
+    np.testing.assert_array_equal(read_image(tmp_path / "g16.png"), grey(0, 1, 100, 255))
+
+
+def test_16_bit_rgb_keeps_its_colours(tmp_path):
+    bgr = np.array([[[25700, 0, 51400], [65535, 65535, 0]]], np.uint16)  # as cv2 writes: blue, green, red
+    cv2.imwrite(str(tmp_path / "rgb16.png"), bgr)
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb16.png"), [[[200, 0, 100], [0, 255, 255]]])
+
+
+def test_32_bit_images_are_scaled_or_refused(tmp_path):
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)).save(tmp_path / "f.tif")
+    np.testing.assert_array_equal(read_image(tmp_path / "f.tif"), grey(0, 128, 255))
+    Image.fromarray(np.array([[0, 65535]], np.int32)).save(tmp_path / "i.tif")
+    np.testing.assert_array_equal(read_image(tmp_path / "i.tif"), grey(0, 255))
+    Image.fromarray(np.array([[0.0, 3.5]], np.float32)).save(tmp_path / "f3.tif")
+    with pytest.raises(StageError, match=r"f3.tif: floating-point image with values outside \[0, 1\] \(0 to 3.5\)"):
+        read_image(tmp_path / "f3.tif")
+    Image.fromarray(np.array([[0, 70000]], np.int32)).save(tmp_path / "i2.tif")
+    with pytest.raises(StageError, match=r"i2.tif: 32-bit integer image with values in \[0, 70000\]"):
+        read_image(tmp_path / "i2.tif")
+
+
+def test_one_bit_images_are_black_and_white(tmp_path):
+    Image.fromarray(np.array([[False, True]])).save(tmp_path / "b.png")
+    with Image.open(tmp_path / "b.png") as img:
+        assert img.mode == "1"
+    np.testing.assert_array_equal(read_image(tmp_path / "b.png"), grey(0, 255))
+
+
+def test_transparent_pixels_take_imagenets_mean_colour(tmp_path):
+    """Palette with transparency, RGBA and LA: what is under a transparent pixel is not part of the picture."""
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([9, 9, 9, 250, 20, 30] + [0] * 762)
+    palette.putdata([0, 1])
+    palette.save(tmp_path / "p.png", transparency=0)
+    np.testing.assert_array_equal(read_image(tmp_path / "p.png"), [[TRANSPARENT, (250, 20, 30)]])
+    Image.fromarray(np.array([[[255, 0, 0, 0], [10, 200, 30, 255]]], np.uint8), mode="RGBA").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), [[TRANSPARENT, (10, 200, 30)]])
+    Image.fromarray(np.array([[[77, 0], [77, 255]]], np.uint8), mode="LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "la.png"), [[TRANSPARENT, (77, 77, 77)]])
+
+
+def test_colour_spaces_are_converted(tmp_path):
+    Image.new("CMYK", (1, 1), (255, 0, 0, 0)).save(tmp_path / "c.tif")
+    np.testing.assert_array_equal(read_image(tmp_path / "c.tif"), [[(0, 255, 255)]])
+
+
+def test_a_mode_without_a_reader_stops_in_one_line(tmp_path, monkeypatch):
+    """Every mode PIL opens reaches the network with its content, or stops: none is converted blindly."""
+    monkeypatch.delitem(MODE_READERS, "RGBA")
+    Image.new("RGBA", (2, 2)).save(tmp_path / "x.png")
+    with pytest.raises(StageError, match="x.png: image mode RGBA cannot be read faithfully; save it as 8-bit RGB"):
+        read_image(tmp_path / "x.png")
+
+
 def test_large_photos_are_capped_to_the_longest_side(tmp_path):
     Image.fromarray(np.full((300, 400, 3), 90, np.uint8)).save(tmp_path / "big.png")
     assert capped_size((3000, 4000), 1000) == (750, 1000) and capped_size((300, 400), 1000) == (300, 400)
@@ -188,9 +260,9 @@ def test_large_photos_are_capped_to_the_longest_side(tmp_path):
 
 
 def own_index(root, **kw):
-    args = {"source": "tags", "tags": root / "tags.csv", "mask_splits": [], "train_splits": ["train"], "image_dir": "images",
-            "mask_dir": "masks", "lists": {"train": root / "train.txt", "val": root / "val.txt"}, **kw}
-    return build_index(root, CLASSES, ["train", "val"], **args)
+    data = {"labels": "tags", "tags": str(root / "tags.csv"), "mask_splits": [], "image_dir": "images", "mask_dir": "masks",
+            "lists": {"train": str(root / "train.txt"), "val": str(root / "val.txt")}, **kw}
+    return build_index(layout_of(root, **data))
 
 
 @pytest.mark.parametrize("source", ["tags", "json", "xml"])
@@ -200,7 +272,7 @@ def test_tags_json_and_xml_give_the_masks_labels(own_dataset, tiny_voc, tmp_path
     if source == "json":
         tags = root / "tags.json"
         tags.write_text(json.dumps({i: [CLASSES[c - 1] for c in cs] for i, cs in classes.items()}))
-    index, split_ids = own_index(root, source="xml" if source == "xml" else "tags", tags=tags, mask_splits=["train", "val"])
+    index, split_ids = own_index(root, labels="xml" if source == "xml" else "tags", tags=str(tags), mask_splits=["train", "val"])
     assert index.labels == classes and split_ids["train"][:2] == ["syn 000003", "street/0001"]
     assert index.disagreement == {"train": {"images": 8, "disagree": 0, "first": None},
                                   "val": {"images": 4, "disagree": 0, "first": None}}
@@ -270,18 +342,19 @@ def test_an_image_in_a_non_training_split_may_have_no_tags(own_dataset, tiny_voc
 def test_train_aug_list_under_image_sets_is_found(voc, tmp_path):
     root, ids, lists = voc
     shutil.move(lists["train_aug"], root / "ImageSets/Segmentation/train_aug.txt")
-    _, split_ids = build_index(root, list(VOC_CLASSES), ["train_aug"], lists=lists)
+    _, split_ids = build_index(voc_layout(root, ["train_aug"], lists=lists))
     assert split_ids["train_aug"] == ids["train_aug"]
 
 
 def test_train_aug_is_derived_from_sbd_and_voc_lists_when_absent(voc, tmp_path):
     root, ids, lists = voc
-    lists["train_aug"].unlink()
+    Path(lists["train_aug"]).unlink()
     sbd = tmp_path / "benchmark_RELEASE/dataset"
     # SBD's lists overlap VOC train and hold one VOC val image, which train_aug leaves out
     (sbd / "train.txt").write_text("\n".join(ids["sbd"][:4] + ids["train"][:2]) + "\n")
     (sbd / "val.txt").write_text("\n".join(ids["sbd"][4:] + [ids["val"][0]]) + "\n")
-    _, split_ids = build_index(root, list(VOC_CLASSES), ["train_aug"], lists=lists, sbd=sbd)
+    _, split_ids = build_index(voc_layout(root, ["train_aug"], lists=lists, sbd=str(sbd),
+                                          aug_masks=str(root / "SegmentationClassAug")))
     assert split_ids["train_aug"] == sorted(ids["train"] + ids["sbd"])
 
 
@@ -298,7 +371,7 @@ def test_xml_with_an_unknown_class_or_missing_is_named(own_dataset, tiny_voc, tm
     xml = root / "Annotations/street/0001.xml"
     xml.write_text("<annotation><object><name>zebra</name></object></annotation>")
     with pytest.raises(StageError, match=f"{xml}: 'zebra' is not a class of data.classes"):
-        own_index(root, source="xml")
+        own_index(root, labels="xml")
     xml.unlink()
     with pytest.raises(StageError, match=f"{xml}: annotation not found"):
-        own_index(root, source="xml")
+        own_index(root, labels="xml")

@@ -8,7 +8,7 @@ import pytest
 from conftest import CLASSES, TINY, Executes
 
 from stages import StageError
-from stages.io import atomic_dir, atomic_path, load_model, read_json, save_model, write_json
+from stages.utils.io import atomic_dir, atomic_path, load_model, read_json, save_model, write_json
 from stages.make_dataset import make_dataset
 
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from stages import StageError
-from stages.launch import acquire, cuda_driver, gpu_pool, lock_dir, pinned_env, processes, stage_command, try_acquire
+from stages.core.launch import acquire, cuda_driver, gpu_pool, lock_dir, pinned_env, processes, stage_command, try_acquire
 
 
 def test_the_pool_is_cuda_visible_devices_with_a_slot_per_entry():
@@ -17,7 +17,7 @@ def test_the_pool_is_cuda_visible_devices_with_a_slot_per_entry():
 
 def test_a_host_without_the_cuda_driver_has_no_pool_and_never_imports_torch():
     """Every GPU job on a CPU host goes through launch: torch's seconds of import are saved there."""
-    probe = ("import sys; import stages.launch as launch; launch.cuda_driver = lambda: False; "
+    probe = ("import sys; import stages.core.launch as launch; launch.cuda_driver = lambda: False; "
              "print(launch.gpu_pool({}), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["[]", "False"]
@@ -40,7 +40,7 @@ def test_jobs_take_free_slots_and_a_finished_job_frees_its_own(tmp_path):
 
 def test_a_lock_is_released_when_its_process_ends_however_it_ends(tmp_path):
     held = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                             "from stages.launch import try_acquire; "
+                             "from stages.core.launch import try_acquire; "
                              f"try_acquire(['0'], 1, Path({str(tmp_path)!r})); print('held', flush=True); time.sleep(60)"],
                             stdout=subprocess.PIPE, text=True)
     assert held.stdout.readline() == "held\n"

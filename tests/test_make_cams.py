@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from stages.io import load_npz
+from stages.utils.io import load_npz
 from stages.ops.cam import cam_to_label, max_normalize, multiscale_cam, strided_size
 
 
@@ -50,7 +50,7 @@ def test_cam_to_label_uses_a_constant_background_channel():
 
 
 def test_make_cams_writes_one_npz_per_image(tiny_index, cpu, tmp_path):
-    from stages.io import save_model
+    from stages.utils.io import save_model
     from stages.make_cams import make_cams
     from stages.models.classifier import CAMClassifier
 
@@ -67,7 +67,7 @@ def test_make_cams_writes_one_npz_per_image(tiny_index, cpu, tmp_path):
 
 
 def test_batched_cams_equal_one_image_at_a_time(tiny_index, cpu, tmp_path):
-    from stages.io import save_model
+    from stages.utils.io import save_model
     from stages.make_cams import make_cams
     from stages.models.classifier import CAMClassifier
 

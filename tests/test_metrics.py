@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from stages import StageError
-from stages.metrics import confusion, iou, score
+from stages.core.metrics import confusion, iou, score
 
 
 def direct_iou(pred, gt, c):

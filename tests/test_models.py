@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT
 
 from stages import StageError
-from stages.io import write_json
+from stages.utils.io import write_json
 from stages.models.affinity import AffinityNet
 from stages.models.backbone import create_backbone, weights_tag
 from stages.models.segmentation import create_deeplab

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from stages.data.index import load_index
-from stages.io import write_json
+from stages.utils.io import write_json
 from stages.report import rows_from_tables, to_csv, to_markdown
 
 PER_CLASS = {"background": 90.0, "disc": 50.0, "square": None}

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from stages import StageError
-from stages.runtime import make_runtime
+from stages.core.runtime import make_runtime
 
 
 def test_cuda_asked_for_where_there_is_none(monkeypatch):
@@ -20,7 +20,7 @@ def test_cpu_can_be_forced():
 
 @pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, None)])
 def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch, native, expected):
-    monkeypatch.setattr("stages.runtime.native_bf16", lambda device: native)
+    monkeypatch.setattr("stages.core.runtime.native_bf16", lambda device: native)
     assert make_runtime("cpu").dtype is expected
     assert make_runtime("cpu", precision="fp32").dtype is None
     assert make_runtime("cpu", precision="bf16").dtype is torch.bfloat16

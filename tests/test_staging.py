@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import stages.make_cams as make_cams_module
-from stages.io import save_model, save_npz
+from stages.utils.io import save_model, save_npz
 from stages.make_cams import make_cams
 from stages.models.classifier import CAMClassifier
 

@@ -89,7 +89,7 @@ def test_train_affinity_learns_from_labels(tiny_index, cpu, tmp_path):
     from conftest import train_cfg
 
     from stages.affinity_labels import affinity_labels
-    from stages.io import load_model, save_model
+    from stages.utils.io import load_model, save_model
     from stages.make_cams import make_cams
     from stages.models.classifier import CAMClassifier
     from stages.train_affinity import train_affinity

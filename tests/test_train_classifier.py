@@ -12,11 +12,11 @@ from conftest import Executes, classifier_cfg
 from stages import StageError
 from stages.data.datasets import TrainSamples
 from stages.data.index import load_index
-from stages.engine import fit, reference_param_groups
-from stages.io import load_model, write_json
+from stages.core.engine import fit, reference_param_groups
+from stages.utils.io import load_model, write_json
 from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS
-from stages.runtime import make_runtime
+from stages.core.runtime import make_runtime
 from stages.train_classifier import puzzle_step, train_classifier
 
 

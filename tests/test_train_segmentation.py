@@ -7,12 +7,12 @@ import torch
 import torch.nn as nn
 from conftest import train_cfg
 
-from stages.io import load_model, read_label_png, save_label_png, save_model
+from stages.utils.io import load_model, read_label_png, save_label_png, save_model
 from stages.models.classifier import CAMClassifier
 from stages.models.factory import build_deeplab
 from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, multiscale_logits
 from stages.predict_segmentation import predict_segmentation
-from stages.runtime import make_runtime
+from stages.core.runtime import make_runtime
 from stages.train_segmentation import train_segmentation
 
 

@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from stages.data.voc import VOC_CLASSES
-from stages.io import read_label_png
+from stages.utils.io import read_label_png
 
 ROOT = Path(__file__).resolve().parents[1]
 

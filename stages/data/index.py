@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from stages import StageError
-from stages.data.voc import VOCLayout, capped_size, read_ids, read_image
-from stages.io import read_json
+from stages.data.layout import DatasetLayout
+from stages.data.voc import capped_size, read_ids, read_image
+from stages.utils.io import read_json
 
 
 @dataclass(frozen=True)
 class DatasetIndex:
-    layout: VOCLayout
+    layout: DatasetLayout
     classes: list[str]  # foreground class names; class id c is classes[c - 1]
     labels: dict[str, list[int]]  # image id -> class ids present (1..C)
     unlabeled: frozenset[str] = field(default_factory=frozenset)  # ids of mask-less splits (test): predicted only
@@ -22,6 +23,7 @@ class DatasetIndex:
     max_side: int | None = None  # longest side the stages compute at (None: the image's own size)
     source: str = "masks"  # where the labels come from: masks, tags or xml
     disagreement: dict = field(default_factory=dict)  # per split with masks: labels that differ from the mask's classes
+    label_records: dict = field(default_factory=dict)  # mask or XML path -> [size, mtime_ns, classes] as decoded
 
     @property
     def num_classes(self) -> int:
@@ -61,11 +63,9 @@ class DatasetIndex:
         return [name for c, name in enumerate(self.classes, 1) if c not in present]
 
     def to_json(self) -> dict:
-        aug = self.layout.aug_masks
-        return {"root": str(self.layout.root), "aug_masks": str(aug) if aug else None,
-                "image_dir": self.layout.image_dir, "mask_dir": self.layout.mask_dir, "max_side": self.max_side,
-                "classes": self.classes, "labels": self.labels, "unlabeled": sorted(self.unlabeled),
-                "images": self.images, "sizes": self.sizes, "source": self.source, "disagreement": self.disagreement}
+        return {"layout": self.layout.to_json(), "max_side": self.max_side, "classes": self.classes,
+                "labels": self.labels, "unlabeled": sorted(self.unlabeled), "images": self.images, "sizes": self.sizes,
+                "source": self.source, "disagreement": self.disagreement, "label_records": self.label_records}
 
 
 def missing_classes_warning(classes: list[str], where: str) -> str:
@@ -78,9 +78,8 @@ def missing_classes_warning(classes: list[str], where: str) -> str:
 def load_index(path) -> DatasetIndex:
     d = read_json(path)
     try:
-        layout = VOCLayout(Path(d["root"]), d.get("aug_masks"), image_dir=d["image_dir"], mask_dir=d["mask_dir"])
-        return DatasetIndex(layout, list(d["classes"]), {k: list(v) for k, v in d["labels"].items()},
-                            frozenset(d.get("unlabeled", ())), dict(d["images"]), dict(d["sizes"]), d.get("max_side"),
-                            d.get("source", "masks"), d.get("disagreement", {}))
+        return DatasetIndex(DatasetLayout.from_json(d["layout"]), list(d["classes"]),
+                            {k: list(v) for k, v in d["labels"].items()}, frozenset(d["unlabeled"]), dict(d["images"]),
+                            dict(d["sizes"]), d["max_side"], d["source"], d["disagreement"], d["label_records"])
     except KeyError as e:
         raise StageError(f"{path}: missing key {e}; rerun image_labels (snakemake --forcerun image_labels)") from None

@@ -1,8 +1,6 @@
-"""Image-level labels from the forms datasets come in: masks, a tags file (CSV or JSON), VOC XML annotations.
-
-Each source maps the ids to label (class ids 1..C, sorted); :data:`LABEL_SOURCES` names them as
-``data.labels`` does. Masks are read by image_labels itself (it checks them against their images).
-"""
+"""Image-level labels from the forms datasets come in besides masks: a tags file (CSV or JSON), VOC XML
+annotations. Labels are class ids 1..C, sorted; masks are read by image_labels itself (it checks them against
+their images)."""
 from __future__ import annotations
 
 import csv
@@ -68,30 +66,17 @@ def read_tags(path, classes: list[str]) -> dict[str, list[int]]:
     return (read_tags_json if path.suffix.lower() == ".json" else read_tags_csv)(path, classes)
 
 
-def xml_labels(path: Path, classes: list[str]) -> list[int]:
-    """Classes of the ``<object><name>`` entries of one VOC annotation (difficult objects included)."""
+def xml_label_names(path: Path) -> list[str]:
+    """The ``<object><name>`` entries of one VOC annotation (difficult objects included)."""
     try:
         root = ET.parse(path).getroot()
     except FileNotFoundError:
         raise StageError(f"{path}: annotation not found") from None
     except ET.ParseError as e:
         raise StageError(f"{path}: malformed XML ({e})") from None
-    return class_ids([(o.findtext("name") or "").strip() for o in root.iter("object")], classes, str(path))
+    return [(o.findtext("name") or "").strip() for o in root.iter("object")]
 
 
-def from_tags(ids, classes: list[str], root: Path, tags: Path | None) -> dict[str, list[int]]:
-    if tags is None:
-        raise StageError("data.tags: data.labels is 'tags' but no tags file is configured")
-    table = read_tags(tags, classes)
-    missing = [i for i in ids if i not in table]
-    if missing:
-        raise StageError(f"{tags}: no row for image {missing[0]!r} ({len(missing)} listed ids are not tagged)")
-    return {i: table[i] for i in ids}
-
-
-def from_xml(ids, classes: list[str], root: Path, tags: Path | None) -> dict[str, list[int]]:
-    return {i: xml_labels(Path(root) / "Annotations" / f"{i}.xml", classes) for i in ids}
-
-
-# data.labels -> the function that reads labels without masks; "masks" is image_labels' own reading.
-LABEL_SOURCES = {"tags": from_tags, "xml": from_xml}
+def xml_labels(path: Path, classes: list[str]) -> list[int]:
+    """Class ids of one VOC annotation's objects."""
+    return class_ids(xml_label_names(path), classes, str(path))

@@ -13,7 +13,7 @@ A split list may also live elsewhere (``lists``: the 10582-id train_aug list is 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 
 import cv2
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from stages import StageError
-from stages.io import read_label_png
+from stages.utils.io import read_label_png
 
 log = logging.getLogger("stages")
 
@@ -30,56 +30,6 @@ VOC_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 IGNORE = 255
-
-
-@dataclass(frozen=True)
-class VOCLayout:
-    root: Path
-    aug_masks: Path | None = None
-    lists: dict[str, Path] = field(default_factory=dict)
-    image_dir: str = "JPEGImages"
-    mask_dir: str = "SegmentationClass"
-
-    def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
-        aug = self.aug_masks
-        if aug is None and (self.root / "SegmentationClassAug").is_dir():
-            aug = self.root / "SegmentationClassAug"  # the usual place of the SBD-converted masks
-        object.__setattr__(self, "aug_masks", Path(aug) if aug is not None else None)
-        object.__setattr__(self, "lists", {k: Path(v) for k, v in self.lists.items()})
-
-    @property
-    def voc_masks(self) -> Path:
-        return self.root / self.mask_dir
-
-    @property
-    def images(self) -> Path:
-        return self.root / self.image_dir
-
-    def mask_path(self, image_id: str) -> Path:
-        """VOC's own (finer, boundary-ignoring) mask where it exists, else the SBD-converted one."""
-        voc = self.voc_masks / f"{image_id}.png"
-        if self.aug_masks is None or voc.is_file():
-            return voc
-        return self.aug_masks / f"{image_id}.png"
-
-    def split_file(self, split: str) -> Path:
-        """The configured list where it exists, else ImageSets/Segmentation/<split>.txt (where conversions leave train_aug)."""
-        standard = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        listed = self.lists.get(split)
-        return listed if listed is not None and (listed.is_file() or not standard.is_file()) else standard
-
-    def ids(self, split: str) -> list[str]:
-        return read_ids(self.split_file(split))
-
-    def check(self, masks: bool = True) -> None:
-        """Stop on a missing folder before reading any file; ``masks`` when some split needs them."""
-        if not self.images.is_dir():
-            raise StageError(f"{self.images}: missing folder of images; data.root must hold it (data.image_dir)")
-        if self.aug_masks is not None and not self.aug_masks.is_dir():
-            raise StageError(f"{self.aug_masks}: missing folder of SBD-converted masks (data.aug_masks)")
-        if masks and self.aug_masks is None and not self.voc_masks.is_dir():
-            raise StageError(f"{self.voc_masks}: missing folder of segmentation masks")
 
 
 def parse_id(line: str) -> str:
@@ -132,18 +82,87 @@ def capped_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
+# The value a transparent pixel takes: ImageNet's mean colour, which the network sees as zero after normalisation.
+TRANSPARENT = (124, 116, 104)
+
+
+def _converted(img: Image.Image) -> Image.Image:
+    return img.convert("RGB")
+
+
+def _composited(img: Image.Image) -> Image.Image:
+    """Alpha blended over :data:`TRANSPARENT`: the colours under a transparent pixel are not part of the picture."""
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (*TRANSPARENT, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _palette(img: Image.Image) -> Image.Image:
+    return _composited(img) if "transparency" in img.info else _converted(img)
+
+
+def _grey(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+
+
+def _sixteen_bit(img: Image.Image) -> Image.Image:
+    """16-bit grey scaled to 8 bits (65535 -> 255): PIL's own conversion clips everything above 255 to white."""
+    return _grey(np.asarray(img, np.float64) / 257)
+
+
+def _integer(img: Image.Image, path) -> Image.Image:
+    values = np.asarray(img, np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise StageError(f"{path}: 32-bit integer image with values in [{values.min()}, {values.max()}]; "
+                         "only 0..65535 (16-bit) can be read: convert it to 8 or 16 bits")
+    return _grey(values / 257)
+
+
+def _float(img: Image.Image, path) -> Image.Image:
+    values = np.asarray(img, np.float64)
+    if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+        raise StageError(f"{path}: floating-point image with values outside [0, 1] "
+                         f"({np.nanmin(values):.4g} to {np.nanmax(values):.4g}); convert it to 8 or 16 bits")
+    return _grey(values * 255)
+
+
+# PIL image mode -> the RGB uint8 image its content gives; a mode missing here stops with one line.
+MODE_READERS = {
+    "RGB": lambda img, path: img,
+    **dict.fromkeys(("1", "L", "CMYK", "YCbCr", "LAB", "HSV"), lambda img, path: _converted(img)),
+    "P": lambda img, path: _palette(img),
+    **dict.fromkeys(("RGBA", "RGBa", "LA", "PA"), lambda img, path: _composited(img)),
+    **dict.fromkeys(("I;16", "I;16L", "I;16B", "I;16N"), lambda img, path: _sixteen_bit(img)),
+    "I": _integer,
+    "F": _float,
+}
+
+
+_WARNED: set[str] = set()  # photos past PIL's size warning: each is named once per process
+
+
 def open_image(path) -> Image.Image:
-    """The decoded image as the camera meant it: EXIF orientation applied, any mode (grey, CMYK, RGBA,
-    palette, 16-bit) converted to RGB. A missing, corrupt or truncated file is a clear error."""
+    """The decoded image as the camera meant it: EXIF orientation applied, its mode made 8-bit RGB with the content
+    kept (16-bit and float scaled, transparency blended over ImageNet's mean colour). A missing, corrupt or
+    truncated file, or a mode that cannot be read faithfully, is a clear error."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return img if img.mode == "RGB" else img.convert("RGB")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+        for w in caught:
+            if issubclass(w.category, Image.DecompressionBombWarning) and str(path) not in _WARNED:
+                _WARNED.add(str(path))
+                log.warning("%s: %s (data.max_side caps the size the stages compute at)", path, w.message)
     except FileNotFoundError:
         raise StageError(f"{path}: image listed in the split file does not exist") from None
     except Exception as e:
         raise StageError(f"{path}: corrupt image ({e})") from None
+    reader = MODE_READERS.get(img.mode)
+    if reader is None:
+        raise StageError(f"{path}: image mode {img.mode} cannot be read faithfully; save it as 8-bit RGB")
+    return reader(img, path)
 
 
 def read_image(path, max_side: int | None = None) -> np.ndarray:

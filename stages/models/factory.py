@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
-from stages.io import load_model
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
 from stages.models.segmentation import REFERENCE_DROPOUT, create_deeplab
+from stages.utils.io import load_model
 
 
 def build_classifier(cfg: dict, num_classes: int) -> CAMClassifier:

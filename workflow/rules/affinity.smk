@@ -1,10 +1,10 @@
 rule affinity_labels:
     input:
-        labels=LABELS,
-        split=split_file("train_split"),
+        labels=ancient(LABELS),
+        split=split_list(DATA["train_split"]),
         cams=f"{S}/cams/{VARIANT}",
     output:
-        sharded_output("affinity_labels"),
+        labels=sharded_output("affinity_labels"),
     log:
         log_of("affinity_labels", *SHARD_WILDCARDS, root=S),
     benchmark:
@@ -14,23 +14,26 @@ rule affinity_labels:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     params:
-        shard=shard_of,
-        cfg=section("affinity_labels"),
+        **stage(cfg=config["affinity_labels"]),
+        data=lambda wildcards: DATASET.split(DATA["train_split"], "images"),
     shell:
-        "python -m stages.affinity_labels --cfg {params.cfg:q} --threads {threads} --labels {input.labels:q}"
-        " --split-file {input.split:q} --shard {params.shard} --cams {input.cams:q} --out {output:q} > {log:q} 2>&1"
+        STAGE
+
+
+plan(rules.affinity_labels, combinations(seed=SEEDS))
 
 
 rule train_affinity:
     input:
-        labels=LABELS,
-        split=split_file("train_split"),
+        labels=ancient(LABELS),
+        split=split_list(DATA["train_split"]),
         affinity_labels=f"{S}/affinity_labels",
         classifier=f"{S}/classifier/{VARIANT}/model.pt",
     output:
         model=f"{S}/affinity/model.pt",
         meta=f"{S}/affinity/model.json",
         history=f"{S}/affinity/history.csv",
+        tensorboard=directory(f"{S}/tensorboard/train_affinity"),
     log:
         log_of("train_affinity", root=S),
     benchmark:
@@ -43,24 +46,27 @@ rule train_affinity:
         gpu=GPU,
         workers=WORKERS,
     params:
-        cfg=section("affinity"),
-        runtime=training_runtime,
-        checkpoint=f"{S}/checkpoints/train_affinity/affinity.pt",
+        **stage(
+            cfg=config["affinity"],
+            runtime=training_runtime,
+            checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_affinity/affinity.pt",
+        ),
+        data=lambda wildcards: DATASET.split(DATA["train_split"], "images"),
     shell:
-        "python -m stages.launch --gpus {resources.gpu} stages.train_affinity --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
-        " --labels {input.labels:q} --split-file {input.split:q} --affinity-labels {input.affinity_labels:q}"
-        " --classifier {input.classifier:q} --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {resources.workers}"
-        " > {log:q} 2>&1"
+        STAGE
+
+
+plan(rules.train_affinity, combinations(seed=SEEDS))
 
 
 rule random_walk:
     input:
-        labels=LABELS,
-        split=split_file("train_split"),
+        labels=ancient(LABELS),
+        split=split_list(DATA["train_split"]),
         cams=f"{S}/cams/{VARIANT}",
         model=f"{S}/affinity/model.pt",
     output:
-        sharded_output("rw"),
+        rw=sharded_output("rw"),
     log:
         log_of("random_walk", *SHARD_WILDCARDS, root=S),
     benchmark:
@@ -72,10 +78,10 @@ rule random_walk:
     resources:
         gpu=GPU,
     params:
-        shard=shard_of,
-        cfg=section("random_walk"),
-        runtime=INFERENCE_RUNTIME,
+        **stage(cfg=config["random_walk"], runtime=RUNTIME),
+        data=lambda wildcards: DATASET.split(DATA["train_split"], "images"),
     shell:
-        "python -m stages.launch --gpus {resources.gpu} stages.random_walk --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
-        " --labels {input.labels:q} --split-file {input.split:q} --shard {params.shard} --cams {input.cams:q} --model {input.model:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        STAGE
+
+
+plan(rules.random_walk, combinations(seed=SEEDS))

@@ -1,10 +1,16 @@
+def cams_split(wildcards):
+    """The variant the later stages use needs CAMs on the training split; the other ablation variants only on
+    the split they are scored on."""
+    return DATA["train_split"] if wildcards.variant == VARIANT else DATA["cam_split"]
+
+
 rule make_cams:
     input:
-        labels=LABELS,
-        split=make_cams_split,
+        labels=ancient(LABELS),
+        split=ancient(lambda wildcards: f"{R}/labels/splits/{cams_split(wildcards)}.txt"),
         model=f"{S}/classifier/{{variant}}/model.pt",
     output:
-        sharded_output("cams/{variant}"),
+        cams=sharded_output("cams/{variant}"),
     log:
         log_of("make_cams", "variant", *SHARD_WILDCARDS, root=S),
     benchmark:
@@ -16,22 +22,23 @@ rule make_cams:
     resources:
         gpu=GPU,
     params:
-        shard=shard_of,
-        cfg=section("cams"),
-        runtime=INFERENCE_RUNTIME,
+        **stage(cfg=config["cams"], runtime=RUNTIME),
+        data=lambda wildcards: DATASET.split(cams_split(wildcards), "images", "labels"),
     shell:
-        "python -m stages.launch --gpus {resources.gpu} stages.make_cams --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
-        " --labels {input.labels:q} --split-file {input.split:q} --shard {params.shard} --model {input.model:q} --out {output:q}"
-        " > {log:q} 2>&1"
+        STAGE
+
+
+# the ablation variants' CAMs are made to be scored: where the scored split has no masks, only the variant's
+plan(rules.make_cams, combinations(seed=SEEDS, variant=VARIANTS if CAM_SCORED else [VARIANT]))
 
 
 rule eval_cams:
     input:
-        labels=LABELS,
-        split=split_file("cam_split"),
+        labels=ancient(LABELS),
+        split=split_list(DATA["cam_split"]),
         cams=f"{S}/cams/{{variant}}",
     output:
-        f"{S}/tables/cam_{{variant}}.json",
+        table=f"{S}/tables/cam_{{variant}}.json",
     log:
         log_of("eval_cams", "variant", root=S),
     benchmark:
@@ -39,7 +46,12 @@ rule eval_cams:
     conda:
         "../../envs/wsss.yaml"
     params:
-        cfg=section("eval_cams"),
+        **stage(cfg=config["eval_cams"]),
+        data=lambda wildcards: DATASET.split(DATA["cam_split"], "masks"),
     shell:
-        "python -m stages.eval_cams --cfg {params.cfg:q} --labels {input.labels:q} --split-file {input.split:q}"
-        " --cams {input.cams:q} --variant {wildcards.variant} --out {output:q} > {log:q} 2>&1"
+        STAGE
+
+
+if CAM_SCORED:
+
+    plan(rules.eval_cams, combinations(seed=SEEDS, variant=VARIANTS))

@@ -1,11 +1,12 @@
 rule train_classifier:
     input:
-        labels=LABELS,
-        split=split_file("train_split"),
+        labels=ancient(LABELS),
+        split=split_list(DATA["train_split"]),
     output:
         model=f"{S}/classifier/{{variant}}/model.pt",
         meta=f"{S}/classifier/{{variant}}/model.json",
         history=f"{S}/classifier/{{variant}}/history.csv",
+        tensorboard=directory(f"{S}/tensorboard/train_classifier/{{variant}}"),
     log:
         log_of("train_classifier", "variant", root=S),
     benchmark:
@@ -17,10 +18,14 @@ rule train_classifier:
         gpu=GPU,
         workers=WORKERS,
     params:
-        cfg=section("classifier", without=("variants", "variant")),
-        runtime=training_runtime,
-        checkpoint=f"{S}/checkpoints/train_classifier/{{variant}}.pt",
+        **stage(
+            cfg=section("classifier", without=("variants", "variant")),
+            runtime=training_runtime,
+            checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_classifier/{wildcards.variant}.pt",
+        ),
+        data=lambda wildcards: DATASET.split(DATA["train_split"], "images", "labels"),
     shell:
-        "python -m stages.launch --gpus {resources.gpu} stages.train_classifier --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
-        " --labels {input.labels:q} --split-file {input.split:q} --variant {wildcards.variant}"
-        " --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {resources.workers} > {log:q} 2>&1"
+        STAGE
+
+
+plan(rules.train_classifier, combinations(seed=SEEDS, variant=VARIANTS))

@@ -1,10 +1,10 @@
-from stages import dataset_manifest
+# The dataset: generated or converted where a rule writes it, then validated and labelled by image_labels.
 
-if "generate" in DATA:
+if LAYOUT.generated is not None:
 
     rule make_dataset:
         output:
-            directory(VOC_ROOT),
+            root=directory(str(LAYOUT.root)),
         log:
             log_of("make_dataset"),
         benchmark:
@@ -12,20 +12,20 @@ if "generate" in DATA:
         conda:
             "../../envs/wsss.yaml"
         params:
-            cfg=json.dumps(DATA["generate"], sort_keys=True),
-            classes=",".join(DATA["classes"]),
+            **stage(generate=DATA["generate"], classes=DATA["classes"]),
         shell:
-            "python -m stages.make_dataset --cfg {params.cfg:q}"
-            " --classes {params.classes:q} --out {output:q} > {log:q} 2>&1"
+            STAGE
+
+    plan(rules.make_dataset, [{}])
 
 
-if "sbd" in DATA:
+if LAYOUT.sbd_masks_converted:
 
     rule convert_sbd:
         input:
-            data_path(DATA["sbd"]),
+            sbd=str(LAYOUT.sbd),
         output:
-            directory(SBD_MASKS),
+            masks=directory(str(LAYOUT.aug_masks)),
         log:
             log_of("convert_sbd"),
         benchmark:
@@ -33,20 +33,22 @@ if "sbd" in DATA:
         conda:
             "../../envs/wsss.yaml"
         params:
-            num_classes=len(DATA["classes"]),
+            **stage(classes=DATA["classes"]),
         shell:
-            "python -m stages.convert_sbd --sbd {input:q} --num-classes {params.num_classes} --out {output:q} > {log:q} 2>&1"
+            STAGE
+
+    plan(rules.convert_sbd, [{}])
 
 
-if "coco" in DATA:
+if LAYOUT.coco:
 
     rule convert_coco:
         input:
-            unpack(lambda wildcards: {split: data_path(path) for split, path in DATA["coco"].items()}),
+            **{f"instances_{split}": str(path) for split, path in LAYOUT.coco.items()},
         output:
-            masks=directory(AUG_MASKS),
-            tags=TAGS,
-            lists=list(COCO_LISTS.values()),
+            masks=directory(str(LAYOUT.aug_masks)),
+            tags=str(LAYOUT.tags),
+            lists=[str(LAYOUT.lists[split]) for split in LAYOUT.coco],
         log:
             log_of("convert_coco"),
         benchmark:
@@ -54,46 +56,27 @@ if "coco" in DATA:
         conda:
             "../../envs/wsss.yaml"
         params:
-            instances=lambda wildcards, input: " ".join(
-                shlex.quote(f"--instances={s}={input[s]}") for s in DATA["coco"]
-            ),
-            classes=",".join(DATA["classes"]),
-            out=folder_of("tags"),
+            **stage(classes=DATA["classes"], splits=list(LAYOUT.coco)),
         shell:
-            "python -m stages.convert_coco {params.instances} --classes {params.classes:q} --out {params.out:q} > {log:q} 2>&1"
+            STAGE
+
+    plan(rules.convert_coco, [{}])
 
 
-FOUND_LISTS = {split: found_list(split, path) for split, path in SPLIT_LISTS.items()}
-FOUND_LISTS = {split: path for split, path in FOUND_LISTS.items() if path}
-# What the labels are derived from: the VOC folder, the SBD masks, the tags file and the split lists kept outside it.
-DATASET_PATHS = [VOC_ROOT, *([AUG_MASKS] if AUG_MASKS else []), *([TAGS] if TAGS else []), *FOUND_LISTS.values()]
-MANIFEST = f"{R}/labels/dataset_manifest.json"
-# A file edited in place changes no folder's mtime: the manifest, refreshed here when the files no
-# longer match it, gets a newer mtime, which reruns image_labels and what depends on a changed label.
-dataset_manifest.refresh(MANIFEST, DATASET_PATHS)
-
-
-rule dataset_manifest:
-    input:
-        DATASET_PATHS,
-    output:
-        MANIFEST,
-    log:
-        log_of("dataset_manifest"),
-    benchmark:
-        benchmark_of("dataset_manifest")
-    conda:
-        "../../envs/wsss.yaml"
-    shell:
-        "python -m stages.dataset_manifest --out {output:q} {input:q} > {log:q} 2>&1"
+# The folders and files rules write: image_labels waits for them (ancient: its `data` param says when they changed).
+DATASET_RULE_OUTPUTS = [
+    *([str(LAYOUT.root)] if LAYOUT.generated is not None else []),
+    *([str(LAYOUT.aug_masks)] if LAYOUT.sbd_masks_converted or LAYOUT.coco else []),
+    *([str(LAYOUT.tags), *map(str, LAYOUT.lists.values())] if LAYOUT.coco else []),
+]
 
 
 rule image_labels:
     input:
-        unpack(image_labels_inputs),
+        dataset=[ancient(path) for path in DATASET_RULE_OUTPUTS],
     output:
         labels=LABELS,
-        splits=expand(f"{R}/labels/splits/{{split}}.txt", split=DATA["splits"] + TEST_SPLITS),
+        splits=expand(f"{R}/labels/splits/{{split}}.txt", split=[*DATA["splits"], *TEST_SPLITS]),
     log:
         log_of("image_labels"),
     benchmark:
@@ -101,10 +84,11 @@ rule image_labels:
     conda:
         "../../envs/wsss.yaml"
     params:
-        classes=",".join(DATA["classes"]),
-        splits=",".join(DATA["splits"]),
-        optional=image_labels_args,
-        out=folder_of("labels"),
+        **stage(data=DATA, data_root=config.get("data_root"), run=config["run"]),
+        # every file it reads (stats, nothing decoded): an edit in place reruns it
+        data=lambda wildcards: DATASET.everything,
     shell:
-        "python -m stages.image_labels --root {input.root:q} --classes {params.classes:q} --splits {params.splits:q}"
-        " {params.optional} --out {params.out:q} > {log:q} 2>&1"
+        STAGE
+
+
+plan(rules.image_labels, [{}])

@@ -1,10 +1,10 @@
 rule pseudo_labels:
     input:
-        labels=LABELS,
-        split=split_file("train_split"),
+        labels=ancient(LABELS),
+        split=split_list(DATA["train_split"]),
         rw=f"{S}/rw",
     output:
-        sharded_output("pseudo_labels"),
+        labels=sharded_output("pseudo_labels"),
     log:
         log_of("pseudo_labels", *SHARD_WILDCARDS, root=S),
     benchmark:
@@ -14,26 +14,35 @@ rule pseudo_labels:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     params:
-        shard=shard_of,
-        cfg=section("pseudo_labels"),
+        **stage(cfg=config["pseudo_labels"]),
+        data=lambda wildcards: DATASET.split(DATA["train_split"], "images"),
     shell:
-        "python -m stages.pseudo_labels --cfg {params.cfg:q} --threads {threads} --labels {input.labels:q}"
-        " --split-file {input.split:q} --shard {params.shard} --rw {input.rw:q} --out {output:q} > {log:q} 2>&1"
+        STAGE
+
+
+plan(rules.pseudo_labels, combinations(seed=SEEDS))
 
 
 rule eval_pseudo_labels:
     input:
-        labels=LABELS,
-        split=split_file("cam_split"),
+        labels=ancient(LABELS),
+        split=split_list(DATA["cam_split"]),
         pred=f"{S}/pseudo_labels",
     output:
-        f"{S}/tables/pseudo_labels.json",
+        table=f"{S}/tables/pseudo_labels.json",
     log:
         log_of("eval_pseudo_labels", root=S),
     benchmark:
         benchmark_of("eval_pseudo_labels", root=S)
     conda:
         "../../envs/wsss.yaml"
+    params:
+        **stage(),
+        data=lambda wildcards: DATASET.split(DATA["cam_split"], "masks"),
     shell:
-        "python -m stages.eval_masks --labels {input.labels:q} --split-file {input.split:q} --pred {input.pred:q}"
-        " --stage pseudo_labels --out {output:q} > {log:q} 2>&1"
+        STAGE
+
+
+if CAM_SCORED:
+
+    plan(rules.eval_pseudo_labels, combinations(seed=SEEDS))

@@ -1,6 +1,4 @@
-# Only splits with masks are scored; the report says which rows are left out, and why.
-CAM_SCORED = DATA["cam_split"] in MASK_SPLITS
-EVAL_SCORED = DATA["eval_split"] in MASK_SPLITS
+# Only splits with masks are scored; the tables say which rows are left out, and why.
 LEFT_OUT = [
     *(
         []
@@ -15,33 +13,14 @@ LEFT_OUT = [
     ),
 ]
 
-# Predictions of a split without masks are still made: they are what the run is for.
-UNSCORED_PREDICTIONS = (
-    [] if EVAL_SCORED else expand(f"{R}/seed_{{seed}}/predictions/pseudo_labels/{DATA['eval_split']}", seed=SEEDS)
-)
-
 
 rule report:
     input:
-        cams=(
-            expand(f"{S}/tables/cam_{{variant}}.json", variant=config["classifier"]["variants"], allow_missing=True)
-            if CAM_SCORED
-            else []
-        ),
+        cams=expand(f"{S}/tables/cam_{{variant}}.json", variant=VARIANTS, allow_missing=True) if CAM_SCORED else [],
         masks=([f"{S}/tables/pseudo_labels.json"] if CAM_SCORED else [])
-        + (
-            expand(
-                f"{S}/tables/segmentation_{{masks}}_{{split}}.json",
-                masks=SEG_MASKS,
-                split=DATA["eval_split"],
-                allow_missing=True,
-            )
-            if EVAL_SCORED
-            else []
-        )
-        + ([f"{S}/tables/segmentation_pseudo_labels_{DATA['cam_split']}.json"] if CAM_SCORED else []),
-        labels=LABELS,
-        split=split_file("train_split"),
+        + [f"{S}/tables/segmentation_{masks}_{split}.json" for masks, split in SCORED_PREDICTIONS],
+        labels=ancient(LABELS),
+        split=split_list(DATA["train_split"]),
     output:
         md=f"{S}/tables/miou.md",
         csv=report(f"{S}/tables/miou.csv", category="Tables", subcategory="seed {seed}", caption="../report/miou.rst"),
@@ -53,19 +32,20 @@ rule report:
     conda:
         "../../envs/wsss.yaml"
     params:
-        tables=report_args,
-        variant=VARIANT,
-        out=folder_of("md"),
+        **stage(variant=VARIANT, left_out=LEFT_OUT),
+        data=lambda wildcards: DATASET.split(DATA["train_split"], "labels"),
     shell:
-        "python -m stages.report {params.tables} --labels {input.labels:q} --split-file {input.split:q} --variant {params.variant}"
-        " --out {params.out:q} > {log:q} 2>&1"
+        STAGE
+
+
+plan(rules.report, combinations(seed=SEEDS))
 
 
 rule summary:
     input:
-        expand(f"{S}/tables/miou.json", seed=SEEDS),
-        labels=LABELS,
-        split=split_file("train_split"),
+        tables=[f"{R}/seed_{seed}/tables/miou.json" for seed in SEEDS],
+        labels=ancient(LABELS),
+        split=split_list(DATA["train_split"]),
     output:
         md=f"{R}/tables/miou.md",
         csv=report(
@@ -73,6 +53,7 @@ rule summary:
         ),
         json=f"{R}/tables/miou.json",
         overview=f"{R}/tables/overview.csv",
+        warnings=report(f"{R}/tables/warnings.md", category="Warnings", caption="../report/warnings.rst"),
     log:
         log_of("summary"),
     benchmark:
@@ -80,18 +61,20 @@ rule summary:
     conda:
         "../../envs/wsss.yaml"
     params:
-        tables=seed_tables("miou.json"),
-        left_out=[f"--left-out={note}" for note in LEFT_OUT],
-        out=folder_of("md"),
+        # the logs of every job of the run: their warnings go under the table (those that exist when it is made)
+        **stage(seeds=SEEDS, left_out=LEFT_OUT, logs=PLANNED_LOGS),
+        data=lambda wildcards: DATASET.split(DATA["train_split"], "labels"),
     shell:
-        "python -m stages.summary --tables {params.tables:q} {params.left_out:q} --labels {input.labels:q}"
-        " --split-file {input.split:q} --out {params.out:q} > {log:q} 2>&1"
+        STAGE
+
+
+plan(rules.summary, [{}])
 
 
 # The loss curves' names, keyed by name so that no change of the lists can mislabel a figure: the first seed's.
 FIRST = f"{R}/seed_{FIRST_SEED}"
 HISTORIES = {
-    **{f"classifier ({v})": f"{FIRST}/classifier/{v}/history.csv" for v in config["classifier"]["variants"]},
+    **{f"classifier ({v})": f"{FIRST}/classifier/{v}/history.csv" for v in VARIANTS},
     "AffinityNet": f"{FIRST}/affinity/history.csv",
     **{f"DeepLabv3+ ({m})": f"{FIRST}/segmentation/{m}/history.csv" for m in SEG_MASKS},
 }
@@ -101,8 +84,8 @@ rule figures:
     input:
         miou=f"{R}/tables/miou.json",
         histories=list(HISTORIES.values()),
-        labels=LABELS,
-        split=split_file("cam_split"),
+        labels=ancient(LABELS),
+        split=split_list(DATA["cam_split"]),
         cams=f"{FIRST}/cams/{VARIANT}",
         rw=f"{FIRST}/rw",
         pseudo_labels=f"{FIRST}/pseudo_labels",
@@ -118,20 +101,22 @@ rule figures:
     conda:
         "../../envs/wsss.yaml"
     params:
-        histories=history_args,
-        seed=FIRST_SEED,
-        out=folder_of("bars"),
+        **stage(histories=list(HISTORIES), seed=FIRST_SEED, examples=6),
+        data=lambda wildcards: DATASET.split(DATA["cam_split"], "images", "masks"),
     shell:
-        "python -m stages.figures --miou {input.miou:q} --histories {params.histories} --labels {input.labels:q}"
-        " --split-file {input.split:q} --cams {input.cams:q} --rw {input.rw:q} --pseudo-labels {input.pseudo_labels:q}"
-        " --predictions {input.predictions:q} --seed {params.seed} --out {params.out:q} > {log:q} 2>&1"
+        STAGE
+
+
+plan(rules.figures, [{}])
 
 
 rule ablation:
     input:
-        expand(f"{S}/tables/cam_{{variant}}.json", variant=config["classifier"]["variants"], seed=SEEDS),
+        # seed by seed, each seed's variants in order: the stage reads them so
+        tables=[f"{R}/seed_{seed}/tables/cam_{variant}.json" for seed in SEEDS for variant in VARIANTS],
     output:
-        ABLATION,
+        md=f"{R}/tables/ablation.md",
+        json=f"{R}/tables/ablation.json",
     log:
         log_of("ablation"),
     benchmark:
@@ -139,7 +124,11 @@ rule ablation:
     conda:
         "../../envs/wsss.yaml"
     params:
-        tables=seed_tables(*(f"cam_{v}.json" for v in config["classifier"]["variants"])),
-        out=folder_of(0),
+        **stage(seeds=SEEDS, variants=VARIANTS),
     shell:
-        "python -m stages.ablation --cam-tables {params.tables:q} --out {params.out:q} > {log:q} 2>&1"
+        STAGE
+
+
+if len(VARIANTS) > 1 and CAM_SCORED:
+
+    plan(rules.ablation, [{}])

@@ -1,13 +1,32 @@
+SEG_STAGE = {"pseudo_labels": "segmentation", "ground_truth": "upper_bound"}
+
+
+def segmentation_inputs(wildcards):
+    """The training masks (the pseudo labels' folder; the ground truth is read through the index) and, where the
+    encoder starts from it, the classifier."""
+    inputs = {"masks": f"{seed_dir(wildcards)}/pseudo_labels"} if wildcards.masks == "pseudo_labels" else {}
+    if config["segmentation"]["init_from_classifier"]:
+        inputs["classifier"] = f"{seed_dir(wildcards)}/classifier/{VARIANT}/model.pt"
+    return inputs
+
+
+def segmentation_data(wildcards):
+    """The training images, and the masks where the upper bound trains on them."""
+    if wildcards.masks == "ground_truth":
+        return DATASET.split(DATA["train_split"], "images", "masks")
+    return DATASET.split(DATA["train_split"], "images")
+
+
 rule train_segmentation:
     input:
-        unpack(segmentation_masks),
-        unpack(segmentation_init),
-        labels=LABELS,
-        split=split_file("train_split"),
+        unpack(segmentation_inputs),
+        labels=ancient(LABELS),
+        split=split_list(DATA["train_split"]),
     output:
         model=f"{S}/segmentation/{{masks}}/model.pt",
         meta=f"{S}/segmentation/{{masks}}/model.json",
         history=f"{S}/segmentation/{{masks}}/history.csv",
+        tensorboard=directory(f"{S}/tensorboard/train_segmentation/{{masks}}"),
     log:
         log_of("train_segmentation", "masks", root=S),
     benchmark:
@@ -19,23 +38,40 @@ rule train_segmentation:
         gpu=GPU,
         workers=WORKERS,
     params:
-        cfg=section("segmentation", without=("upper_bound",)),
-        runtime=training_runtime,
-        checkpoint=f"{S}/checkpoints/train_segmentation/{{masks}}.pt",
-        optional=optional_args,
+        **stage(
+            cfg=section("segmentation", without=("upper_bound",)),
+            runtime=training_runtime,
+            checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_segmentation/{wildcards.masks}.pt",
+        ),
+        data=segmentation_data,
     shell:
-        "python -m stages.launch --gpus {resources.gpu} stages.train_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
-        " --labels {input.labels:q} --split-file {input.split:q} {params.optional}"
-        " --out {output.model:q} --checkpoint {params.checkpoint:q} --workers {resources.workers} > {log:q} 2>&1"
+        STAGE
+
+
+plan(rules.train_segmentation, combinations(seed=SEEDS, masks=SEG_MASKS))
+
+# (masks, split) of each seed's predictions: DeepLabv3+ on the pseudo labels on the eval split (scored or not:
+# they are what the run is for) and on the split the pseudo labels are scored on (the figures' examples); the
+# upper bound where it is scored.
+PREDICTIONS = list(
+    dict.fromkeys(
+        [
+            ("pseudo_labels", DATA["eval_split"]),
+            *([("ground_truth", DATA["eval_split"])] if "ground_truth" in SEG_MASKS and EVAL_SCORED else []),
+            ("pseudo_labels", DATA["cam_split"]),
+        ]
+    )
+)
+SCORED_PREDICTIONS = [(masks, split) for masks, split in PREDICTIONS if split in MASK_SPLITS]
 
 
 rule predict_segmentation:
     input:
-        labels=LABELS,
-        split=f"{R}/labels/splits/{{split}}.txt",
+        labels=ancient(LABELS),
+        split=ancient(f"{R}/labels/splits/{{split}}.txt"),
         model=f"{S}/segmentation/{{masks}}/model.pt",
     output:
-        sharded_output("predictions/{masks}/{split}"),
+        predictions=sharded_output("predictions/{masks}/{split}"),
     log:
         log_of("predict_segmentation", "masks", "split", *SHARD_WILDCARDS, root=S),
     benchmark:
@@ -46,22 +82,26 @@ rule predict_segmentation:
     resources:
         gpu=GPU,
     params:
-        shard=shard_of,
-        cfg=section("predict_segmentation"),
-        runtime=INFERENCE_RUNTIME,
+        **stage(cfg=config["predict_segmentation"], runtime=RUNTIME),
+        data=lambda wildcards: DATASET.split(wildcards.split, "images"),
     shell:
-        "python -m stages.launch --gpus {resources.gpu} stages.predict_segmentation --cfg {params.cfg:q} --runtime {params.runtime:q} --threads {threads}"
-        " --labels {input.labels:q} --split-file {input.split:q} --shard {params.shard} --model {input.model:q} --out {output:q}"
-        " > {log:q} 2>&1"
+        STAGE
+
+
+plan(
+    rules.predict_segmentation,
+    [{"seed": seed, "masks": masks, "split": split} for seed in SEEDS for masks, split in PREDICTIONS]
+    + [{"seed": FIRST_SEED, "masks": "pseudo_labels", "split": split} for split in TEST_SPLITS],
+)
 
 
 rule eval_segmentation:
     input:
-        labels=LABELS,
-        split=f"{R}/labels/splits/{{split}}.txt",
+        labels=ancient(LABELS),
+        split=ancient(f"{R}/labels/splits/{{split}}.txt"),
         pred=f"{S}/predictions/{{masks}}/{{split}}",
     output:
-        f"{S}/tables/segmentation_{{masks}}_{{split}}.json",
+        table=f"{S}/tables/segmentation_{{masks}}_{{split}}.json",
     log:
         log_of("eval_segmentation", "masks", "split", root=S),
     benchmark:
@@ -69,18 +109,24 @@ rule eval_segmentation:
     conda:
         "../../envs/wsss.yaml"
     params:
-        stage=lambda wildcards: SEG_STAGE[wildcards.masks],
+        **stage(stage=lambda wildcards: SEG_STAGE[wildcards.masks]),
+        data=lambda wildcards: DATASET.split(wildcards.split, "masks"),
     shell:
-        "python -m stages.eval_masks --labels {input.labels:q} --split-file {input.split:q} --pred {input.pred:q}"
-        " --stage {params.stage} --out {output:q} > {log:q} 2>&1"
+        STAGE
+
+
+plan(
+    rules.eval_segmentation,
+    [{"seed": seed, "masks": masks, "split": split} for seed in SEEDS for masks, split in SCORED_PREDICTIONS],
+)
 
 
 if TEST_SPLITS:
 
     rule pack_test:
         input:
-            labels=LABELS,
-            split=split_file("test_split"),
+            labels=ancient(LABELS),
+            split=split_list(DATA["test_split"]),
             pred=f"{S}/predictions/pseudo_labels/{DATA['test_split']}",
         output:
             folder=directory(f"{S}/submission/results"),
@@ -92,7 +138,9 @@ if TEST_SPLITS:
         conda:
             "../../envs/wsss.yaml"
         params:
-            out=folder_of("tar"),
+            **stage(),
+            data=lambda wildcards: DATASET.split(DATA["test_split"], "images"),
         shell:
-            "python -m stages.pack_test --labels {input.labels:q} --split-file {input.split:q} --pred {input.pred:q}"
-            " --out {params.out:q} --tar {output.tar:q} > {log:q} 2>&1"
+            STAGE
+
+    plan(rules.pack_test, [{"seed": FIRST_SEED}])

@@ -1,24 +1,39 @@
-# Joining is hard links: it runs where Snakemake runs, not in a cluster's queue.
-localrules:
-    gather_shards,
+# With shards > 1 each per-image stage runs as several jobs; gather_shards joins their folders (hard links).
+SHARDED_FOLDERS = r"cams/[^/]+|affinity_labels|rw|pseudo_labels|predictions/[^/]+/[^/]+"
 
 
-rule gather_shards:
-    input:
-        labels=LABELS,
-        split=gathered_split,
-        shards=shard_folders,
-    output:
-        directory(f"{S}/{{folder}}"),
-    log:
-        log_of("gather_shards", "folder", root=S),
-    benchmark:
-        benchmark_of("gather_shards", "folder", root=S)
-    wildcard_constraints:
-        folder=SHARDED_FOLDERS,
-    priority: CHAIN_PRIORITY
-    conda:
-        "../../envs/wsss.yaml"
-    shell:
-        "python -m stages.gather_shards --labels {input.labels:q} --split-file {input.split:q} --shards {input.shards:q}"
-        " --out {output:q} > {log:q} 2>&1"
+def gathered_split(wildcards):
+    """The split a gathered folder covers: cams/<variant> make_cams's, predictions/<masks>/<split> its own, the
+    others the training split."""
+    stage, *names = wildcards.folder.split("/")
+    if stage == "cams":
+        split = cams_split(SimpleNamespace(variant=names[0]))
+    else:
+        split = names[-1] if stage == "predictions" else DATA["train_split"]
+    return f"{R}/labels/splits/{split}.txt"
+
+
+if SHARDS > 1:
+
+    rule gather_shards:
+        input:
+            labels=ancient(LABELS),
+            split=ancient(gathered_split),
+            shards=lambda wildcards: expand(
+                f"{seed_dir(wildcards)}/shards/{wildcards.folder}/{{shard}}", shard=SHARD_NAMES
+            ),
+        output:
+            folder=directory(f"{S}/{{folder}}"),
+        log:
+            log_of("gather_shards", "folder", root=S),
+        benchmark:
+            benchmark_of("gather_shards", "folder", root=S)
+        wildcard_constraints:
+            folder=SHARDED_FOLDERS,
+        priority: CHAIN_PRIORITY
+        conda:
+            "../../envs/wsss.yaml"
+        params:
+            **stage(),
+        shell:
+            STAGE

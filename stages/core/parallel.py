@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.core.staging import StagedOutputs, inputs_key
 from stages.data.voc import read_image
-from stages.io import load_npz, save_label_png
-from stages.progress import track
-from stages.staging import StagedOutputs, inputs_key
+from stages.utils.io import load_npz, save_label_png
+from stages.utils.progress import track
 
 
 def imap(fn, items, processes: int):

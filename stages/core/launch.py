@@ -1,18 +1,18 @@
-"""Run a stage on the GPUs of its job: ``python -m stages.launch --gpus N stages.<name> <its arguments>``.
+"""Run a rule's stage on the GPUs of its job: ``python -m stages.core.launch <rule> JOB`` (every rule's shell line).
 
 Snakemake's ``--resources gpu=N`` bounds how many GPUs the running jobs hold together, but does not say which:
-every job would open device 0. Here a job takes N slots of the host's GPU pool, each guarded by an exclusive
-lock on a file (``fcntl.flock``, released by the kernel when the job ends, however it ends), and runs the stage
-with ``CUDA_VISIBLE_DEVICES`` naming those devices only. The pool is ``CUDA_VISIBLE_DEVICES`` where it is set
-(a device listed twice gives two slots on it: two jobs may share it) and every device of the host otherwise.
-Jobs of one SLURM allocation share the locks; separate allocations have their own devices and locks.
+every job would open device 0. Here a job takes the N slots its ``resources.gpu`` asks for in the host's GPU pool,
+each guarded by an exclusive lock on a file (``fcntl.flock``, released by the kernel when the job ends, however it
+ends), and runs ``stages.<rule>`` with ``CUDA_VISIBLE_DEVICES`` naming those devices only. The pool is
+``CUDA_VISIBLE_DEVICES`` where it is set (a device listed twice gives two slots on it: two jobs may share it) and
+every device of the host otherwise. Jobs of one SLURM allocation share the locks; separate allocations have their
+own devices and locks. A job that asks for no GPU runs its stage directly.
 
 A training stage given more than one device runs under ``torchrun``, one process per device
-(DistributedDataParallel, see stages/distributed.py); the per-image stages stay one process.
+(DistributedDataParallel, see stages/core/distributed.py); the per-image stages stay one process.
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import fcntl
 import logging
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from stages import StageError
+from stages.core.job import LOG_FORMAT, Job
 
 log = logging.getLogger("stages")
 
@@ -31,7 +32,7 @@ log = logging.getLogger("stages")
 POLL_SECONDS = 1.0
 
 # the stages that train with DistributedDataParallel when they have several devices
-DISTRIBUTED_STAGES = {"stages.train_classifier", "stages.train_affinity", "stages.train_segmentation"}
+DISTRIBUTED_STAGES = {"train_classifier", "train_affinity", "train_segmentation"}
 
 
 def gpu_pool(environ=os.environ) -> list[str]:
@@ -105,35 +106,34 @@ def processes(env: dict) -> int:
     return max(len(set(visible)), 1)
 
 
-def stage_command(module: str, args: list[str], nproc: int, python: str = sys.executable) -> list[str]:
+def stage_command(rule: str, job: str, nproc: int, python: str = sys.executable) -> list[str]:
     """The stage's command line: torchrun with ``nproc`` processes for a training stage on several devices,
     the stage alone otherwise."""
-    if nproc > 1 and module in DISTRIBUTED_STAGES:
-        return [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", module, *args]
-    return [python, "-m", module, *args]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gpus", type=int, default=1, help="GPUs of the job (Snakemake's resources.gpu)")
-    p.add_argument("module", help="the stage, as stages.<name>")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="the stage's arguments")
+    if nproc > 1 and rule in DISTRIBUTED_STAGES:
+        return [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+                "-m", f"stages.{rule}", job]
+    return [python, "-m", f"stages.{rule}", job]
 
 
 def main(argv=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print(f"{__doc__.splitlines()[0]}\nusage: python -m stages.core.launch RULE JOB", file=sys.stderr)
+        sys.exit(2)
+    rule, text = argv
     try:
-        env, fds = pinned_env(args.gpus)
-    except StageError as e:
+        job = Job.from_json(text)
+        env, fds = pinned_env(int(job.resources.get("gpu", 0)))
+    except (StageError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if fds:
-        log.info("launch: %s on CUDA_VISIBLE_DEVICES=%s", args.module, env["CUDA_VISIBLE_DEVICES"])
+        log.info("launch: %s on CUDA_VISIBLE_DEVICES=%s", rule, env["CUDA_VISIBLE_DEVICES"])
     for fd in fds:  # the stage holds the locks: they are released when it ends
         os.set_inheritable(fd, True)
-    command = stage_command(args.module, args.args, processes(env) if fds else 1)
+    job = Job(rule, job.input, job.output, job.params, job.wildcards, job.threads, job.resources)
+    command = stage_command(rule, job.to_json(), processes(env) if fds else 1)
     os.execve(command[0], command, env)
 
 

@@ -1,10 +1,14 @@
 """Segmentation scores from a confusion matrix: IoU = TP / (TP + FP + FN), 255 ignored."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from stages import StageError
-from stages.data.voc import IGNORE
+from stages.data.voc import IGNORE, read_mask, resize_labels
+from stages.utils.io import read_label_png
+from stages.utils.progress import track
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray, n: int) -> np.ndarray:
@@ -42,3 +46,19 @@ def spread(values: list[float | None]) -> dict:
         return {"mean": None, "std": None, "min": None, "max": None}
     std = float(np.std(present, ddof=1)) if len(present) > 1 else None
     return {"mean": float(np.mean(present)), "std": std, "min": min(present), "max": max(present)}
+
+
+def score_label_maps(index, ids, folder: Path) -> dict:
+    """mIoU of the palette PNG label maps ``folder/<id>.png`` against the masks. A label map may be at the image's
+    own size or at the size the stages computed at (longest side data.max_side); it is scored at the own size."""
+    n = index.num_classes + 1
+    conf = np.zeros((n, n), np.int64)
+    for image_id in track(ids, "scoring"):
+        path = Path(folder) / f"{image_id}.png"
+        pred = read_label_png(path)
+        if pred.shape not in (index.size(image_id), index.work_size(image_id)):
+            h, w = index.size(image_id)
+            raise StageError(f"{path}: label map is {pred.shape[1]}x{pred.shape[0]} but its image is {w}x{h}")
+        gt = read_mask(index.mask_path(image_id), index.size(image_id))
+        conf += confusion(resize_labels(pred, gt.shape), gt, n)
+    return {"images": len(ids), **score(conf, index.names_with_background)}

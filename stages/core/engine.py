@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from stages import StageError, distributed
+from stages import StageError
+from stages.core import distributed
+from stages.core.runtime import Runtime
 from stages.data.datasets import TrainSamples, epoch_loader
-from stages.io import UnreadableFile, atomic_path, load_tensors, save_model
-from stages.progress import track
-from stages.runtime import Runtime
+from stages.utils.io import UnreadableFile, atomic_path, load_tensors, save_model
+from stages.utils.progress import track
 
 log = logging.getLogger("stages")
 
@@ -127,6 +128,8 @@ def fit(
     checkpoint: Path,
     key: str,
     desc: str,
+    on_step: Callable[[int, int, dict[str, float], float], None] | None = None,
+    on_epoch: Callable[[dict, torch.nn.Module | None], None] | None = None,
 ) -> list[dict]:
     """Train ``model`` for ``cfg['epochs']``; ``make_step(net)`` gives the step, ``step(batch, iteration,
     max_iteration)`` returning loss terms with 'total' computed by calling ``net`` (the model itself, or its
@@ -136,6 +139,8 @@ def fit(
     of the processes, so the iterations, the poly schedule and any ramp are those of one process. Only rank 0
     writes the checkpoint; every rank resumes from it.
     Returns the history: one row per epoch with the mean of each term (over every process) and the learning rate.
+    ``on_step(iteration, max_iteration, values, lr)`` sees each step's terms, ``on_epoch(row, model)`` each epoch's
+    row after its checkpoint is written (``model`` None for the epochs a resumed run starts after).
     """
     world = distributed.world()
     accumulate = cfg.get("accumulate", 1)
@@ -160,6 +165,8 @@ def fit(
             start_epoch, history = state["epoch"], state["history"]
             torch.set_rng_state(state["torch_rng"])
             log.info("%s: resumed from %s after epoch %d", desc, checkpoint, start_epoch)
+            for row in history if on_epoch else ():
+                on_epoch(row, None)
         else:
             log.info("%s: not resuming from %s: written from other settings or inputs", desc, checkpoint)
     net = distributed.wrap(model, rt.device)
@@ -189,6 +196,8 @@ def fit(
                     f"{desc}: non-finite loss at step {iteration} (epoch {epoch + 1}): {values}; "
                     f"last good checkpoint: {checkpoint if checkpoint.exists() else 'none'} (lower the learning rate)"
                 )
+            if on_step:
+                on_step(iteration, max_iteration, values, optimizer.param_groups[0]["lr"])
             optimizer.step()
             scheduler.step()
             for k, v in values.items():
@@ -202,6 +211,8 @@ def fit(
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
             })
+        if on_epoch:
+            on_epoch(row, model)
         distributed.barrier()
     return history
 

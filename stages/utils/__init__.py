@@ -1,0 +1,2 @@
+"""The lowest layer, below the data readers: artifact files written atomically (``io``) and progress lines
+(``progress``)."""
