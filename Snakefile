@@ -25,10 +25,10 @@ include: "workflow/rules/shards.smk"
 # (on one machine every job runs locally anyway).
 localrules:
     all,
+    fingerprint,
     image_labels,
     eval_pseudo_labels,
     eval_segmentation,
-    gather_shards,
     summary,
     report,
     figures,

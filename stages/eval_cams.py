@@ -5,10 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import StageError
 from stages.core.job import Job, main, split_index
-from stages.core.metrics import confusion, score
-from stages.data.voc import image_level_labels, read_mask, resize_labels
+from stages.core.metrics import LabelAgreement, confusion, score, scored_mask
+from stages.data.voc import resize_labels
 from stages.ops.cam import cam_to_label
 from stages.utils.io import load_npz, write_json
 from stages.utils.progress import track
@@ -20,33 +19,23 @@ def thresholds(cfg: dict) -> list[float]:
     return [round(t["start"] + i * t["step"], 4) for i in range(n)]
 
 
-def check_labels(image_id: str, keys, mask: np.ndarray, num_classes: int) -> None:
-    """The CAMs hold the image-level labels' classes: they must be the classes in the mask."""
-    in_mask = image_level_labels(mask, num_classes)
-    if list(keys) != in_mask:
-        raise StageError(f"{image_id}: image-level labels {list(keys)} disagree with its mask's classes {in_mask}; "
-                         "rerun image_labels (snakemake --forcerun image_labels)")
-
-
 def eval_cams(index, ids, cams: Path, cfg: dict) -> dict:
-    """Every image is scored (the reference script scores every 8th by mistake), at its own size.
-
-    Labels from tags or XML may disagree with the masks: image_labels counted how often, so only labels
-    read from the masks themselves are checked against them here."""
+    """Every image is scored (the reference script scores every 8th by mistake), at its own size; how often the
+    image-level labels differ from the masks is counted (an error where they come from the masks)."""
     ts = thresholds(cfg)
     n = index.num_classes + 1
     conf = np.zeros((len(ts), n, n), np.int64)
+    agreement = LabelAgreement(index)
     for image_id in track(ids, "eval_cams"):
         d = load_npz(cams / f"{image_id}.npz")
-        gt = read_mask(index.mask_path(image_id), index.size(image_id))
-        if index.source == "masks":
-            check_labels(image_id, d["keys"].tolist(), gt, index.num_classes)
+        gt = scored_mask(index, image_id)
+        agreement.add(image_id, gt)
         cam = d["cam"].astype(np.float32)
         for k, t in enumerate(ts):
             conf[k] += confusion(resize_labels(cam_to_label(cam, d["keys"], t), gt.shape), gt, n)
     sweep = [{"threshold": t, **score(c, index.names_with_background)} for t, c in zip(ts, conf)]
     best = max(sweep, key=lambda r: r["miou"])
-    return {"stage": "cam", "images": len(ids), "best": best, "sweep": sweep}
+    return {"stage": "cam", "images": len(ids), "best": best, "sweep": sweep, **agreement.result()}
 
 
 def run(job: Job) -> None:

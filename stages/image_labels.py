@@ -1,11 +1,12 @@
 """Rule image_labels: validate the dataset, locate every image and derive its class labels.
 
-Labels come from the masks, a tags file or VOC XML annotations (``data.labels``). Every listed image is decoded
-and every mask read and checked before anything is written, so a bad file stops the run here, before any
-training, with its path in the message. Where labels come from tags or XML and masks exist too, how often the
-two disagree is logged and recorded in the index. The index also records what it decoded of each mask or XML
-file (``label_records``), so that a dry run can tell an edit that changes an image's classes from one that does
-not without decoding the rest (stages/data/fingerprint.py).
+Labels come from the masks, a tags file or VOC XML annotations (``data.labels``). Every listed image is decoded,
+and every mask it takes labels from read and checked, before anything is written, so a bad file stops the run
+here, before any training, with its path in the message. (Masks that only score are checked where they are
+scored; how often tags or XML disagree with them is counted there too.) The index also records what it read of
+each image, mask and XML file (``records``: size, modification time, and the image's size or the file's classes),
+so that a dry run tells an edit that changes the index from one that does not without reading the rest
+(stages/data/fingerprint.py).
 """
 from __future__ import annotations
 
@@ -47,14 +48,9 @@ def locate_images(layout: DatasetLayout, ids_by_split: dict[str, list[str]]) -> 
     return images
 
 
-def label_disagreement(labels: dict, mask_labels: dict, ids: list[str]) -> dict:
-    differ = [i for i in ids if labels[i] != mask_labels[i]]
-    return {"images": len(ids), "disagree": len(differ), "first": differ[0] if differ else None}
-
-
-def record(path: Path, classes: list[int]) -> list:
-    """What a dry run compares a mask or XML file with: its size and mtime, and the classes decoded from it."""
-    return [*stat(path), classes]
+def record(path: Path, value) -> list:
+    """What a dry run compares a file with: its size and mtime, and what was read from it."""
+    return [*stat(path), value]
 
 
 def tag_labels(layout: DatasetLayout, ids: list[str]) -> dict[str, list[int]]:
@@ -75,26 +71,25 @@ def annotation_labels(layout: DatasetLayout, ids: list[str], records: dict) -> d
 
 
 def build_index(layout: DatasetLayout) -> tuple[DatasetIndex, dict[str, list[str]]]:
-    """Labels for the ids of the layout's splits from its label source; its mask splits have masks, checked here;
-    its unlabeled splits (test) only need readable images. Returns the index (with, per mask split, how often labels
-    from tags/XML disagree with the masks) and the ids of each split."""
+    """Labels for the ids of the layout's splits from its label source; its unlabeled splits (test) only need
+    readable images. Returns the index and the ids of each split."""
     layout.check()
     classes = list(layout.classes)
     ids_by_split = {split: layout.ids(split) for split in (*layout.splits, *layout.unlabeled)}
     if any(layout.derives_train_aug(split) for split in ids_by_split):
         log.info("image_labels: train_aug derived from SBD's and VOC's lists: %d ids", len(ids_by_split["train_aug"]))
     images = locate_images(layout, ids_by_split)
-    sizes = {i: list(image_size(layout.root / p)) for i, p in track(list(images.items()), "image_labels (images)")}
-    mask_labels, records = {}, {}
-    for split in layout.mask_splits:
-        for image_id in track(ids_by_split[split], f"image_labels {split} (masks)"):
-            if image_id not in mask_labels:
-                path = layout.mask_path(image_id)
-                mask_labels[image_id] = image_level_labels(read_mask(path, sizes[image_id], len(classes)), len(classes))
-                records[str(path)] = record(path, mask_labels[image_id])
+    sizes, records = {}, {}
+    for image_id, rel in track(list(images.items()), "image_labels (images)"):
+        sizes[image_id] = list(image_size(layout.root / rel))
+        records[str(layout.root / rel)] = record(layout.root / rel, sizes[image_id])
     labelled = list(dict.fromkeys(i for split in layout.splits for i in ids_by_split[split]))
     if layout.label_source == "masks":
-        labels = {i: mask_labels[i] for i in labelled}
+        labels = {}
+        for image_id in track(labelled, "image_labels (masks)"):
+            path = layout.mask_path(image_id)
+            labels[image_id] = image_level_labels(read_mask(path, sizes[image_id], len(classes)), len(classes))
+            records[str(path)] = record(path, labels[image_id])
     elif layout.label_source == "tags":
         labels = tag_labels(layout, labelled)
     else:
@@ -104,15 +99,8 @@ def build_index(layout: DatasetLayout) -> tuple[DatasetIndex, dict[str, list[str
         if untagged and layout.label_source != "masks":
             raise StageError(f"{layout.tags or layout.annotations}: image {untagged[0]!r} of the training split "
                              f"{split!r} has no labels ({len(untagged)} such); tag it or drop it from the list")
-    disagreement = {} if layout.label_source == "masks" else {
-        split: label_disagreement(labels, mask_labels, ids_by_split[split]) for split in layout.mask_splits}
-    for split, d in disagreement.items():
-        if d["disagree"]:
-            log.warning("image_labels: %s labels disagree with the masks on %d of %d %s images (first: %r)",
-                        layout.label_source, d["disagree"], d["images"], split, d["first"])
     rest = frozenset(images) - labels.keys()
-    index = DatasetIndex(layout, classes, labels, rest, images, sizes, layout.max_side, layout.label_source,
-                         disagreement, records)
+    index = DatasetIndex(layout, classes, labels, rest, images, sizes, layout.max_side, layout.label_source, records)
     return index, ids_by_split
 
 

@@ -20,10 +20,11 @@ def rows_from_tables(cam_tables, mask_tables, variant: str) -> list[dict]:
     for t in cam_tables:
         best = t["best"]
         rows.append({"stage": "cam", "split": t["split"], "variant": t["variant"], "miou": best["miou"],
-                     "per_class": best["per_class"], "images": t["images"], "threshold": best["threshold"]})
+                     "per_class": best["per_class"], "images": t["images"], "threshold": best["threshold"],
+                     **agreement_of(t)})
     for t in mask_tables:
         rows.append({"stage": t["stage"], "split": t["split"], "variant": variant if t["stage"] != "upper_bound" else None,
-                     "miou": t["miou"], "per_class": t["per_class"], "images": t["images"]})
+                     "miou": t["miou"], "per_class": t["per_class"], "images": t["images"], **agreement_of(t)})
     rows.sort(key=lambda r: (ORDER.index(r["stage"]) if r["stage"] in ORDER else len(ORDER), str(r["variant"]), r["split"]))
     return rows
 
@@ -32,10 +33,19 @@ def _fmt(v) -> str:
     return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
 
-def label_notes(index: dict) -> list[str]:
-    """How often image-level labels read from tags or XML disagree with the masks of a scored split."""
-    return [f"- {index['source']} labels differ from the mask's classes on {d['disagree']} of {d['images']} {split} images"
-            + (f" (first: {d['first']})" if d["first"] else "") for split, d in index.get("disagreement", {}).items()]
+def agreement_of(table: dict) -> dict:
+    """How often the image-level labels differed from the masks a table scored (labels from tags or XML only)."""
+    return {"label_disagreement": table["label_disagreement"]} if "label_disagreement" in table else {}
+
+
+def label_notes(rows: list[dict]) -> list[str]:
+    """How often image-level labels read from tags or XML disagree with the masks, once per scored split."""
+    by_split = {}
+    for r in rows:
+        if "label_disagreement" in r:
+            by_split.setdefault(r["split"], r["label_disagreement"])
+    return [f"- {d['source']} labels differ from the mask's classes on {d['disagree']} of {d['images']} {split} images"
+            + (f" (first: {d['first']})" if d["first"] else "") for split, d in by_split.items()]
 
 
 def to_markdown(rows: list[dict], left_out: list[str] = (), notes: list[str] = (), warnings: list[str] = ()) -> str:
@@ -67,21 +77,19 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def label_findings(job: Job) -> tuple[list[str], list[str]]:
-    """The notes (label disagreement) and warnings (classes without a training image) under a seed's table."""
+def missing_classes(job: Job) -> list[str]:
+    """The warning under a seed's table where a class has no image in the training split."""
     index, ids = split_index(job)
     missing = index.classes_without_images(ids)
-    warnings = [missing_classes_warning(missing, f"the training split ({job.input.split.stem})")] if missing else []
-    return label_notes(read_json(job.input.labels)), warnings
+    return [missing_classes_warning(missing, f"the training split ({job.input.split.stem})")] if missing else []
 
 
 def run(job: Job) -> None:
     rows = rows_from_tables([read_json(p) for p in job.input.cams], [read_json(p) for p in job.input.masks],
                             job.params.variant)
-    notes, warnings = label_findings(job)
     write_json(job.output.json, rows)
     write_text(job.output.csv, to_csv(rows))
-    write_text(job.output.md, to_markdown(rows, job.params.left_out, notes, warnings))
+    write_text(job.output.md, to_markdown(rows, job.params.left_out, label_notes(rows), missing_classes(job)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import io
 from stages import StageError
 from stages.core.job import Job, main, warnings_in
 from stages.core.metrics import spread
-from stages.report import label_notes, table_footer
+from stages.report import agreement_of, label_notes, table_footer
 from stages.utils.io import read_json, write_json, write_text
 
 STATS = ("std", "min", "max")
@@ -43,6 +43,7 @@ def summary_rows(tables: dict[int, list[dict]]) -> list[dict]:
             "per_class": {c: v["mean"] for c, v in per_class.items()},
             **{f"per_class_{s}": {c: v[s] for c, v in per_class.items()} for s in STATS},
             "per_seed": {seed: {k: r[k] for k in ("miou", "per_class", "threshold") if k in r} for seed, r in per_seed.items()},
+            **agreement_of(row),
         })
     return out
 
@@ -117,7 +118,7 @@ def run(job: Job) -> None:
     write_json(job.output.json, rows)
     write_text(job.output.csv, to_csv(rows))
     write_text(job.output.overview, overview_csv(rows))
-    write_text(job.output.md, to_markdown(rows, job.params.left_out, label_notes(read_json(job.input.labels)), warnings))
+    write_text(job.output.md, to_markdown(rows, job.params.left_out, label_notes(rows), warnings))
     write_text(job.output.warnings, warnings_md(warnings))
 
 

@@ -42,8 +42,8 @@ def affinity_training(job: Job, index, ids, rt) -> Training:
                     meta={"backbone": backbone, "pretrained": frozen}, key=(file_digest(classifier),))
 
 
-def run(job: Job) -> None:
-    train(job, affinity_training)
+def run(job: Job) -> list[dict]:
+    return train(job, affinity_training)
 
 
 if __name__ == "__main__":

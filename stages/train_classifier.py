@@ -76,8 +76,8 @@ def classifier_training(job: Job, index, ids, rt) -> Training:
         evaluate=(lambda m: cam_scores(m, index, scored, rt)) if scored else None)
 
 
-def run(job: Job) -> None:
-    train(job, classifier_training, f"train_classifier[{job.wildcards.variant}]")
+def run(job: Job) -> list[dict]:
+    return train(job, classifier_training, f"train_classifier[{job.wildcards.variant}]")
 
 
 if __name__ == "__main__":

@@ -65,8 +65,8 @@ def segmentation_training(job: Job, index, ids, rt) -> Training:
                     evaluate=(lambda m: segmentation_scores(m, index, scored, rt)) if scored else None)
 
 
-def run(job: Job) -> None:
-    train(job, segmentation_training)
+def run(job: Job) -> list[dict]:
+    return train(job, segmentation_training)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,28 @@ def stage_job(rule: str, input=(), output=(), params=(), wildcards=(), threads: 
     return Job.make(rule, dict(input), dict(output), dict(params), dict(wildcards), threads, dict(resources))
 
 
+def index_file(index, folder: Path) -> Path:
+    """The image index written as image_labels writes it: what a job's input ``labels`` names."""
+    from stages.utils.io import write_json
+
+    path = Path(folder) / "image_labels.json"
+    write_json(path, index.to_json())
+    return path
+
+
+CPU = {"device": "cpu", "precision": "auto", "deterministic": False, "seed": 0}
+
+
+def training_job(rule: str, labels: Path, split: Path, out: Path, cfg: dict, checkpoint: Path, runtime=(), wildcards=(),
+                 threads: int = 1, **inputs) -> Job:
+    """The job of a training rule: its model, sidecar, history and TensorBoard folder under ``out``."""
+    return stage_job(rule, input={"labels": labels, "split": split, **inputs},
+                     output={"model": out / "model.pt", "meta": out / "model.json", "history": out / "history.csv",
+                             "tensorboard": out / "tensorboard"},
+                     params={"cfg": cfg, "runtime": {**CPU, **dict(runtime)}, "checkpoint": checkpoint},
+                     wildcards=wildcards, threads=threads)
+
+
 def run_stage(rule: str, **job) -> subprocess.CompletedProcess:
     """``python -m stages.<rule> JOB`` as the rule's shell line runs it (through launch), in a subprocess."""
     return subprocess.run([sys.executable, "-m", "stages.core.launch", rule, stage_job(rule, **job).to_json()],
@@ -100,8 +122,8 @@ def train_cfg(section: str = "segmentation", **overrides) -> dict:
 
 def classifier_cfg(**kw) -> dict:
     """The classifier section of the trainer tests: a random resnet18, the puzzle ramp over half the run."""
-    return train_cfg("classifier", backbone="resnet18", pretrained=False, pretrained_path=None, alpha_max=4.0,
-                     alpha_ramp=0.5, **kw)
+    return train_cfg("classifier", **{"backbone": "resnet18", "pretrained": False, "pretrained_path": None,
+                                       "alpha_max": 4.0, "alpha_ramp": 0.5, **kw})
 
 
 class Executes:

@@ -1,15 +1,12 @@
 """The ablation table: the paper's Table 1 layout from the per-variant CAM tables."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import run_stage
 
 from stages import StageError
 from stages.ablation import ablation_rows, to_markdown
 
-ROOT = Path(__file__).resolve().parents[1]
 OURS = {"puzzle": 55.5, "baseline": 40.25, "re": 44.0, "pcls": 41.0}
 
 
@@ -66,13 +63,15 @@ def test_unknown_variant_is_an_error():
         ablation_rows({0: [cam_table("mystery", 1.0)]})
 
 
-def test_cli_writes_markdown_and_json(tmp_path):
+def test_the_stage_writes_markdown_and_json(tmp_path):
     paths = []
     for v, m in OURS.items():
         (tmp_path / f"cam_{v}.json").write_text(json.dumps(cam_table(v, m)))
-        paths.append(f"7={tmp_path / f'cam_{v}.json'}")
-    subprocess.run([sys.executable, "-m", "stages.ablation", "--cam-tables", *paths, "--out", str(tmp_path / "tables")],
-                   check=True, cwd=ROOT, capture_output=True)
+        paths.append(tmp_path / f"cam_{v}.json")
+    proc = run_stage("ablation", input={"tables": paths},
+                     output={"md": tmp_path / "tables/ablation.md", "json": tmp_path / "tables/ablation.json"},
+                     params={"seeds": [7], "variants": list(OURS)})
+    assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "tables/ablation.json").read_text())
     assert [r["variant"] for r in rows] == ["baseline", "pcls", "re", "puzzle"] and rows[0]["per_seed"] == {"7": 40.25}
     assert (tmp_path / "tables/ablation.md").read_text().startswith("# Ablation")

@@ -1,12 +1,11 @@
-"""The config check at start-up: strict integers, exponent-form numbers, and the constraints between keys."""
+"""The config check at start-up: strict integers, exponent-form numbers, the constraints between keys, every
+problem at once, the schema's defaults filled in."""
 import re
 
 import pytest
 import yaml
 from conftest import ROOT
-
-from stages import StageError
-from stages.config import CONSTRAINTS, check_config
+from pipeline.config import CONSTRAINTS, ConfigError, check_config, constraint_errors, load_yaml
 
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
@@ -70,7 +69,7 @@ def test_numbers_in_exponent_form_are_numbers():
     ("classifier: {variant: re}", "config classifier.variant ('re') is not one of classifier.variants ['puzzle']"),
 ])
 def test_a_bad_value_is_one_line_naming_the_keys(text, message):
-    with pytest.raises(StageError) as e:
+    with pytest.raises(ConfigError) as e:
         check_config(changed(text), SCHEMA)
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
@@ -88,9 +87,56 @@ def test_seeds_given_on_the_command_line_are_integers():
     ("seeds: []", "config seeds: [] should be non-empty"),
 ])
 def test_bad_seeds_name_the_key(text, message):
-    with pytest.raises(StageError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         check_config(changed(text), SCHEMA)
 
 
 def test_every_constraint_is_met_by_the_micro_config():
-    assert [c(merged("micro.yaml")) for c in CONSTRAINTS] == [None] * len(CONSTRAINTS)
+    config = check_config(merged("micro.yaml"), SCHEMA)
+    assert constraint_errors(config) == [] and len(CONSTRAINTS) >= 15
+
+
+def test_every_problem_of_a_config_is_reported_at_once_one_line_each():
+    config = changed("seed: -1\nclassifier: {epochs: 2.0, bogus: 1}\naffinity_labels: {fg_threshold: 0.05}\n"
+                     "data: {cam_split: nope}\nsegmentation: {pretrained_path: /no/such/weights.pth}")
+    with pytest.raises(ConfigError) as e:
+        check_config(config, SCHEMA)
+    assert e.value.errors == [
+        "config classifier: unknown key 'bogus'",
+        "config classifier.epochs: 2.0 is not an integer (write 2)",
+        "config seed: -1 is less than the minimum of 0",
+        "config data.cam_split ('nope') is not one of data.splits ['train', 'val']",
+        "config affinity_labels.bg_threshold (0.1) must be below affinity_labels.fg_threshold (0.05)",
+        "config segmentation.pretrained_path: /no/such/weights.pth is not a file",
+    ]
+    assert str(e.value) == "\n".join(e.value.errors)
+
+
+def test_the_schema_holds_every_default():
+    config = merged("micro.yaml")
+    del config["classifier"]["optimizer"]
+    check_config(config, SCHEMA)
+    assert config["classifier"]["optimizer"] == "sgd" and config["classifier"]["accumulate"] == 1
+    assert config["shards"] == 1 and config["deterministic"] is False and config["data"]["labels"] == "masks"
+    assert config["affinity"]["pretrained_path"] is None and config["segmentation"]["dropout"] == [0.5, 0.5, 0.1]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("run: ..", "config run: '..': the run's name, not a path"),
+    ("run: ../elsewhere", "config run: '../elsewhere': the run's name, not a path"),
+    ("run: .hidden", "config run: '.hidden': the run's name, not a path"),
+    ("data: {root: /home/me/VOC2012}", "config data.root: '/home/me/VOC2012' is written by data.generate, so it must be"),
+    ("data: {root: resources/../../elsewhere}", "config data.root: 'resources/../../elsewhere' is written by data.generate"),
+])
+def test_nothing_is_written_outside_results_and_resources(text, message):
+    with pytest.raises(ConfigError) as e:
+        check_config(changed(text), SCHEMA)
+    assert e.value.errors[0].startswith(message)
+
+
+def test_a_yaml_mistake_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classifier:\n  epochs: 3\n   lr: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}:3:6: not valid YAML: mapping values are not allowed here"):
+        load_yaml(bad)
+    assert constraint_errors({}) == []  # nothing to judge: the schema names what is missing

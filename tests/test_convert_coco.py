@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import layout_of
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -95,10 +96,11 @@ def test_tags_route_reaches_the_masks_labels(coco, tmp_path):
     root, files, expected = coco
     out = tmp_path / "out"
     convert_coco(files, CLASSES, out)
-    lists = {s: out / "lists" / f"{s}.txt" for s in files}
-    kw = {"lists": lists, "image_dir": ".", "aug_masks": out / "masks"}
-    by_masks, _ = build_index(root, CLASSES, ["train", "val"], **kw)
-    by_tags, _ = build_index(root, CLASSES, ["train", "val"], **kw, source="tags", tags=out / "tags.json")
+    lists = {s: str(out / "lists" / f"{s}.txt") for s in files}
+    kw = {"lists": lists, "image_dir": ".", "aug_masks": str(out / "masks")}
+    by_masks, _ = build_index(layout_of(root, CLASSES, **kw))
+    by_tags, _ = build_index(layout_of(root, CLASSES, **kw, labels="tags", tags=str(out / "tags.json"),
+                                       mask_splits=["train", "val"]))
     assert by_tags.labels == by_masks.labels == {i: sorted(set(np.unique(m)) - {0, 255}) for i, m in expected.items()}
     assert {s: d["disagree"] for s, d in by_tags.disagreement.items()} == {"train": 0, "val": 0}
 
@@ -125,14 +127,15 @@ def test_coco2014_config_and_its_dag(snakemake, planned_jobs, coco, tmp_path):
     assert jobs["train_segmentation"] == 1 and jobs["eval_segmentation"] == 2
 
 
-def test_cli_error_is_one_line_and_writes_nothing(tmp_path):
-    import subprocess
-    import sys
+def test_stage_error_is_one_line_and_writes_nothing(tmp_path):
+    from conftest import run_stage
 
     bad = tmp_path / "instances_train2014.json"
     bad.write_text(json.dumps({"images": [], "annotations": []}))
-    proc = subprocess.run([sys.executable, "-m", "stages.convert_coco", f"--instances=train={bad}", "--classes", "person",
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
+    out = tmp_path / "out"
+    proc = run_stage("convert_coco", input={"instances_train": bad},
+                     output={"masks": out / "masks", "tags": out / "tags.json", "lists": [out / "lists/train.txt"]},
+                     params={"classes": ["person"], "splits": ["train"]})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: {bad}: no 'categories' (not a COCO instances file)"
     assert not (tmp_path / "out").exists()

@@ -1,16 +1,16 @@
 """SBD's cls/*.mat (struct GTcls, field Segmentation) to VOC palette PNGs, and clear errors on bad files."""
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 import scipy.sparse
+from conftest import run_stage
 from PIL import Image
 
 from stages import StageError
 from stages.convert_sbd import convert_sbd, read_sbd_mask
+from stages.data.voc import VOC_CLASSES
 from stages.utils.io import read_label_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +64,8 @@ def test_label_values_out_of_range_are_named(write_sbd_mat, sbd, tmp_path):
 
 
 def test_missing_cls_folder_exits_2_with_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "stages.convert_sbd", "--sbd", str(tmp_path / "nowhere"),
-                           "--out", str(tmp_path / "aug")], capture_output=True, text=True, cwd=ROOT)
+    proc = run_stage("convert_sbd", input={"sbd": tmp_path / "nowhere"}, output={"masks": tmp_path / "aug"},
+                     params={"classes": list(VOC_CLASSES)})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nowhere/cls'}: missing folder; " \
                                                    "data.sbd must be SBD's benchmark_RELEASE/dataset"

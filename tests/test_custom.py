@@ -48,7 +48,7 @@ def test_dag_without_masks_scores_nothing_and_trains_everything(snakemake, plann
     root, _, _ = photos
     jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/custom.yaml", "tiny.yaml",
                                   "--config", f"data_root={root}"))
-    assert jobs == {"dataset_manifest": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1,
+    assert jobs == {"fingerprint": 4, "image_labels": 1, "train_classifier": 1, "make_cams": 1,
                     "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1,
                     "train_segmentation": 1, "predict_segmentation": 2, "report": 1, "summary": 1, "figures": 1, "all": 1}
 
@@ -87,3 +87,29 @@ def test_tables_leave_out_what_needs_masks_and_say_why(custom_run):
     assert "- segmentation on val: that split has no masks (data.mask_splits)" in md
     with Image.open(custom_run / "figures/examples.png") as png:
         assert png.size[0] > 200
+
+
+def test_a_tag_added_reruns_what_the_labels_feed_and_a_resaved_tags_file_nothing(snakemake, planned_jobs, photos,
+                                                                                   custom_run, workdir, tmp_path):
+    root, classes, _ = photos
+
+    def planned():
+        proc = snakemake(workdir, "-n", "--configfile", "config/custom.yaml", "tiny.yaml",
+                         "--config", f"data_root={root}", "device=cpu")
+        return set(planned_jobs(proc)) - {"all"}
+
+    tags = root / "tags.csv"
+    shutil.copy2(tags, tmp_path / "tags.csv")
+    try:
+        tags.write_text(tags.read_text())  # saved again, the same tags: a newer file, the same labels
+        assert planned() == set()
+        first, *rest = tags.read_text().splitlines()[1:]
+        image_id, names = first.split(",")
+        added = next(c for c in CLASSES if c not in names.split())
+        tags.write_text("\n".join(["id,labels", f"{image_id},{names} {added}", *rest]) + "\n")
+        assert planned() == {"fingerprint", "image_labels", "train_classifier", "make_cams", "affinity_labels", "train_affinity",
+                             "random_walk", "pseudo_labels", "train_segmentation", "predict_segmentation", "report",
+                             "summary", "figures"}
+    finally:
+        shutil.copy2(tmp_path / "tags.csv", tags)
+    assert planned() == set()

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 from stages import StageError
+from stages.core.metrics import confusion, score, score_label_maps
 from stages.data.voc import read_mask
 from stages.eval_cams import eval_cams, thresholds
-from stages.eval_masks import eval_masks
 from stages.utils.io import save_label_png, save_npz
-from stages.core.metrics import confusion, score
 
 SWEEP = {"thresholds": {"start": 0.05, "stop": 0.8, "step": 0.05}}
 
@@ -31,7 +30,7 @@ def test_perfect_cams_score_100_at_every_threshold(tiny_index, tmp_path):
     assert all(row["miou"] == 100.0 for row in result["sweep"])
 
 
-def test_eval_masks_matches_a_direct_count(tiny_index, tmp_path):
+def test_label_maps_score_as_a_direct_count(tiny_index, tmp_path):
     ids = tiny_index.ids(tiny_index.layout.split_file("val"))
     rng = np.random.default_rng(0)
     n = tiny_index.num_classes + 1
@@ -41,7 +40,7 @@ def test_eval_masks_matches_a_direct_count(tiny_index, tmp_path):
         pred = np.where(rng.random(gt.shape) < 0.8, gt, 0).astype(np.uint8)
         save_label_png(tmp_path / f"{image_id}.png", pred)
         conf += confusion(pred, gt, n)
-    result = eval_masks(tiny_index, ids, tmp_path)
+    result = score_label_maps(tiny_index, ids, tmp_path)
     direct = score(conf, tiny_index.names_with_background)
     assert result["miou"] == pytest.approx(direct["miou"]) and result["images"] == len(ids)
     assert 0 < result["miou"] < 100

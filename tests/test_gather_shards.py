@@ -1,8 +1,9 @@
 """Joining shard folders: every id of the split exactly once, or one clear error."""
 import pytest
+from conftest import stage_job
 
 from stages import StageError
-from stages.cli import parse_shard, shard_ids
+from stages.core.job import shard_ids, shard_of
 from stages.gather_shards import gather
 
 IDS = ["a", "b", "c", "street/d", "e"]
@@ -16,8 +17,8 @@ def test_shards_are_contiguous_and_cover_the_split_once(n):
 
 @pytest.mark.parametrize("text", ["0-of-3", "4-of-3", "1of3", "a-of-b"])
 def test_a_bad_shard_name_is_refused(text):
-    with pytest.raises(Exception, match="K-of-N"):
-        parse_shard(text)
+    with pytest.raises(StageError, match="K-of-N"):
+        shard_of(stage_job("make_cams", wildcards={"shard": text}))
 
 
 def write_shards(root, parts):

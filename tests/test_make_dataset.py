@@ -1,15 +1,12 @@
 """The generated dataset: VOC layout, valid masks, determinism."""
 import hashlib
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import CLASSES, TINY
+from conftest import CLASSES, TINY, layout_of, run_stage
 
 from stages import StageError
-from stages.data.voc import VOCLayout, read_image, read_mask
+from stages.data.voc import read_image, read_mask
 from stages.make_dataset import make_dataset
 
 
@@ -22,7 +19,7 @@ def digest(root):
 
 
 def test_dataset_has_the_voc_layout_and_valid_masks(tiny_voc):
-    layout = VOCLayout(tiny_voc)
+    layout = layout_of(tiny_voc)
     layout.check()
     train, val = layout.ids("train"), layout.ids("val")
     assert len(train) == 8 and len(val) == 4 and not set(train) & set(val)
@@ -42,11 +39,12 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path, tiny_voc):
     assert digest(tmp_path / "b") != digest(tiny_voc)
 
 
-def test_the_command_line_takes_its_seed_from_the_generate_section(tmp_path, tiny_voc):
+def test_the_stage_takes_its_seed_from_the_generate_section(tmp_path, tiny_voc):
     """data.generate.seed, not the run's seeds: every seed of a run shares one dataset."""
     for seed in (0, 1):
-        subprocess.run([sys.executable, "-m", "stages.make_dataset", "--cfg", json.dumps({**TINY, "seed": seed}),
-                        "--classes", ",".join(CLASSES), "--out", str(tmp_path / str(seed))], check=True, capture_output=True)
+        proc = run_stage("make_dataset", output={"root": tmp_path / str(seed)},
+                         params={"generate": {**TINY, "seed": seed}, "classes": CLASSES})
+        assert proc.returncode == 0, proc.stderr
     assert digest(tmp_path / "0") == digest(tiny_voc) != digest(tmp_path / "1")
 
 

@@ -3,10 +3,9 @@ import csv
 import io
 import json
 import statistics
-import subprocess
-import sys
 
 import pytest
+from conftest import index_file, run_stage
 
 from stages import StageError
 from stages.summary import overview_csv, summary_rows, to_csv, to_markdown
@@ -61,14 +60,29 @@ def test_seeds_whose_tables_hold_other_rows_are_an_error():
         summary_rows({0: seed_table(70.0, 50.0, 60.0), 1: seed_table(70.0, 50.0, 60.0)[:1]})
 
 
-def test_cli_writes_the_tables_and_the_front_page(tmp_path):
-    args = []
+def test_the_stage_writes_the_tables_the_front_page_and_the_runs_warnings(tiny_index, tmp_path):
+    paths = []
     for seed, table in TABLES.items():
         (tmp_path / f"{seed}.json").write_text(json.dumps(table))
-        args.append(f"{seed}={tmp_path / f'{seed}.json'}")
-    subprocess.run([sys.executable, "-m", "stages.summary", "--tables", *args, "--left-out=upper_bound: no masks",
-                    "--out", str(tmp_path / "tables")], check=True, capture_output=True)
-    rows = json.loads((tmp_path / "tables/miou.json").read_text())
+        paths.append(tmp_path / f"{seed}.json")
+    (tmp_path / "a.log").write_text("2026-12-01 10:00:00,000 INFO fine\n"
+                                    "2026-12-01 10:00:01,000 WARNING train_classifier[puzzle]: class 'cross' has no image\n")
+    (tmp_path / "b.log").write_text("2026-12-01 10:00:02,000 WARNING train_classifier[puzzle]: class 'cross' has no image\n"
+                                    "2026-12-01 10:00:03,000 WARNING ck.pt: unreadable checkpoint; set aside\n")
+    out = tmp_path / "tables"
+    proc = run_stage("summary", input={"tables": paths, "labels": index_file(tiny_index, tmp_path),
+                                       "split": tiny_index.layout.split_file("train")},
+                     output={name: out / f"{stem}" for name, stem in [("md", "miou.md"), ("csv", "miou.csv"),
+                                                                      ("json", "miou.json"), ("overview", "overview.csv"),
+                                                                      ("warnings", "warnings.md")]},
+                     params={"seeds": list(TABLES), "left_out": ["upper_bound: no masks"],
+                             "logs": [str(tmp_path / "a.log"), str(tmp_path / "b.log"), str(tmp_path / "not_yet.log")]})
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((out / "miou.json").read_text())
     assert [r["per_seed"]["1"]["miou"] for r in rows] == [72.0, 61.0]
-    assert (tmp_path / "tables/miou.md").read_text().endswith("Not scored:\n\n- upper_bound: no masks\n")
-    assert (tmp_path / "tables/overview.csv").read_text().startswith("stage,split,mIoU,spread\n")
+    assert (out / "miou.md").read_text().endswith(
+        "Not scored:\n\n- upper_bound: no masks\n\n**Warning:** train_classifier[puzzle]: class 'cross' has no image\n"
+        "**Warning:** ck.pt: unreadable checkpoint; set aside\n")
+    assert (out / "warnings.md").read_text().splitlines()[2:] == [
+        "- train_classifier[puzzle]: class 'cross' has no image", "- ck.pt: unreadable checkpoint; set aside"]
+    assert (out / "overview.csv").read_text().startswith("stage,split,mIoU,spread\n")

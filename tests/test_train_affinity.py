@@ -86,13 +86,13 @@ def test_affinity_loss_known_value():
 
 
 def test_train_affinity_learns_from_labels(tiny_index, cpu, tmp_path):
-    from conftest import train_cfg
+    from conftest import index_file, train_cfg, training_job
 
     from stages.affinity_labels import affinity_labels
-    from stages.utils.io import load_model, save_model
     from stages.make_cams import make_cams
     from stages.models.classifier import CAMClassifier
-    from stages.train_affinity import train_affinity
+    from stages.train_affinity import run
+    from stages.utils.io import load_model, save_model
 
     ids = tiny_index.ids(tiny_index.layout.split_file("train"))
     cls_cfg = {"backbone": "resnet18", "pretrained": False}
@@ -101,9 +101,10 @@ def test_train_affinity_learns_from_labels(tiny_index, cpu, tmp_path):
     crf = {"iterations": 1, "gt_prob": 0.7, "gaussian": {"sxy": 3, "compat": 3}, "bilateral": {"sxy": 50, "srgb": 5, "compat": 10}}
     affinity_labels(tiny_index, ids, tmp_path / "cams", {"fg_threshold": 0.4, "bg_threshold": 0.1, "crf": crf},
                     tmp_path / "aff_labels", processes=2)
-    cfg = train_cfg(backbone_init="classifier", head_channels=8, radius=4, epochs=1)
-    train_affinity(tiny_index, ids, tmp_path / "aff_labels", tmp_path / "cls.pt", cfg, cpu, tmp_path / "aff" / "model.pt",
-                   tmp_path / "ckpt.pt")
+    cfg = train_cfg("affinity", backbone_init="classifier", head_channels=8, radius=4, epochs=1)
+    run(training_job("train_affinity", index_file(tiny_index, tmp_path), tiny_index.layout.split_file("train"),
+                     tmp_path / "aff", cfg, tmp_path / "ckpt.pt", wildcards={"seed": 0},
+                     affinity_labels=tmp_path / "aff_labels", classifier=tmp_path / "cls.pt"))
     state, meta = load_model(tmp_path / "aff" / "model.pt")
     assert meta["backbone"] == "resnet18" and "boundary.weight" in state
     assert meta["pretrained"] == f"classifier:{tmp_path / 'cls.pt'}"

@@ -1,5 +1,4 @@
 """Classifier training: the artifact, and a killed run resuming to the same weights."""
-import json
 import signal
 import subprocess
 import sys
@@ -7,17 +6,22 @@ import time
 
 import pytest
 import torch
-from conftest import Executes, classifier_cfg
+from conftest import Executes, classifier_cfg, index_file, training_job
 
 from stages import StageError
-from stages.data.datasets import TrainSamples
-from stages.data.index import load_index
 from stages.core.engine import fit, reference_param_groups
-from stages.utils.io import load_model, write_json
+from stages.data.datasets import TrainSamples
 from stages.models.classifier import CAMClassifier
 from stages.ops.puzzle import VARIANTS
-from stages.core.runtime import make_runtime
-from stages.train_classifier import puzzle_step, train_classifier
+from stages.train_classifier import puzzle_step, run
+from stages.utils.io import load_model, write_json
+
+
+def classifier_job(index, tmp_path, name="m", cfg=None, checkpoint="ck.pt", variant="puzzle", **kw):
+    labels = tmp_path / "image_labels.json"
+    labels = labels if labels.exists() else index_file(index, tmp_path)
+    return training_job("train_classifier", labels, index.layout.split_file("train"), tmp_path / name,
+                        cfg or classifier_cfg(), tmp_path / checkpoint, wildcards={"seed": 0, "variant": variant}, **kw)
 
 
 def test_classifier_maps_are_at_output_stride_16():
@@ -25,9 +29,8 @@ def test_classifier_maps_are_at_output_stride_16():
     assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 4, 4, 6)
 
 
-def test_train_classifier_writes_model_sidecar_and_history(tiny_index, cpu, tmp_path):
-    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
-    history = train_classifier(tiny_index, ids, "puzzle", classifier_cfg(), cpu, tmp_path / "m" / "model.pt", tmp_path / "ck.pt")
+def test_train_classifier_writes_model_sidecar_history_and_tensorboard(tiny_index, tmp_path):
+    history = run(classifier_job(tiny_index, tmp_path))
     assert [row["epoch"] for row in history] == [1, 2]
     assert {"cls", "p_cls", "re", "total"} <= set(history[0])
     state, meta = load_model(tmp_path / "m" / "model.pt")
@@ -35,11 +38,26 @@ def test_train_classifier_writes_model_sidecar_and_history(tiny_index, cpu, tmp_
     assert meta["pretrained"] is None  # random start; otherwise the exact timm tag or file
     assert state["classifier.weight"].shape == (4, 512, 1, 1)
     assert (tmp_path / "m" / "history.csv").read_text().splitlines()[0].startswith("epoch,lr,")
+    events = scalars(tmp_path / "m" / "tensorboard")
+    assert {"loss/cls", "loss/p_cls", "loss/re", "loss/total", "lr", "alpha", "epoch/total", "eval/cam_miou"} <= set(events)
+    assert [step for step, _ in events["alpha"]] == [0, 1, 2, 3]  # 8 images, batch 4: two steps an epoch
+    assert [v for _, v in events["alpha"]] == pytest.approx([0.0, 2.0, 4.0, 4.0])  # ramped over half the steps
+    assert [step for step, _ in events["eval/cam_miou"]] == [1, 2] and all(0 <= v <= 100 for _, v in events["eval/cam_miou"])
+    assert [v for _, v in events["epoch/total"]] == pytest.approx([row["total"] for row in history])
 
 
-def test_unknown_variant_is_a_clear_error(tiny_index, cpu, tmp_path):
+def scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """The scalars of a TensorBoard folder: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_unknown_variant_is_a_clear_error(tiny_index, tmp_path):
     with pytest.raises(StageError, match="variant: unknown 'both'"):
-        train_classifier(tiny_index, [], "both", classifier_cfg(), cpu, tmp_path / "m.pt", tmp_path / "c.pt")
+        run(classifier_job(tiny_index, tmp_path, variant="both"))
 
 
 class Killed(Exception):
@@ -78,15 +96,11 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tiny_in
 
 def test_a_sigkilled_training_process_resumes_from_its_checkpoint(tiny_index, tmp_path):
     """The stage's command line, killed for real after its first checkpoint, then rerun."""
-    labels = tmp_path / "labels.json"
-    write_json(labels, tiny_index.to_json())
-    split = tiny_index.layout.split_file("train")
-    cfg = json.dumps(classifier_cfg(epochs=4, batch_size=2))
+    cfg = classifier_cfg(epochs=4, batch_size=2)
 
     def command(name):
-        return [sys.executable, "-m", "stages.train_classifier", "--cfg", cfg, "--runtime", '{"device": "cpu"}',
-                "--threads", "1", "--labels", str(labels), "--split-file", str(split), "--variant", "puzzle",
-                "--out", str(tmp_path / name / "model.pt"), "--checkpoint", str(tmp_path / f"{name}.ckpt")]
+        job = classifier_job(tiny_index, tmp_path, name, cfg, f"{name}.ckpt")
+        return [sys.executable, "-m", "stages.train_classifier", job.to_json()]
 
     subprocess.run(command("straight"), check=True, capture_output=True)
     proc = subprocess.Popen(command("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -107,12 +121,10 @@ def test_a_sigkilled_training_process_resumes_from_its_checkpoint(tiny_index, tm
 
 def test_a_checkpoint_resumes_only_under_the_same_precision(tiny_index, monkeypatch, tmp_path):
     keys = []
-    monkeypatch.setattr("stages.train_classifier.fit", lambda *a, **kw: keys.append(a[7]) or [])
-    monkeypatch.setattr("stages.train_classifier.save_trained", lambda *a: None)
-    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    monkeypatch.setattr("stages.core.trainer.fit", lambda *a, **kw: keys.append(a[7]) or [])
+    monkeypatch.setattr("stages.core.trainer.save_trained", lambda *a: None)
     for precision in ("fp32", "bf16", "fp32"):
-        rt = make_runtime("cpu", precision=precision)
-        train_classifier(tiny_index, ids, "puzzle", classifier_cfg(), rt, tmp_path / "m.pt", tmp_path / "c.pt")
+        run(classifier_job(tiny_index, tmp_path, runtime={"precision": precision}))
     assert keys[0] == keys[2] != keys[1]
 
 
@@ -164,28 +176,22 @@ def test_checkpoints_load_with_weights_only(tiny_index, cpu, tmp_path):
 
 
 def test_a_checkpoint_of_other_image_labels_is_not_resumed(tiny_index, tmp_path, caplog):
-    """Kill, change the image labels, rerun: the rerun equals a clean run on the new labels."""
-    labels = tmp_path / "labels.json"
-    write_json(labels, tiny_index.to_json())
+    """Kill, change the image labels, rerun: the rerun equals a clean run on the new labels (each run's runtime
+    seeds the model's initialisation afresh)."""
+    labels = index_file(tiny_index, tmp_path)
     ids = tiny_index.ids(tiny_index.layout.split_file("train"))
-    cfg = classifier_cfg(epochs=2)
-
-    def rt():  # a fresh runtime seeds the model's initialisation afresh
-        return make_runtime("cpu", seed=0)
-
     with pytest.raises(Killed), pytest.MonkeyPatch.context() as mp:
         mp.setattr("stages.train_classifier.puzzle_step", killed_at(puzzle_step, 3))
-        train_classifier(tiny_index, ids, "puzzle", cfg, rt(), tmp_path / "old" / "model.pt", tmp_path / "ck.pt")
+        run(classifier_job(tiny_index, tmp_path, "old"))
     assert torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] == 1
     changed = tiny_index.to_json()
     changed["labels"][ids[0]] = [c for c in range(1, 5) if c not in changed["labels"][ids[0]]][:1]
     write_json(labels, changed)
-    new_index = load_index(labels)
     with caplog.at_level("INFO", logger="stages"):
-        train_classifier(new_index, ids, "puzzle", cfg, rt(), tmp_path / "rerun" / "model.pt", tmp_path / "ck.pt")
+        run(classifier_job(tiny_index, tmp_path, "rerun"))
     assert any("not resuming from" in r.getMessage() for r in caplog.records)
     assert not any("resumed" in r.getMessage() for r in caplog.records)
-    train_classifier(new_index, ids, "puzzle", cfg, rt(), tmp_path / "clean" / "model.pt", tmp_path / "clean.pt")
+    run(classifier_job(tiny_index, tmp_path, "clean", checkpoint="clean.pt"))
     rerun, _ = load_model(tmp_path / "rerun" / "model.pt")
     clean, _ = load_model(tmp_path / "clean" / "model.pt")
     for k in clean:

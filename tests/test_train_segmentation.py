@@ -5,21 +5,29 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import train_cfg
+from conftest import index_file, train_cfg, training_job
 
 from stages.utils.io import load_model, read_label_png, save_label_png, save_model
 from stages.models.classifier import CAMClassifier
 from stages.models.factory import build_deeplab
 from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, multiscale_logits
 from stages.predict_segmentation import predict_segmentation
-from stages.core.runtime import make_runtime
-from stages.train_segmentation import train_segmentation
+from stages.train_segmentation import run
 
 
 def seg_cfg(**kw):
     return train_cfg(encoder="resnet18", pretrained=False, pretrained_path=None, init_from_classifier=False,
                      upper_bound=True, decoder_channels=32, aspp_rates=[6, 12, 18], aspp_separable=False,
                      frozen_bn=True, **kw)
+
+
+def segmentation_job(index, tmp_path, cfg, name="seg", checkpoint="ck.pt", masks=None, **inputs):
+    labels = tmp_path / "image_labels.json"
+    labels = labels if labels.exists() else index_file(index, tmp_path)
+    inputs = {**({"masks": masks} if masks is not None else {}), **inputs}
+    return training_job("train_segmentation", labels, index.layout.split_file("train"), tmp_path / name, cfg,
+                        tmp_path / checkpoint, wildcards={"seed": 0, "masks": "pseudo_labels" if masks else "ground_truth"},
+                        **inputs)
 
 
 def test_deeplab_has_a_groupnorm_head_and_full_resolution_output():
@@ -104,9 +112,8 @@ def test_encoder_starts_from_the_classifier_backbone():
 
 
 def test_train_on_ground_truth_then_predict(tiny_index, cpu, tmp_path):
-    train_ids = tiny_index.ids(tiny_index.layout.split_file("train"))
     val_ids = tiny_index.ids(tiny_index.layout.split_file("val"))
-    train_segmentation(tiny_index, train_ids, None, None, seg_cfg(epochs=1), cpu, tmp_path / "seg" / "model.pt", tmp_path / "ck.pt")
+    run(segmentation_job(tiny_index, tmp_path, seg_cfg(epochs=1)))
     _, meta = load_model(tmp_path / "seg" / "model.pt")
     assert meta["masks"] == "ground_truth" and meta["pretrained"] is None
     crf = {"iterations": 1, "gt_prob": 0.7, "gaussian": {"sxy": 3, "compat": 3}, "bilateral": {"sxy": 80, "srgb": 13, "compat": 10}}
@@ -123,9 +130,9 @@ def test_train_on_pseudo_labels_reads_the_given_folder(tiny_index, cpu, tmp_path
         save_label_png(tmp_path / "pl" / f"{image_id}.png", np.zeros((64, 64), np.uint8))
     cls = tmp_path / "cls.pt"
     save_model(cls, CAMClassifier("resnet18", 4).state_dict(), {"config": {}})
-    train_segmentation(tiny_index, ids, tmp_path / "pl", cls, seg_cfg(epochs=1), cpu, tmp_path / "seg" / "model.pt", tmp_path / "ck.pt")
+    run(segmentation_job(tiny_index, tmp_path, seg_cfg(epochs=1), masks=tmp_path / "pl", classifier=cls))
     _, meta = load_model(tmp_path / "seg" / "model.pt")
-    assert meta["masks"].endswith("pl")
+    assert meta["masks"].endswith("pl") and meta["pretrained"] == f"classifier:{cls}"
 
 
 class Killed(Exception):
@@ -144,8 +151,7 @@ def test_a_checkpoint_of_other_pseudo_labels_is_not_resumed(tiny_index, tmp_path
             save_label_png(tmp_path / "pl" / f"{image_id}.png", np.full((64, 64), value, np.uint8))
 
     def train(name, checkpoint):
-        train_segmentation(tiny_index, ids, tmp_path / "pl", None, cfg, make_runtime("cpu", seed=0),
-                           tmp_path / name / "model.pt", checkpoint)
+        run(segmentation_job(tiny_index, tmp_path, cfg, name, checkpoint, masks=tmp_path / "pl"))
         return load_model(tmp_path / name / "model.pt")[0]
 
     write_labels(0)
@@ -163,14 +169,14 @@ def test_a_checkpoint_of_other_pseudo_labels_is_not_resumed(tiny_index, tmp_path
 
     monkeypatch.setattr(module, "segmentation_step", killed_in_epoch_2)
     with pytest.raises(Killed):
-        train("killed", tmp_path / "ck.pt")
+        train("killed", "ck.pt")
     monkeypatch.setattr(module, "segmentation_step", make_step)
     assert torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] == 1
     write_labels(1)
     with caplog.at_level("INFO", logger="stages"):
-        rerun = train("rerun", tmp_path / "ck.pt")
+        rerun = train("rerun", "ck.pt")
     assert any("not resuming from" in r.getMessage() for r in caplog.records)
     assert not any("resumed" in r.getMessage() for r in caplog.records)
-    clean = train("clean", tmp_path / "clean.pt")
+    clean = train("clean", "clean.pt")
     for k in clean:
         assert torch.equal(clean[k], rerun[k]), k

@@ -1,6 +1,8 @@
 """The paper's setup (config/voc2012.yaml) on a tiny generated dataset in the real VOC 2012 + SBD formats:
 the DAG's shape, and the whole DAG end to end with the schedule shrunk to seconds."""
+import contextlib
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import yaml
 from PIL import Image
 
 from stages.data.voc import VOC_CLASSES
-from stages.utils.io import read_label_png
+from stages.utils.io import read_label_png, save_label_png
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,3 +188,50 @@ def test_a_second_run_has_nothing_to_do(snakemake, voc_run, workdir):
     proc = snakemake(workdir, "-n", "--configfile", "config/voc2012.yaml", "tiny.yaml",
                      "--config", f"data_root={root}", "device=cpu")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@contextlib.contextmanager
+def edited(path: Path, keep: Path):
+    """A dataset file changed in place for the block, then put back with its bytes and modification time."""
+    shutil.copy2(path, keep)
+    try:
+        yield path
+    finally:
+        shutil.copy2(keep, path)
+
+
+# What a change that only affects scoring reruns: the scores, the tables and the figures over them (and the
+# fingerprint named after the new masks).
+SCORING = {"fingerprint", "eval_cams", "eval_pseudo_labels", "eval_segmentation", "report", "summary", "figures",
+           "ablation"}
+TRAINING = {"image_labels", "train_classifier", "make_cams", "affinity_labels", "train_affinity", "random_walk",
+            "pseudo_labels", "train_segmentation", "predict_segmentation", "pack_test"}
+
+
+def test_a_dataset_edit_reruns_only_what_it_affects(snakemake, planned_jobs, voc_run, workdir, tmp_path):
+    """Masks edited in place: without changing the image's classes, only scoring reruns; with a class added, the
+    index and everything it feeds. An image replaced reruns what reads its pixels; put back, nothing is left to do."""
+    _, root, ids = voc_run
+    voc = root / "VOCdevkit/VOC2012"
+
+    def planned():
+        proc = snakemake(workdir, "-n", "--configfile", "config/voc2012.yaml", "tiny.yaml",
+                         "--config", f"data_root={root}", "device=cpu")
+        return set(planned_jobs(proc)) - {"all"}
+
+    mask_path = voc / "SegmentationClass" / f"{ids['train'][0]}.png"
+    with edited(mask_path, tmp_path / "mask.png"):
+        mask = read_label_png(mask_path)
+        classes = set(np.unique(mask)) - {0, 255}
+        edge = (mask == 0) & (np.roll(mask, 1, axis=1) != 0)
+        save_label_png(mask_path, np.where(edge, 255, mask).astype(np.uint8))  # the same classes, finer outlines
+        assert set(np.unique(read_label_png(mask_path))) - {0, 255} == classes
+        assert planned() == SCORING
+        new_class = next(c for c in range(1, len(VOC_CLASSES) + 1) if c not in classes)
+        save_label_png(mask_path, np.where(edge, new_class, mask).astype(np.uint8))  # a class appears
+        assert planned() == SCORING | TRAINING
+    image_path = voc / "JPEGImages" / f"{ids['val'][0]}.jpg"
+    with edited(image_path, tmp_path / "image.jpg"):
+        Image.open(image_path).rotate(180).save(image_path)  # a val image replaced: its predictions and their scores
+        assert planned() == {"fingerprint", "predict_segmentation", "eval_segmentation", "report", "summary", "figures"}
+    assert planned() == set()

@@ -95,7 +95,8 @@ class Job:
         plain = lambda v: [str(p) for p in v] if isinstance(v, list) else str(v)  # noqa: E731
         return json.dumps({"rule": self.rule, "input": {k: plain(v) for k, v in self.input.items()},
                            "output": {k: plain(v) for k, v in self.output.items()}, "params": dict(self.params),
-                           "wildcards": dict(self.wildcards), "threads": self.threads, "resources": dict(self.resources)})
+                           "wildcards": dict(self.wildcards), "threads": self.threads, "resources": dict(self.resources)},
+                          default=str)
 
     def with_threads(self, threads: int, **resources) -> Job:
         """The same job with other threads (and resources): what one of several processes of a job gets."""
@@ -109,8 +110,9 @@ def main(run: Callable[[Job], None], argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        doc = (sys.modules[run.__module__].__doc__ or "").strip()
-        print(f"{doc}\n\nusage: python -m {run.__module__} JOB\n  JOB: the job as JSON (stages/core/job.py), "
+        module = sys.modules[run.__module__]
+        name = module.__spec__.name if module.__spec__ else run.__module__
+        print(f"{(module.__doc__ or '').strip()}\n\nusage: python -m {name} JOB\n  JOB: the job as JSON (stages/core/job.py), "
               "as the workflow renders it from the rule", file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from stages import StageError
-from stages.data.voc import IGNORE, read_mask, resize_labels
+from stages.data.voc import IGNORE, image_level_labels, read_mask, resize_labels
 from stages.utils.io import read_label_png
 from stages.utils.progress import track
 
@@ -48,17 +48,51 @@ def spread(values: list[float | None]) -> dict:
     return {"mean": float(np.mean(present)), "std": std, "min": min(present), "max": max(present)}
 
 
+class LabelAgreement:
+    """How often an image's image-level labels differ from the classes of its mask, counted where the mask is
+    scored. Labels read from the masks themselves must agree: a difference means an index older than its masks
+    (an error); labels from tags or XML may differ, and the tables say how often."""
+
+    def __init__(self, index):
+        self.index, self.images, self.differ = index, 0, []
+
+    def add(self, image_id: str, mask: np.ndarray) -> None:
+        in_mask = image_level_labels(mask, self.index.num_classes)
+        labels = self.index.labels.get(image_id, [])
+        self.images += 1
+        if labels == in_mask:
+            return
+        if self.index.source == "masks":
+            raise StageError(f"{image_id}: image-level labels {labels} disagree with its mask's classes {in_mask}; "
+                             "rerun image_labels (snakemake --forcerun image_labels)")
+        self.differ.append(image_id)
+
+    def result(self) -> dict:
+        """``{}`` for labels from masks; else how many images were compared, how many differ, the first that does."""
+        if self.index.source == "masks":
+            return {}
+        return {"label_disagreement": {"source": self.index.source, "images": self.images, "disagree": len(self.differ),
+                                       "first": self.differ[0] if self.differ else None}}
+
+
+def scored_mask(index, image_id: str) -> np.ndarray:
+    """The mask of an image that is scored, checked (size, class values) as image_labels checks the ones it reads."""
+    return read_mask(index.mask_path(image_id), index.size(image_id), index.num_classes)
+
+
 def score_label_maps(index, ids, folder: Path) -> dict:
     """mIoU of the palette PNG label maps ``folder/<id>.png`` against the masks. A label map may be at the image's
     own size or at the size the stages computed at (longest side data.max_side); it is scored at the own size."""
     n = index.num_classes + 1
     conf = np.zeros((n, n), np.int64)
+    agreement = LabelAgreement(index)
     for image_id in track(ids, "scoring"):
         path = Path(folder) / f"{image_id}.png"
         pred = read_label_png(path)
         if pred.shape not in (index.size(image_id), index.work_size(image_id)):
             h, w = index.size(image_id)
             raise StageError(f"{path}: label map is {pred.shape[1]}x{pred.shape[0]} but its image is {w}x{h}")
-        gt = read_mask(index.mask_path(image_id), index.size(image_id))
+        gt = scored_mask(index, image_id)
+        agreement.add(image_id, gt)
         conf += confusion(resize_labels(pred, gt.shape), gt, n)
-    return {"images": len(ids), **score(conf, index.names_with_background)}
+    return {"images": len(ids), **score(conf, index.names_with_background), **agreement.result()}

@@ -1,28 +1,31 @@
-"""What a rule's results depend on in a dataset, as one digest: the workflow gives it to the rule as a param, so
-that Snakemake reruns the rule exactly when its part of the dataset changed.
+"""What a rule's results depend on in a dataset, as one digest: the workflow names a file after it (rule
+fingerprint), which the rule takes as an input, so that Snakemake reruns the rule exactly when that part of the
+dataset changed. Two kinds:
 
-A split's digest covers some of three aspects:
-
-- ``images``: each image file (size and modification time);
-- ``labels``: each image's image-level labels (the classes of its mask, its tags or its XML): a mask edited
-  without changing its classes leaves them as they were;
-- ``masks``: each mask file (size and modification time): what scoring and the upper bound read.
+- :func:`index_fingerprint`: what the image index (rule image_labels) holds: the layout, each split's ids, each
+  image's file and size, each image's image-level labels (the classes of its mask, its tags or its XML). A mask
+  edited without changing its image's classes, or an image replaced by one of the same size, leaves it as it
+  was: nothing that reads only the index reruns.
+- :func:`files_fingerprint`: the files of a split a rule reads itself: the images (size and modification time;
+  what every stage that looks at pixels reads) or the masks (what scoring and the upper bound read).
 
 Only files the user provides are read. What a rule writes is covered by what it is written from: the generated
 dataset by ``data.generate``, SBD's converted masks by SBD's ``.mat`` files, COCO's masks, tags and lists by the
-instances files. Reading a file a rule may rewrite later in the same run would record a value that the next
-run no longer finds, and rerun everything once more.
+instances files. (Reading a file a rule may rewrite in the same run would name a fingerprint that the next run
+no longer finds, and rerun everything once more.)
 
-Masks and XML files are decoded only where their size or modification time differs from what image_labels
-recorded in ``image_labels.json`` (``label_records``): a dry run over VOC decodes the files edited since.
+Image sizes and the classes of masks and XML files are decoded only where the file's size or modification time
+differs from what image_labels recorded in ``image_labels.json`` (``records``): a dry run over VOC reads the
+headers of the images replaced and decodes the masks edited since.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 from pathlib import Path
+
+from PIL import Image
 
 from stages import StageError
 from stages.data.labels import read_tags, xml_labels
@@ -30,8 +33,7 @@ from stages.data.layout import DatasetLayout
 from stages.data.voc import find_images, image_level_labels
 from stages.utils.io import read_label_png
 
-ASPECTS = ("images", "labels", "masks")
-MISSING = None  # the stat of a file that is not there: a later run that finds it sees a change
+ASPECTS = ("images", "masks")
 
 
 def digest(obj) -> str:
@@ -39,23 +41,24 @@ def digest(obj) -> str:
 
 
 def stat(path) -> list[int] | None:
+    """[size, mtime_ns] of a file; None where it is missing (a later run that finds it sees a change)."""
     try:
         st = os.stat(path)
     except OSError:
-        return MISSING
+        return None
     return [st.st_size, st.st_mtime_ns]
 
 
-def label_records(index_path) -> dict:
-    """``{path: [size, mtime_ns, classes]}`` of the masks and XML files image_labels decoded; empty without an index."""
+def read_records(index_path) -> dict:
+    """``{path: [size, mtime_ns, value]}`` of what image_labels decoded; empty without an index."""
     try:
-        return json.loads(Path(index_path).read_text()).get("label_records", {})
+        return json.loads(Path(index_path).read_text()).get("records", {})
     except (OSError, ValueError, AttributeError):
         return {}
 
 
-def decoded_classes(path: Path, records: dict, decode) -> list[int] | None:
-    """The classes of one mask or XML file: the record where its stat matches, else decoded now."""
+def cached(path: Path, records: dict, decode):
+    """``decode(path)``, or what the records hold for the file where its size and mtime still match."""
     st = stat(path)
     if st is None:
         return None
@@ -64,8 +67,20 @@ def decoded_classes(path: Path, records: dict, decode) -> list[int] | None:
         return record[2]
     try:
         return decode(path)
-    except Exception:  # an unreadable file: image_labels stops on it with the message; here it is just a change
+    except Exception:  # an unreadable file: image_labels stops on it and names it; here it is only a change
         return ["unreadable", st]
+
+
+# EXIF orientations that turn the picture by a quarter: the stored width is the shown height
+QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def header_size(path: Path) -> list[int]:
+    """[height, width] as the stages read the image (EXIF orientation applied), from its header alone."""
+    with Image.open(path) as img:
+        width, height = img.size
+        turned = img.getexif().get(0x0112, 1) in QUARTER_TURNS
+    return [width, height] if turned else [height, width]
 
 
 def split_ids(layout: DatasetLayout, split: str) -> list[str] | None:
@@ -84,12 +99,8 @@ def sbd_source(layout: DatasetLayout, image_id: str) -> list | None:
     return None
 
 
-def aspect_values(layout: DatasetLayout, ids: list[str], aspect: str, records: dict, images: dict) -> list:
-    """Per id, what ``aspect`` of it the results depend on; ``images``: the image folder's files by id."""
-    if aspect == "images":
-        return [[i, [[str(p), stat(p)] for p in images.get(i, [])]] for i in ids]
-    if aspect == "masks":
-        return [[i, sbd_source(layout, i) or stat(layout.mask_path(i))] for i in ids]
+def image_labels_of(layout: DatasetLayout, ids: list[str], records: dict) -> list:
+    """Each id's image-level labels, from the layout's label source."""
     if layout.label_source == "tags":
         try:
             table = read_tags(layout.tags, list(layout.classes))
@@ -97,39 +108,46 @@ def aspect_values(layout: DatasetLayout, ids: list[str], aspect: str, records: d
             return [["tags", stat(layout.tags)]]
         return [[i, table.get(i)] for i in ids]
     if layout.label_source == "xml":
-        decode = functools.partial(xml_labels, classes=list(layout.classes))
-        return [[i, decoded_classes(layout.annotation_path(i), records, decode)] for i in ids]
-    decode = lambda path: image_level_labels(read_label_png(path), len(layout.classes))  # noqa: E731
-    return [[i, sbd_source(layout, i) or decoded_classes(layout.mask_path(i), records, decode)] for i in ids]
+        return [[i, cached(layout.annotation_path(i), records, lambda p: xml_labels(p, list(layout.classes)))] for i in ids]
+    classes = lambda p: image_level_labels(read_label_png(p), len(layout.classes))  # noqa: E731
+    return [[i, sbd_source(layout, i) or cached(layout.mask_path(i), records, classes)] for i in ids]
 
 
-def fingerprint(layout: DatasetLayout, split: str, aspects, index_path=None, images: dict | None = None) -> str:
-    """The digest of ``aspects`` of ``split``; ``index_path`` (image_labels.json, where it exists) spares decoding
-    the masks and XML files that have not changed since it was written; ``images`` (``find_images`` of the image
-    folder) spares listing it again."""
+def index_fingerprint(layout: DatasetLayout, index_path=None, images: dict | None = None) -> str:
+    """What rule image_labels writes into the index, without reading the index's own output back: the layout,
+    each split's ids, each image's file and size, each labelled image's labels. ``images`` (``find_images`` of
+    the image folder) spares listing it again."""
     if layout.generated is not None:
-        return digest(["generated", layout.generated, layout.classes, split, sorted(aspects)])
-    if layout.coco:  # ids, masks and tags come from the instances files; the images are the user's folder
-        images = find_images(layout.images) if images is None else images
+        return digest(["generated", layout.generated, layout.to_json()])
+    images = find_images(layout.images) if images is None else images
+    records = read_records(index_path) if index_path else {}
+    files = {i: [[p.relative_to(layout.root).as_posix(), cached(p, records, header_size)] for p in paths]
+             for i, paths in images.items()}
+    if layout.coco:  # the ids, tags and masks come from the instances files: any image may be listed
         sources = [[str(p), stat(p)] for p in sorted(layout.coco.values())]
-        return digest([split, sources, aspect_values(layout, sorted(images), "images", {}, images)
-                       if "images" in aspects else None])
-    ids = split_ids(layout, split)
-    if ids is None:
-        return digest([split, "unreadable list", [[str(p), stat(p)] for p in layout.list_files()]])
-    records = label_records(index_path) if index_path else {}
-    if "images" in aspects and images is None:
-        images = find_images(layout.images)
-    return digest([split, ids, *(aspect_values(layout, ids, a, records, images) for a in sorted(aspects))])
-
-
-def dataset_fingerprint(layout: DatasetLayout, images: dict | None = None) -> str:
-    """Everything image_labels reads, decoding nothing: the layout itself, every split's list, images and masks,
-    the tags file, the XML files."""
-    files = [layout.to_json(), stat(layout.tags) if layout.tags is not None else None]
+        return digest([layout.to_json(), sources, sorted(files.items())])
+    parts = [layout.to_json()]
     for split in (*layout.splits, *layout.unlabeled):
-        files.append(fingerprint(layout, split, ("images", "masks") if split in layout.mask_splits else ("images",),
-                                 images=images))
-    if layout.label_source == "xml" and layout.annotations.is_dir():
-        files.append(sorted([p.as_posix(), stat(p)] for p in layout.annotations.rglob("*.xml")))
-    return digest(files)
+        ids = split_ids(layout, split)
+        if ids is None:
+            parts.append([split, "unreadable list", [[str(p), stat(p)] for p in layout.list_files()]])
+            continue
+        labels = image_labels_of(layout, ids, records) if split in layout.splits else []
+        parts.append([split, ids, [files.get(i) for i in ids], labels])
+    return digest(parts)
+
+
+def files_fingerprint(layout: DatasetLayout, split: str, aspect: str, images: dict | None = None) -> str:
+    """The size and modification time of each image (``aspect`` images) or mask (masks) of ``split``."""
+    if layout.generated is not None:
+        return digest(["generated", layout.generated, layout.to_json(), split, aspect])
+    if layout.coco and aspect == "masks":
+        return digest([split, aspect, [[str(p), stat(p)] for p in sorted(layout.coco.values())]])
+    ids = split_ids(layout, split)
+    if aspect == "images":
+        images = find_images(layout.images) if images is None else images
+        ids = sorted(images) if ids is None else ids  # COCO: the folder's images
+        return digest([split, aspect, [[i, [[str(p), stat(p)] for p in images.get(i, [])]] for i in ids]])
+    if ids is None:
+        return digest([split, aspect, "unreadable list", [[str(p), stat(p)] for p in layout.list_files()]])
+    return digest([split, aspect, [[i, sbd_source(layout, i) or stat(layout.mask_path(i))] for i in ids]])

@@ -22,8 +22,7 @@ class DatasetIndex:
     sizes: dict[str, list[int]] = field(default_factory=dict)  # image id -> (height, width) as decoded, EXIF applied
     max_side: int | None = None  # longest side the stages compute at (None: the image's own size)
     source: str = "masks"  # where the labels come from: masks, tags or xml
-    disagreement: dict = field(default_factory=dict)  # per split with masks: labels that differ from the mask's classes
-    label_records: dict = field(default_factory=dict)  # mask or XML path -> [size, mtime_ns, classes] as decoded
+    records: dict = field(default_factory=dict)  # file -> [size, mtime_ns, what was read: an image's size, classes]
 
     @property
     def num_classes(self) -> int:
@@ -65,7 +64,7 @@ class DatasetIndex:
     def to_json(self) -> dict:
         return {"layout": self.layout.to_json(), "max_side": self.max_side, "classes": self.classes,
                 "labels": self.labels, "unlabeled": sorted(self.unlabeled), "images": self.images, "sizes": self.sizes,
-                "source": self.source, "disagreement": self.disagreement, "label_records": self.label_records}
+                "source": self.source, "records": self.records}
 
 
 def missing_classes_warning(classes: list[str], where: str) -> str:
@@ -80,6 +79,6 @@ def load_index(path) -> DatasetIndex:
     try:
         return DatasetIndex(DatasetLayout.from_json(d["layout"]), list(d["classes"]),
                             {k: list(v) for k, v in d["labels"].items()}, frozenset(d["unlabeled"]), dict(d["images"]),
-                            dict(d["sizes"]), d["max_side"], d["source"], d["disagreement"], d["label_records"])
+                            dict(d["sizes"]), d["max_side"], d["source"], d["records"])
     except KeyError as e:
         raise StageError(f"{path}: missing key {e}; rerun image_labels (snakemake --forcerun image_labels)") from None

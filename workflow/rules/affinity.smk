@@ -1,6 +1,7 @@
 rule affinity_labels:
     input:
-        labels=ancient(LABELS),
+        images=dataset_files(DATA["train_split"], "images"),
+        labels=LABELS,
         split=split_list(DATA["train_split"]),
         cams=f"{S}/cams/{VARIANT}",
     output:
@@ -15,7 +16,6 @@ rule affinity_labels:
     threads: JOB_THREADS
     params:
         **stage(cfg=config["affinity_labels"]),
-        data=lambda wildcards: DATASET.split(DATA["train_split"], "images"),
     shell:
         STAGE
 
@@ -25,7 +25,8 @@ plan(rules.affinity_labels, combinations(seed=SEEDS))
 
 rule train_affinity:
     input:
-        labels=ancient(LABELS),
+        images=dataset_files(DATA["train_split"], "images"),
+        labels=LABELS,
         split=split_list(DATA["train_split"]),
         affinity_labels=f"{S}/affinity_labels",
         classifier=f"{S}/classifier/{VARIANT}/model.pt",
@@ -51,7 +52,6 @@ rule train_affinity:
             runtime=training_runtime,
             checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_affinity/affinity.pt",
         ),
-        data=lambda wildcards: DATASET.split(DATA["train_split"], "images"),
     shell:
         STAGE
 
@@ -61,7 +61,8 @@ plan(rules.train_affinity, combinations(seed=SEEDS))
 
 rule random_walk:
     input:
-        labels=ancient(LABELS),
+        images=dataset_files(DATA["train_split"], "images"),
+        labels=LABELS,
         split=split_list(DATA["train_split"]),
         cams=f"{S}/cams/{VARIANT}",
         model=f"{S}/affinity/model.pt",
@@ -79,7 +80,6 @@ rule random_walk:
         gpu=GPU,
     params:
         **stage(cfg=config["random_walk"], runtime=RUNTIME),
-        data=lambda wildcards: DATASET.split(DATA["train_split"], "images"),
     shell:
         STAGE
 

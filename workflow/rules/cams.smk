@@ -6,8 +6,9 @@ def cams_split(wildcards):
 
 rule make_cams:
     input:
-        labels=ancient(LABELS),
-        split=ancient(lambda wildcards: f"{R}/labels/splits/{cams_split(wildcards)}.txt"),
+        images=dataset_files(cams_split, "images"),
+        labels=LABELS,
+        split=lambda wildcards: f"{R}/labels/splits/{cams_split(wildcards)}.txt",
         model=f"{S}/classifier/{{variant}}/model.pt",
     output:
         cams=sharded_output("cams/{variant}"),
@@ -23,7 +24,6 @@ rule make_cams:
         gpu=GPU,
     params:
         **stage(cfg=config["cams"], runtime=RUNTIME),
-        data=lambda wildcards: DATASET.split(cams_split(wildcards), "images", "labels"),
     shell:
         STAGE
 
@@ -34,7 +34,8 @@ plan(rules.make_cams, combinations(seed=SEEDS, variant=VARIANTS if CAM_SCORED el
 
 rule eval_cams:
     input:
-        labels=ancient(LABELS),
+        masks=dataset_files(DATA["cam_split"], "masks"),
+        labels=LABELS,
         split=split_list(DATA["cam_split"]),
         cams=f"{S}/cams/{{variant}}",
     output:
@@ -47,7 +48,6 @@ rule eval_cams:
         "../../envs/wsss.yaml"
     params:
         **stage(cfg=config["eval_cams"]),
-        data=lambda wildcards: DATASET.split(DATA["cam_split"], "masks"),
     shell:
         STAGE
 

@@ -1,6 +1,7 @@
 rule train_classifier:
     input:
-        labels=ancient(LABELS),
+        images=dataset_files(DATA["train_split"], "images"),
+        labels=LABELS,
         split=split_list(DATA["train_split"]),
     output:
         model=f"{S}/classifier/{{variant}}/model.pt",
@@ -23,7 +24,6 @@ rule train_classifier:
             runtime=training_runtime,
             checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_classifier/{wildcards.variant}.pt",
         ),
-        data=lambda wildcards: DATASET.split(DATA["train_split"], "images", "labels"),
     shell:
         STAGE
 

@@ -34,7 +34,7 @@ S = f"{R}/seed_{{seed}}"
 # The dataset's one owner: where its files are, for the rules' inputs here and for the stages' reading.
 LAYOUT = DatasetLayout.from_config(DATA, config.get("data_root"), config["run"])
 LABELS = f"{R}/labels/image_labels.json"
-DATASET = DatasetPlan(LAYOUT, LABELS)
+DATASET = DatasetPlan(LAYOUT, LABELS, f"{R}/labels/fingerprints")
 # The mask-less split (VOC test): listed by image_labels, predicted and packed for the evaluation server.
 TEST_SPLITS = list(LAYOUT.unlabeled)
 MASK_SPLITS = list(LAYOUT.mask_splits)
@@ -85,9 +85,14 @@ wildcard_constraints:
 
 
 def split_list(split):
-    """The ids of ``split``, as image_labels lists them. An ancient input: the lists change only with the
-    dataset, which each rule's ``data`` param covers (workflow/rules/pipeline/dataset.py)."""
-    return ancient(f"{R}/labels/splits/{split}.txt")
+    """The ids of ``split``, as image_labels lists them."""
+    return f"{R}/labels/splits/{split}.txt"
+
+
+def dataset_files(split, aspect):
+    """The input of a rule that reads the images or masks (``aspect``) of ``split`` itself: a file named after
+    their fingerprint, so that the rule reruns when they change (workflow/rules/pipeline/dataset.py)."""
+    return lambda wildcards: DATASET.files(split(wildcards) if callable(split) else split, aspect)
 
 
 def log_of(rule, *wildcards, root=R):

@@ -63,7 +63,7 @@ if LAYOUT.coco:
     plan(rules.convert_coco, [{}])
 
 
-# The folders and files rules write: image_labels waits for them (ancient: its `data` param says when they changed).
+# The folders and files of the dataset that rules write.
 DATASET_RULE_OUTPUTS = [
     *([str(LAYOUT.root)] if LAYOUT.generated is not None else []),
     *([str(LAYOUT.aug_masks)] if LAYOUT.sbd_masks_converted or LAYOUT.coco else []),
@@ -73,7 +73,9 @@ DATASET_RULE_OUTPUTS = [
 
 rule image_labels:
     input:
-        dataset=[ancient(path) for path in DATASET_RULE_OUTPUTS],
+        dataset=DATASET_RULE_OUTPUTS,
+        # what it writes into the index, from the user's files (an edit that does not change it reruns nothing)
+        index=lambda wildcards: DATASET.index(),
     output:
         labels=LABELS,
         splits=expand(f"{R}/labels/splits/{{split}}.txt", split=[*DATA["splits"], *TEST_SPLITS]),
@@ -85,10 +87,23 @@ rule image_labels:
         "../../envs/wsss.yaml"
     params:
         **stage(data=DATA, data_root=config.get("data_root"), run=config["run"]),
-        # every file it reads (stats, nothing decoded): an edit in place reruns it
-        data=lambda wildcards: DATASET.everything,
     shell:
         STAGE
 
 
 plan(rules.image_labels, [{}])
+
+
+# A file named after a fingerprint of the dataset (workflow/rules/pipeline/dataset.py): the rules that read what it
+# covers take it as an input. Writing it is all there is to do.
+rule fingerprint:
+    output:
+        f"{R}/labels/fingerprints/{{name}}",
+    log:
+        log_of("fingerprint", "name"),
+    benchmark:
+        benchmark_of("fingerprint", "name")
+    conda:
+        "../../envs/wsss.yaml"
+    shell:
+        "echo 'what the rules reading {wildcards.name} depend on, as a fingerprint in its name' > {output:q} 2> {log:q}"

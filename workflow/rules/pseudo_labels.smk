@@ -1,6 +1,7 @@
 rule pseudo_labels:
     input:
-        labels=ancient(LABELS),
+        images=dataset_files(DATA["train_split"], "images"),
+        labels=LABELS,
         split=split_list(DATA["train_split"]),
         rw=f"{S}/rw",
     output:
@@ -15,7 +16,6 @@ rule pseudo_labels:
     threads: JOB_THREADS
     params:
         **stage(cfg=config["pseudo_labels"]),
-        data=lambda wildcards: DATASET.split(DATA["train_split"], "images"),
     shell:
         STAGE
 
@@ -25,7 +25,8 @@ plan(rules.pseudo_labels, combinations(seed=SEEDS))
 
 rule eval_pseudo_labels:
     input:
-        labels=ancient(LABELS),
+        masks=dataset_files(DATA["cam_split"], "masks"),
+        labels=LABELS,
         split=split_list(DATA["cam_split"]),
         pred=f"{S}/pseudo_labels",
     output:
@@ -38,7 +39,6 @@ rule eval_pseudo_labels:
         "../../envs/wsss.yaml"
     params:
         **stage(),
-        data=lambda wildcards: DATASET.split(DATA["cam_split"], "masks"),
     shell:
         STAGE
 

@@ -19,7 +19,7 @@ rule report:
         cams=expand(f"{S}/tables/cam_{{variant}}.json", variant=VARIANTS, allow_missing=True) if CAM_SCORED else [],
         masks=([f"{S}/tables/pseudo_labels.json"] if CAM_SCORED else [])
         + [f"{S}/tables/segmentation_{masks}_{split}.json" for masks, split in SCORED_PREDICTIONS],
-        labels=ancient(LABELS),
+        labels=LABELS,
         split=split_list(DATA["train_split"]),
     output:
         md=f"{S}/tables/miou.md",
@@ -33,7 +33,6 @@ rule report:
         "../../envs/wsss.yaml"
     params:
         **stage(variant=VARIANT, left_out=LEFT_OUT),
-        data=lambda wildcards: DATASET.split(DATA["train_split"], "labels"),
     shell:
         STAGE
 
@@ -44,8 +43,6 @@ plan(rules.report, combinations(seed=SEEDS))
 rule summary:
     input:
         tables=[f"{R}/seed_{seed}/tables/miou.json" for seed in SEEDS],
-        labels=ancient(LABELS),
-        split=split_list(DATA["train_split"]),
     output:
         md=f"{R}/tables/miou.md",
         csv=report(
@@ -63,7 +60,6 @@ rule summary:
     params:
         # the logs of every job of the run: their warnings go under the table (those that exist when it is made)
         **stage(seeds=SEEDS, left_out=LEFT_OUT, logs=PLANNED_LOGS),
-        data=lambda wildcards: DATASET.split(DATA["train_split"], "labels"),
     shell:
         STAGE
 
@@ -82,9 +78,11 @@ HISTORIES = {
 
 rule figures:
     input:
+        images=dataset_files(DATA["cam_split"], "images"),
+        masks=dataset_files(DATA["cam_split"], "masks"),
         miou=f"{R}/tables/miou.json",
         histories=list(HISTORIES.values()),
-        labels=ancient(LABELS),
+        labels=LABELS,
         split=split_list(DATA["cam_split"]),
         cams=f"{FIRST}/cams/{VARIANT}",
         rw=f"{FIRST}/rw",
@@ -102,7 +100,6 @@ rule figures:
         "../../envs/wsss.yaml"
     params:
         **stage(histories=list(HISTORIES), seed=FIRST_SEED, examples=6),
-        data=lambda wildcards: DATASET.split(DATA["cam_split"], "images", "masks"),
     shell:
         STAGE
 

@@ -2,25 +2,22 @@ SEG_STAGE = {"pseudo_labels": "segmentation", "ground_truth": "upper_bound"}
 
 
 def segmentation_inputs(wildcards):
-    """The training masks (the pseudo labels' folder; the ground truth is read through the index) and, where the
-    encoder starts from it, the classifier."""
-    inputs = {"masks": f"{seed_dir(wildcards)}/pseudo_labels"} if wildcards.masks == "pseudo_labels" else {}
+    """The training masks: the pseudo labels' folder, or for the upper bound the ground truth (read through the
+    index: the masks' fingerprint); and, where the encoder starts from it, the classifier."""
+    if wildcards.masks == "pseudo_labels":
+        inputs = {"masks": f"{seed_dir(wildcards)}/pseudo_labels"}
+    else:
+        inputs = {"ground_truth": DATASET.files(DATA["train_split"], "masks")}
     if config["segmentation"]["init_from_classifier"]:
         inputs["classifier"] = f"{seed_dir(wildcards)}/classifier/{VARIANT}/model.pt"
     return inputs
 
 
-def segmentation_data(wildcards):
-    """The training images, and the masks where the upper bound trains on them."""
-    if wildcards.masks == "ground_truth":
-        return DATASET.split(DATA["train_split"], "images", "masks")
-    return DATASET.split(DATA["train_split"], "images")
-
-
 rule train_segmentation:
     input:
         unpack(segmentation_inputs),
-        labels=ancient(LABELS),
+        images=dataset_files(DATA["train_split"], "images"),
+        labels=LABELS,
         split=split_list(DATA["train_split"]),
     output:
         model=f"{S}/segmentation/{{masks}}/model.pt",
@@ -43,7 +40,6 @@ rule train_segmentation:
             runtime=training_runtime,
             checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_segmentation/{wildcards.masks}.pt",
         ),
-        data=segmentation_data,
     shell:
         STAGE
 
@@ -67,8 +63,9 @@ SCORED_PREDICTIONS = [(masks, split) for masks, split in PREDICTIONS if split in
 
 rule predict_segmentation:
     input:
-        labels=ancient(LABELS),
-        split=ancient(f"{R}/labels/splits/{{split}}.txt"),
+        images=dataset_files(lambda wildcards: wildcards.split, "images"),
+        labels=LABELS,
+        split=f"{R}/labels/splits/{{split}}.txt",
         model=f"{S}/segmentation/{{masks}}/model.pt",
     output:
         predictions=sharded_output("predictions/{masks}/{split}"),
@@ -83,7 +80,6 @@ rule predict_segmentation:
         gpu=GPU,
     params:
         **stage(cfg=config["predict_segmentation"], runtime=RUNTIME),
-        data=lambda wildcards: DATASET.split(wildcards.split, "images"),
     shell:
         STAGE
 
@@ -97,8 +93,9 @@ plan(
 
 rule eval_segmentation:
     input:
-        labels=ancient(LABELS),
-        split=ancient(f"{R}/labels/splits/{{split}}.txt"),
+        masks=dataset_files(lambda wildcards: wildcards.split, "masks"),
+        labels=LABELS,
+        split=f"{R}/labels/splits/{{split}}.txt",
         pred=f"{S}/predictions/{{masks}}/{{split}}",
     output:
         table=f"{S}/tables/segmentation_{{masks}}_{{split}}.json",
@@ -110,7 +107,6 @@ rule eval_segmentation:
         "../../envs/wsss.yaml"
     params:
         **stage(stage=lambda wildcards: SEG_STAGE[wildcards.masks]),
-        data=lambda wildcards: DATASET.split(wildcards.split, "masks"),
     shell:
         STAGE
 
@@ -125,7 +121,7 @@ if TEST_SPLITS:
 
     rule pack_test:
         input:
-            labels=ancient(LABELS),
+            labels=LABELS,
             split=split_list(DATA["test_split"]),
             pred=f"{S}/predictions/pseudo_labels/{DATA['test_split']}",
         output:
@@ -139,7 +135,6 @@ if TEST_SPLITS:
             "../../envs/wsss.yaml"
         params:
             **stage(),
-            data=lambda wildcards: DATASET.split(DATA["test_split"], "images"),
         shell:
             STAGE
 

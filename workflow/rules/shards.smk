@@ -15,10 +15,14 @@ def gathered_split(wildcards):
 
 if SHARDS > 1:
 
+    # joining is hard links: it runs where Snakemake runs, not in a cluster's queue
+    localrules:
+        gather_shards,
+
     rule gather_shards:
         input:
-            labels=ancient(LABELS),
-            split=ancient(gathered_split),
+            labels=LABELS,
+            split=gathered_split,
             shards=lambda wildcards: expand(
                 f"{seed_dir(wildcards)}/shards/{wildcards.folder}/{{shard}}", shard=SHARD_NAMES
             ),

@@ -1,17 +1,22 @@
 """The dataset's part in the rerun plan: which rules a change of the user's files reruns.
 
-Rules read the image index (labels/image_labels.json) as an ``ancient`` input, so that image_labels rerunning
-does not by itself rerun them; instead each rule's ``data`` param is the fingerprint of what it reads of the
-dataset (stages/data/fingerprint.py), and Snakemake reruns it exactly when that changed. Fingerprints are
-memoised for one Snakemake process, keyed on the index's stat: within a run only image_labels rewrites the
-index, and the files a fingerprint reads are the user's, which no rule writes.
+A rule that reads the dataset itself (images, masks) takes as an input a file named after the fingerprint of
+what it reads (stages/data/fingerprint.py), written by rule fingerprint; rule image_labels takes the fingerprint
+of what it writes into the index. An edit changes a fingerprint, so the file of the new one is missing: rule
+fingerprint runs, and so does every rule that reads what changed, and only those. Nothing is written while the
+workflow is parsed, and no input is ``ancient``: Snakemake skips the other checks of a job below one that has
+to run where the only path between them is ``ancient``.
+
+Fingerprints are computed once per Snakemake process, keyed on the image index's stat: the files they read are
+the user's, which no rule writes, and the index (whose records spare decoding unchanged files) changes only when
+image_labels writes it.
 """
 from __future__ import annotations
 
 import functools
 import os
 
-from stages.data.fingerprint import dataset_fingerprint, fingerprint
+from stages.data.fingerprint import files_fingerprint, index_fingerprint
 from stages.data.layout import DatasetLayout
 from stages.data.voc import find_images
 
@@ -25,25 +30,29 @@ def _stat(path) -> tuple | None:
 
 
 class DatasetPlan:
-    """The fingerprints of one run's dataset, for its rules' params."""
+    """The fingerprint files of one run's dataset, for its rules' inputs."""
 
-    def __init__(self, layout: DatasetLayout, index_path: str):
+    def __init__(self, layout: DatasetLayout, index_path: str, folder: str):
         self.layout = layout
         self.index_path = index_path
+        self.folder = folder  # where rule fingerprint writes the files
 
     @functools.cached_property
     def _images(self) -> dict:
         return find_images(self.layout.images) if self.layout.generated is None else {}
 
     @functools.cache  # noqa: B019 (one plan per run: it lives as long as the workflow)
-    def _split(self, split: str, aspects: tuple[str, ...], index_stat) -> str:
-        return fingerprint(self.layout, split, aspects, self.index_path, self._images)
+    def _index(self, index_stat) -> str:
+        return index_fingerprint(self.layout, self.index_path, self._images)
 
-    def split(self, split: str, *aspects: str) -> str:
-        """The fingerprint of ``aspects`` (images, labels, masks) of ``split``."""
-        return self._split(split, tuple(sorted(aspects)), _stat(self.index_path))
+    @functools.cache  # noqa: B019
+    def _files(self, split: str, aspect: str) -> str:
+        return files_fingerprint(self.layout, split, aspect, self._images)
 
-    @functools.cached_property
-    def everything(self) -> str:
-        """What image_labels reads: every split's images, masks and lists, tags, XML (nothing decoded)."""
-        return dataset_fingerprint(self.layout, self._images)
+    def index(self) -> str:
+        """The file named after what the image index holds: image_labels's input."""
+        return f"{self.folder}/index-{self._index(_stat(self.index_path))}"
+
+    def files(self, split: str, aspect: str) -> str:
+        """The file named after the images or masks (``aspect``) of ``split``."""
+        return f"{self.folder}/{split}-{aspect}-{self._files(split, aspect)}"
