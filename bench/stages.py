@@ -71,8 +71,9 @@ def precision(s: Settings) -> str:
     return resolve_precision(s.precision, torch.device(s.device))
 
 
-def runtime(s: Settings):
-    return make_runtime(s.device, s.seed, precision=s.precision)
+def runtime(s: Settings, autotune: bool = False):
+    """The project's runtime; ``autotune`` for the training steps, as the training stages ask for it."""
+    return make_runtime(s.device, s.seed, precision=s.precision, autotune=autotune)
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def one_step(model, step, batch, rt, fp32: bool) -> list:
 def train_case(name: str, build, make_step) -> Case:
     def setup(s):
         seed_everything(s.seed)
-        return {"model": build(s), "batch": train_batch(s), "rt": runtime(s)}
+        return {"model": build(s), "batch": train_batch(s), "rt": runtime(s, autotune=True)}
 
     def run(state, fp32):
         return one_step(state["model"], make_step, state["batch"], state["rt"], fp32)
@@ -188,7 +189,7 @@ def affinity_train_setup(s: Settings) -> dict:
     batch = train_batch(s)
     rng = np.random.default_rng(s.seed)
     batch["mask"] = torch.where(torch.from_numpy(rng.random(batch["mask"].shape) < 0.3), 255, batch["mask"])
-    return {"model": AffinityNet(s.backbone), "batch": batch, "rt": runtime(s)}
+    return {"model": AffinityNet(s.backbone), "batch": batch, "rt": runtime(s, autotune=True)}
 
 
 register(Case("AffinityNet training step", affinity_train_setup,
@@ -382,7 +383,7 @@ def embedded_setup(s: Settings, model: str) -> dict:
             mask = np.array(Image.open(path))
             save_label_png(path, np.where(rng.random(mask.shape) < 0.3, 255, mask).astype(np.uint8))
     data = TrainSamples(images, section, s.seed, masks=masks if with_masks else None, labels=labels, num_classes=num_classes)
-    return {"model": build(), "step": step, "groups": groups, "data": data, "cfg": section, "rt": runtime(s),
+    return {"model": build(), "step": step, "groups": groups, "data": data, "cfg": section, "rt": runtime(s, autotune=True),
             "folder": folder}
 
 

@@ -67,13 +67,14 @@ def seed_path(text: str) -> tuple[int, Path]:
     return int(seed), path
 
 
-def runtime(args) -> Runtime:
+def runtime(args, autotune: bool = False) -> Runtime:
+    """The stage's runtime; ``autotune``: its input shapes repeat (training crops), see :func:`stages.runtime.make_runtime`."""
     # imported here: torch takes seconds to import, and the stages that count, convert or report never need it
     from stages.runtime import make_runtime
 
     r = args.runtime
     return make_runtime(r.get("device", "auto"), r.get("seed", 0), args.workers, args.threads,
-                        r.get("precision", "auto"))
+                        r.get("precision", "auto"), autotune)
 
 
 def main(run, description: str, add_arguments) -> None:

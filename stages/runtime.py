@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import operator
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -79,8 +80,23 @@ class Runtime:
         return kw
 
 
+def cuda_backends(autotune: bool) -> dict[str, bool]:
+    """The ``torch.backends`` switches of a stage on CUDA, by dotted name. cuDNN's autotuner times the candidate
+    convolutions of every new input shape: it pays where shapes repeat (training crops), and costs more than it saves
+    where nearly every image brings a shape of its own (the per-image stages)."""
+    return {"cudnn.benchmark": autotune}
+
+
+def set_backends(switches: dict[str, bool]) -> None:
+    for name, value in switches.items():
+        module, attr = name.rsplit(".", 1)
+        setattr(operator.attrgetter(module)(torch.backends), attr, value)
+
+
 def make_runtime(device: str = "auto", seed: int = 0, num_workers: int = 0, threads: int | None = None,
-                 precision: str = "auto") -> Runtime:
+                 precision: str = "auto", autotune: bool = False) -> Runtime:
+    """The runtime of a stage; ``autotune``: its input shapes repeat (the training stages' crops), so that cuDNN
+    may time its convolutions once per shape."""
     if device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     elif device == "cuda":
@@ -96,7 +112,7 @@ def make_runtime(device: str = "auto", seed: int = 0, num_workers: int = 0, thre
         torch.set_num_threads(threads)
     seed_everything(seed)
     if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        set_backends(cuda_backends(autotune))
     return Runtime(device=dev, seed=seed, num_workers=num_workers, precision=precision)
 
 

@@ -1,9 +1,24 @@
-"""Device selection."""
+"""Device selection, precision and the CUDA switches of each stage (on a stand-in GPU: torch is told it has one)."""
+import argparse
+import importlib
+
 import pytest
 import torch
 
-from stages import StageError
+from stages import StageError, cli
 from stages.runtime import make_runtime
+
+# the torch.backends switches a runtime sets on CUDA
+BACKENDS = [(torch.backends.cudnn, "benchmark")]
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch finds a GPU (nothing runs on it); the switches a runtime sets are restored after the test."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    for module, name in BACKENDS:
+        monkeypatch.setattr(module, name, getattr(module, name))
 
 
 def test_cuda_asked_for_where_there_is_none(monkeypatch):
@@ -39,3 +54,30 @@ def test_autocast_follows_the_precision():
 def test_unknown_precision_is_named():
     with pytest.raises(StageError, match="precision: unknown value 'fp16' \\(expected auto, fp32, bf16\\)"):
         make_runtime("cpu", precision="fp16")
+
+
+def test_cudnn_autotunes_only_where_shapes_repeat(fake_cuda):
+    """Per-image stages meet a new shape with nearly every image: each would rerun the autotuner."""
+    assert make_runtime("cuda").cuda and torch.backends.cudnn.benchmark is False
+    make_runtime("cuda", autotune=True)
+    assert torch.backends.cudnn.benchmark is True
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stage, autotune", [("train_classifier", True), ("train_affinity", True),
+                                             ("train_segmentation", True), ("make_cams", False), ("random_walk", False),
+                                             ("predict_segmentation", False)])
+def test_the_training_stages_ask_for_autotuning_and_the_per_image_stages_do_not(monkeypatch, stage, autotune):
+    asked = []
+
+    def runtime(args, autotune=False):
+        asked.append(autotune)
+        raise Stop  # the stage's work is not the point
+
+    monkeypatch.setattr(cli, "runtime", runtime)
+    with pytest.raises(Stop):
+        importlib.import_module(f"stages.{stage}").run(argparse.Namespace())
+    assert asked == [autotune]
