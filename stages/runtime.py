@@ -80,11 +80,13 @@ class Runtime:
         return kw
 
 
-def cuda_backends(autotune: bool) -> dict[str, bool]:
+def cuda_backends(precision: str, autotune: bool) -> dict[str, bool]:
     """The ``torch.backends`` switches of a stage on CUDA, by dotted name. cuDNN's autotuner times the candidate
     convolutions of every new input shape: it pays where shapes repeat (training crops), and costs more than it saves
-    where nearly every image brings a shape of its own (the per-image stages)."""
-    return {"cudnn.benchmark": autotune}
+    where nearly every image brings a shape of its own (the per-image stages). TF32 rounds fp32 matmuls and
+    convolutions to a 10-bit mantissa on Ampere and later: off where fp32 is asked for, torch's defaults (convolutions
+    only) otherwise."""
+    return {"cudnn.benchmark": autotune, "cuda.matmul.allow_tf32": False, "cudnn.allow_tf32": precision != "fp32"}
 
 
 def set_backends(switches: dict[str, bool]) -> None:
@@ -112,7 +114,7 @@ def make_runtime(device: str = "auto", seed: int = 0, num_workers: int = 0, thre
         torch.set_num_threads(threads)
     seed_everything(seed)
     if dev.type == "cuda":
-        set_backends(cuda_backends(autotune))
+        set_backends(cuda_backends(precision, autotune))
     return Runtime(device=dev, seed=seed, num_workers=num_workers, precision=precision)
 
 

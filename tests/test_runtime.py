@@ -9,7 +9,7 @@ from stages import StageError, cli
 from stages.runtime import make_runtime
 
 # the torch.backends switches a runtime sets on CUDA
-BACKENDS = [(torch.backends.cudnn, "benchmark")]
+BACKENDS = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
 
 
 @pytest.fixture
@@ -17,8 +17,10 @@ def fake_cuda(monkeypatch):
     """torch finds a GPU (nothing runs on it); the switches a runtime sets are restored after the test."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    for module, name in BACKENDS:
-        monkeypatch.setattr(module, name, getattr(module, name))
+    saved = [(module, name, getattr(module, name)) for module, name in BACKENDS]
+    yield
+    for module, name, value in saved:  # cuBLAS's switches are properties monkeypatch cannot restore
+        setattr(module, name, value)
 
 
 def test_cuda_asked_for_where_there_is_none(monkeypatch):
@@ -81,3 +83,11 @@ def test_the_training_stages_ask_for_autotuning_and_the_per_image_stages_do_not(
     with pytest.raises(Stop):
         importlib.import_module(f"stages.{stage}").run(argparse.Namespace())
     assert asked == [autotune]
+
+
+def test_fp32_computes_in_fp32_without_tf32(fake_cuda):
+    """On Ampere and later TF32 would round fp32 convolutions and matmuls to a 10-bit mantissa."""
+    make_runtime("cuda", precision="fp32")
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    make_runtime("cuda", precision="bf16")  # torch's defaults
+    assert torch.backends.cudnn.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 is False
