@@ -40,7 +40,8 @@ def main() -> None:
     p.add_argument("--rw-size", type=size, default=(64, 48), help="map width x height of the dense-vs-banded random walk")
     p.add_argument("--threads", type=int, default=2, help="torch threads and CRF processes")
     p.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
-                   help="the project's autocast dtype, as the config key (auto: bf16 where the device computes it natively)")
+                   help="the project's autocast dtype, as the config key (auto: bf16 where the device computes it natively, "
+                        "else fp16 on a GPU and fp32 on a CPU)")
     p.add_argument("--cases", nargs="*", default=list(CASES), help="a subset of: " + "; ".join(CASES))
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")
     args = p.parse_args()

@@ -21,7 +21,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--cfg", type=json.loads, default={}, help="this stage's config section, as JSON")
     p.add_argument("--runtime", type=json.loads, default={},
-                   help='{"device": "auto|cpu|cuda", "precision": "auto|bf16|fp32", "seed": 0}')
+                   help='{"device": "auto|cpu|cuda", "precision": "auto|bf16|fp16|fp32", "seed": 0}')
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes of a training stage")
     return p

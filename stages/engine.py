@@ -149,6 +149,7 @@ def fit(
     max_iteration = cfg["epochs"] * iters_per_epoch
     optimizer = make_sgd(param_groups, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(max_iteration))
+    scaler = rt.grad_scaler()
     start_epoch, history = 0, []
     checkpoint = Path(checkpoint)
     state = load_checkpoint(checkpoint) if checkpoint.exists() else None
@@ -157,6 +158,8 @@ def fit(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):  # empty where the scaler passes through (not fp16)
+                scaler.load_state_dict(state["scaler"])
             start_epoch, history = state["epoch"], state["history"]
             torch.set_rng_state(state["torch_rng"])
             log.info("%s: resumed from %s after epoch %d", desc, checkpoint, start_epoch)
@@ -179,7 +182,7 @@ def fit(
                 with net.no_sync() if world.size > 1 and j < accumulate - 1 else contextlib.nullcontext():
                     with rt.autocast():
                         terms = step(batch, iteration, max_iteration)
-                    (terms["total"] / accumulate).backward()
+                    scaler.scale(terms["total"] / accumulate).backward()
                 for k, v in terms.items():
                     values[k] = values.get(k, 0.0) + float(v.detach()) / accumulate
             # every rank sees the same mean, so a non-finite loss stops all of them at the same step
@@ -189,7 +192,10 @@ def fit(
                     f"{desc}: non-finite loss at step {iteration} (epoch {epoch + 1}): {values}; "
                     f"last good checkpoint: {checkpoint if checkpoint.exists() else 'none'} (lower the learning rate)"
                 )
-            optimizer.step()
+            # the micro-steps' gradients were scaled alike: unscaled at once; a step whose gradients overflowed fp16
+            # is skipped (the same on every process: DDP has averaged them) and the scale lowered
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -199,7 +205,7 @@ def fit(
         if world.main:
             _save_checkpoint(checkpoint, {
                 "key": key, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
             })
         distributed.barrier()

@@ -16,22 +16,28 @@ from stages import StageError
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16 support, or a CPU with
-    AVX512-BF16 or AMX (oneDNN runs bf16 convolutions there about twice as fast as fp32)."""
+    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16 units (compute capability 8.0 and up; torch
+    emulates bf16 on older ones such as V100 and T4, slower than fp32), or a CPU with AVX512-BF16 or AMX (oneDNN
+    runs bf16 convolutions there about twice as fast as fp32)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     cpu = torch.cpu
     return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 # config value -> autocast dtype (None: full precision)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# what ``auto`` computes in on a device type without native bf16: fp16 on a GPU (its tensor cores; training scales
+# the loss so that small gradients survive fp16's range), fp32 elsewhere
+WITHOUT_BF16 = {"cuda": "fp16"}
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """The config's ``precision`` as computed on ``device``: ``auto`` becomes bf16 where it is native, else fp32."""
+    """The config's ``precision`` as computed on ``device``: ``auto`` becomes bf16 where it is native, else fp16 on a
+    GPU and fp32 on a CPU."""
     if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if native_bf16(device) else WITHOUT_BF16.get(device.type, "fp32")
     if precision not in PRECISIONS:
         raise StageError(f"precision: unknown value {precision!r} (expected auto, {', '.join(PRECISIONS)})")
     return precision
@@ -58,6 +64,11 @@ class Runtime:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """The loss scaler of training: fp16 would flush small gradients to zero without it; it passes everything
+        through unchanged in the other precisions."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def place(self, model: nn.Module) -> nn.Module:
         """The model on the device for training; channels_last on CUDA, where the convolutions run

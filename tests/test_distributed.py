@@ -179,6 +179,47 @@ def test_accumulation_equals_the_whole_batch_at_once(tiny_index, tmp_path):
     assert whole[-1]["total"] < whole[0]["total"]  # it trained
 
 
+class Killed(Exception):
+    pass
+
+
+def fp16_fit(tiny_index, checkpoint, kill_at=None):
+    """Two epochs of TinyCAM in fp16, two micro-steps per step, killed at step ``kill_at``. The loss is scaled up 30
+    times (the lr down as much): at the scaler's first scale the fp16 gradients overflow, so the first two steps are
+    skipped, each halving the scale, and the last two taken."""
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    cfg = {**CFG, "epochs": 2, "accumulate": 2}
+    torch.manual_seed(0)
+    model = TinyCAM()
+    data = TrainSamples([tiny_index.image_path(i) for i in ids], cfg, 0, labels=[tiny_index.labels[i] for i in ids],
+                        num_classes=4)
+
+    def make_step(net):
+        def step(batch, iteration, max_iteration):
+            if iteration == kill_at:
+                raise Killed
+            logits = net(batch["image"]).mean((2, 3))
+            return {"total": 30 * F.multilabel_soft_margin_loss(logits.float(), batch["label"])}
+
+        return step
+
+    groups = [{"params": list(model.parameters()), "lr": cfg["lr"] / 30, "weight_decay": 0.0}]
+    fit(model, groups, data, make_step, cfg, make_runtime("cpu", seed=0, precision="fp16"), checkpoint, "k", "test")
+    return model.state_dict(), torch.load(checkpoint, weights_only=True)["scaler"]
+
+
+def test_fp16_scales_the_loss_over_the_micro_steps_and_resumes_with_its_scale(tiny_index, tmp_path):
+    """A resumed run skips the steps an uninterrupted one skips only if the loss scale comes back from the checkpoint."""
+    straight, scaler = fp16_fit(tiny_index, tmp_path / "a.pt")
+    assert scaler["scale"] == 2.0**14 and scaler["_growth_tracker"] == 2  # two steps skipped, two taken
+    with pytest.raises(Killed):
+        fp16_fit(tiny_index, tmp_path / "b.pt", kill_at=3)
+    resumed, resumed_scaler = fp16_fit(tiny_index, tmp_path / "b.pt")
+    assert resumed_scaler == scaler
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+
+
 def test_a_batch_not_divisible_by_the_micro_steps_is_one_clear_error(tiny_index, tmp_path):
     with pytest.raises(StageError, match=r"^batch_size 4 is not divisible by 1 process\(es\) x accumulate 3; "
                                          r"choose a batch_size that is a multiple of 3$"):

@@ -54,8 +54,8 @@ def test_autocast_follows_the_precision():
 
 
 def test_unknown_precision_is_named():
-    with pytest.raises(StageError, match="precision: unknown value 'fp16' \\(expected auto, fp32, bf16\\)"):
-        make_runtime("cpu", precision="fp16")
+    with pytest.raises(StageError, match="precision: unknown value 'fp8' \\(expected auto, fp32, bf16, fp16\\)"):
+        make_runtime("cpu", precision="fp8")
 
 
 def test_cudnn_autotunes_only_where_shapes_repeat(fake_cuda):
@@ -91,3 +91,19 @@ def test_fp32_computes_in_fp32_without_tf32(fake_cuda):
     assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
     make_runtime("cuda", precision="bf16")  # torch's defaults
     assert torch.backends.cudnn.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 is False
+
+
+def test_a_gpu_that_emulates_bf16_computes_in_fp16_under_auto(fake_cuda, monkeypatch):
+    """V100 and T4 emulate bf16, slower than fp32: torch counts them as bf16-capable unless told not to."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    rt = make_runtime("cuda")
+    assert rt.precision == "fp16" and rt.dtype is torch.float16 and rt.grad_scaler().is_enabled()
+    assert make_runtime("cuda", precision="bf16").dtype is torch.bfloat16  # asked for: emulated if need be
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert make_runtime("cuda").precision == "bf16"
+
+
+def test_only_fp16_scales_the_loss():
+    assert make_runtime("cpu", precision="fp16").grad_scaler().is_enabled()
+    assert not make_runtime("cpu", precision="bf16").grad_scaler().is_enabled()
+    assert not make_runtime("cpu", precision="fp32").grad_scaler().is_enabled()

@@ -86,7 +86,7 @@ def test_jobs_run_without_the_venv_on_path_from_another_directory(snakemake, wor
     assert json.loads((workdir / "results/micro/labels/image_labels.json").read_text())["labels"]
 
 
-@pytest.mark.parametrize("key, value", [("seed", "minus-one"), ("precision", "fp16")])
+@pytest.mark.parametrize("key, value", [("seed", "minus-one"), ("precision", "fp8")])
 def test_a_wrong_value_stops_the_run_and_names_the_key(snakemake, workdir, key, value):
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", f"{key}={value}", check=False)
     assert proc.returncode != 0
