@@ -1,6 +1,6 @@
 """The command line shared by every stage: ``--cfg`` (the stage's config section as JSON),
-``--runtime`` (device, precision, seed as JSON), ``--threads`` and ``--workers``; and, for the stages that
-work on one split, ``--labels`` and ``--split-file``."""
+``--runtime`` (device, precision, deterministic, seed as JSON), ``--threads`` and ``--workers``; and, for the
+stages that work on one split, ``--labels`` and ``--split-file``."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +21,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--cfg", type=json.loads, default={}, help="this stage's config section, as JSON")
     p.add_argument("--runtime", type=json.loads, default={},
-                   help='{"device": "auto|cpu|cuda", "precision": "auto|bf16|fp16|fp32", "seed": 0}')
+                   help='{"device": "auto|cpu|cuda", "precision": "auto|bf16|fp16|fp32", "deterministic": false, "seed": 0}')
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes of a training stage")
     return p
@@ -74,7 +74,7 @@ def runtime(args, autotune: bool = False) -> Runtime:
 
     r = args.runtime
     return make_runtime(r.get("device", "auto"), r.get("seed", 0), args.workers, args.threads,
-                        r.get("precision", "auto"), autotune)
+                        r.get("precision", "auto"), r.get("deterministic", False), autotune)
 
 
 def main(run, description: str, add_arguments) -> None:

@@ -48,9 +48,11 @@ def _message(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
-def coerce_numbers(config: dict, schema: dict) -> None:
-    """Turn strings like ``1e-3`` into floats where the schema asks for a number, and digit strings into integers
-    where it asks for one (``--config seeds=[0,1,2]`` hands Snakemake's list items over as strings)."""
+def coerce_scalars(config: dict, schema: dict) -> None:
+    """Turn strings like ``1e-3`` into floats where the schema asks for a number, digit strings into integers
+    where it asks for one (``--config seeds=[0,1,2]`` hands Snakemake's list items over as strings), and YAML's
+    ``true`` and ``false`` into booleans where it asks for one (Snakemake's ``--config`` reads only ``True`` and
+    ``False`` as booleans)."""
     for error in _STRICT(schema).iter_errors(config):
         expected = error.validator_value if error.validator == "type" else None
         expected = expected if isinstance(expected, list) else [expected]
@@ -61,6 +63,8 @@ def coerce_numbers(config: dict, schema: dict) -> None:
             value = int(text)
         elif "number" in expected and EXPONENT.match(text):
             value = float(text)
+        elif "boolean" in expected and text in ("true", "false"):
+            value = text == "true"
         else:
             continue
         *parents, last = error.absolute_path
@@ -139,9 +143,10 @@ CONSTRAINTS = [
 
 
 def check_config(config: dict, schema_path) -> None:
-    """Coerce exponent-form numbers, validate against the schema, check the constraints; StageError on the first problem."""
+    """Coerce exponent-form numbers (and the other scalars the command line hands over as strings), validate against
+    the schema, check the constraints; StageError on the first problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    coerce_numbers(config, schema)
+    coerce_scalars(config, schema)
     check_schema(config, schema)
     for constraint in CONSTRAINTS:
         problem = constraint(config)

@@ -1,8 +1,9 @@
-"""Where and how a stage computes: device, precision, threads, seeds."""
+"""Where and how a stage computes: device, precision, threads, seeds, repeatability."""
 from __future__ import annotations
 
 import contextlib
 import operator
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Runtime:
     seed: int = 0
     num_workers: int = 0
     precision: str = "fp32"  # a key of PRECISIONS, resolved for the device
+    deterministic: bool = False
 
     @property
     def cuda(self) -> bool:
@@ -91,13 +93,15 @@ class Runtime:
         return kw
 
 
-def cuda_backends(precision: str, autotune: bool) -> dict[str, bool]:
+def cuda_backends(precision: str, deterministic: bool, autotune: bool) -> dict[str, bool]:
     """The ``torch.backends`` switches of a stage on CUDA, by dotted name. cuDNN's autotuner times the candidate
     convolutions of every new input shape: it pays where shapes repeat (training crops), and costs more than it saves
-    where nearly every image brings a shape of its own (the per-image stages). TF32 rounds fp32 matmuls and
+    where nearly every image brings a shape of its own (the per-image stages); what it picks may change from run to
+    run, so ``deterministic`` turns it off and has cuDNN use deterministic convolutions. TF32 rounds fp32 matmuls and
     convolutions to a 10-bit mantissa on Ampere and later: off where fp32 is asked for, torch's defaults (convolutions
     only) otherwise."""
-    return {"cudnn.benchmark": autotune, "cuda.matmul.allow_tf32": False, "cudnn.allow_tf32": precision != "fp32"}
+    return {"cudnn.benchmark": autotune and not deterministic, "cudnn.deterministic": deterministic,
+            "cuda.matmul.allow_tf32": False, "cudnn.allow_tf32": precision != "fp32"}
 
 
 def set_backends(switches: dict[str, bool]) -> None:
@@ -106,10 +110,24 @@ def set_backends(switches: dict[str, bool]) -> None:
         setattr(operator.attrgetter(module)(torch.backends), attr, value)
 
 
+def make_deterministic(deterministic: bool) -> None:
+    """Deterministic kernels where torch has them (``deterministic``), its defaults otherwise.
+
+    cuBLAS sums in a fixed order only with a fixed workspace, which it reads from the environment when it starts:
+    set here, before anything has run on the GPU. The few ops without a deterministic CUDA kernel (the backward of
+    bilinear upsampling, the 2-D NLL loss: AffinityNet's and DeepLabv3+'s training) warn, once each, instead of
+    stopping the run: their results are then close, not identical."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
 def make_runtime(device: str = "auto", seed: int = 0, num_workers: int = 0, threads: int | None = None,
-                 precision: str = "auto", autotune: bool = False) -> Runtime:
-    """The runtime of a stage; ``autotune``: its input shapes repeat (the training stages' crops), so that cuDNN
-    may time its convolutions once per shape."""
+                 precision: str = "auto", deterministic: bool = False, autotune: bool = False) -> Runtime:
+    """The runtime of a stage; ``deterministic``: repeatable on the same GPU (see :func:`make_deterministic`);
+    ``autotune``: its input shapes repeat (the training stages' crops), so that cuDNN may time its convolutions once
+    per shape."""
+    make_deterministic(deterministic)
     if device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     elif device == "cuda":
@@ -125,8 +143,8 @@ def make_runtime(device: str = "auto", seed: int = 0, num_workers: int = 0, thre
         torch.set_num_threads(threads)
     seed_everything(seed)
     if dev.type == "cuda":
-        set_backends(cuda_backends(precision, autotune))
-    return Runtime(device=dev, seed=seed, num_workers=num_workers, precision=precision)
+        set_backends(cuda_backends(precision, deterministic, autotune))
+    return Runtime(device=dev, seed=seed, num_workers=num_workers, precision=precision, deterministic=deterministic)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

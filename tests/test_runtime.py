@@ -1,6 +1,7 @@
 """Device selection, precision and the CUDA switches of each stage (on a stand-in GPU: torch is told it has one)."""
 import argparse
 import importlib
+import os
 
 import pytest
 import torch
@@ -9,7 +10,8 @@ from stages import StageError, cli
 from stages.runtime import make_runtime
 
 # the torch.backends switches a runtime sets on CUDA
-BACKENDS = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+BACKENDS = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "deterministic"), (torch.backends.cudnn, "allow_tf32"),
+            (torch.backends.cuda.matmul, "allow_tf32")]
 
 
 @pytest.fixture
@@ -107,3 +109,27 @@ def test_only_fp16_scales_the_loss():
     assert make_runtime("cpu", precision="fp16").grad_scaler().is_enabled()
     assert not make_runtime("cpu", precision="bf16").grad_scaler().is_enabled()
     assert not make_runtime("cpu", precision="fp32").grad_scaler().is_enabled()
+
+
+def test_deterministic_makes_a_gpu_run_repeatable(fake_cuda, monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # restored after the test
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        rt = make_runtime("cuda", deterministic=True, autotune=True)
+        assert rt.deterministic and torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # before anything ran on the GPU
+        assert torch.backends.cudnn.deterministic is True and torch.backends.cudnn.benchmark is False
+        make_runtime("cuda", autotune=True)
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic is False and torch.backends.cudnn.benchmark is True
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_the_runtime_json_reaches_the_runtime(monkeypatch):
+    made = []
+    monkeypatch.setattr("stages.runtime.make_runtime", lambda *a: made.append(a))
+    args = argparse.Namespace(runtime={"device": "cpu", "precision": "fp16", "deterministic": True, "seed": 3},
+                              workers=2, threads=4)
+    cli.runtime(args, autotune=True)
+    assert made == [("cpu", 3, 2, 4, "fp16", True, True)]

@@ -99,7 +99,8 @@ SEG_STAGE = {"pseudo_labels": "segmentation", "ground_truth": "upper_bound"}
 # What a model depends on besides its stage's section (a change reruns it): training also on the job's seed,
 # inference not (it depends on a seed only through its inputs); num_workers (--workers) changes only the
 # speed of loading: it is a job's resource, not a param.
-INFERENCE_RUNTIME = json.dumps({k: config[k] for k in ("device", "precision")}, sort_keys=True)
+RUNTIME = {k: config[k] for k in ("device", "precision", "deterministic")}
+INFERENCE_RUNTIME = json.dumps(RUNTIME, sort_keys=True)
 WORKERS = config["num_workers"]
 
 
@@ -145,9 +146,7 @@ def seed_dir(wildcards):
 
 
 def training_runtime(wildcards):
-    return json.dumps(
-        {"device": config["device"], "precision": config["precision"], "seed": int(wildcards.seed)}, sort_keys=True
-    )
+    return json.dumps({**RUNTIME, "seed": int(wildcards.seed)}, sort_keys=True)
 
 
 def seg_threads(wildcards):
