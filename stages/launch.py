@@ -36,6 +36,10 @@ log = logging.getLogger("stages")
 # how often a job that finds every slot taken looks again (a job started without --resources gpu=N)
 POLL_SECONDS = 1.0
 
+# set in the environment of a stage pinned to GPUs on a host with the CUDA driver: the stage must then find CUDA
+# (stages/runtime.py), rather than compute on the CPU
+PINNED = "STAGES_PINNED_GPUS"
+
 # the stages that train with DistributedDataParallel when they have several devices
 DISTRIBUTED_STAGES = {"stages.train_classifier", "stages.train_affinity", "stages.train_segmentation"}
 
@@ -177,16 +181,18 @@ def acquire(pool: list[Slot], n: int, folder: Path, poll: float = POLL_SECONDS) 
 
 def pinned_env(n: int, environ=os.environ, folder: Path | None = None, uuids=device_uuids) -> tuple[dict, list[int]]:
     """The environment of a stage that uses ``n`` GPUs, and the lock descriptors to hold while it runs. ``uuids(entries,
-    environ)`` names the physical devices (see :func:`device_uuids`)."""
+    environ)`` names the physical devices (see :func:`device_uuids`; None: the host has no CUDA driver)."""
     pool = gpu_pool(environ) if n > 0 else []
     if not pool:  # a CPU job, or a host without GPUs (device: auto computes on the CPU)
         return dict(environ), []
-    found = uuids(list(dict.fromkeys(pool)), environ) or {}
-    held, fds = acquire(slots(pool, found), n, folder or lock_dir())
+    found = uuids(list(dict.fromkeys(pool)), environ)
+    held, fds = acquire(slots(pool, found or {}), n, folder or lock_dir())
     devices: dict[str, str] = {}
     for slot in held:  # each GPU once (one process each), as the job's first slot on it names it
         devices.setdefault(slot.gpu, slot.device)
-    return {**environ, "CUDA_VISIBLE_DEVICES": ",".join(devices.values())}, fds
+    visible = ",".join(devices.values())
+    # a host without the driver (a pool named in CUDA_VISIBLE_DEVICES on a CPU machine) computes on the CPU
+    return {**environ, "CUDA_VISIBLE_DEVICES": visible, **({PINNED: visible} if found is not None else {})}, fds
 
 
 def processes(env: dict) -> int:

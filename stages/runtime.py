@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import operator
 import os
 import random
@@ -14,6 +15,9 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from stages import StageError
+from stages.launch import PINNED
+
+log = logging.getLogger("stages")
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -122,29 +126,53 @@ def make_deterministic(deterministic: bool) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
+def no_cuda_reason() -> str:
+    """Why torch finds no CUDA device, as far as it can tell."""
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is built without CUDA"
+    return (f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable GPU: a driver too old for CUDA "
+            f"{torch.version.cuda}, or a GPU that is busy, broken or hidden")
+
+
+def resolve_device(device: str, environ=os.environ) -> torch.device:
+    """The config's ``device`` on this machine: ``auto`` is CUDA where torch finds a GPU, the CPU otherwise. A job
+    stages.launch gave GPUs on a host with the CUDA driver stops where torch finds none (unless ``device: cpu``):
+    training it on the CPU instead would take hours where minutes were meant."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise StageError(f"device: unknown value {device!r} (expected auto, cpu or cuda)")
+    if device == "cpu" or torch.cuda.is_available():
+        return torch.device("cpu" if device == "cpu" else "cuda")
+    if environ.get(PINNED):
+        raise StageError(f"device: {device}: this job was given GPU {environ[PINNED]} but {no_cuda_reason()}; "
+                         "install a torch build for this host's driver, or set device: cpu")
+    if device == "cuda":
+        raise StageError("device: cuda was asked for but torch finds no CUDA device; set device: auto or cpu")
+    return torch.device("cpu")
+
+
+def describe(rt: Runtime, environ=os.environ) -> str:
+    """The runtime in one line: device (the GPU's index and name), precision, repeatability."""
+    gpu = int(environ.get("LOCAL_RANK", 0))  # under torchrun each process computes on its own (stages/distributed.py)
+    device = f"cuda:{gpu} ({torch.cuda.get_device_name(gpu)})" if rt.cuda else rt.device.type
+    return f"runtime: device {device}, precision {rt.precision}{', deterministic' if rt.deterministic else ''}"
+
+
 def make_runtime(device: str = "auto", seed: int = 0, num_workers: int = 0, threads: int | None = None,
                  precision: str = "auto", deterministic: bool = False, autotune: bool = False) -> Runtime:
-    """The runtime of a stage; ``deterministic``: repeatable on the same GPU (see :func:`make_deterministic`);
-    ``autotune``: its input shapes repeat (the training stages' crops), so that cuDNN may time its convolutions once
-    per shape."""
+    """The runtime of a stage, logged as its first line; ``deterministic``: repeatable on the same GPU (see
+    :func:`make_deterministic`); ``autotune``: its input shapes repeat (the training stages' crops), so that cuDNN may
+    time its convolutions once per shape."""
     make_deterministic(deterministic)
-    if device == "auto":
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    elif device == "cuda":
-        if not torch.cuda.is_available():
-            raise StageError("device: cuda was asked for but torch finds no CUDA device; set device: auto or cpu")
-        dev = torch.device("cuda")
-    elif device == "cpu":
-        dev = torch.device("cpu")
-    else:
-        raise StageError(f"device: unknown value {device!r} (expected auto, cpu or cuda)")
+    dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     if threads:
         torch.set_num_threads(threads)
     seed_everything(seed)
     if dev.type == "cuda":
         set_backends(cuda_backends(precision, deterministic, autotune))
-    return Runtime(device=dev, seed=seed, num_workers=num_workers, precision=precision, deterministic=deterministic)
+    rt = Runtime(device=dev, seed=seed, num_workers=num_workers, precision=precision, deterministic=deterministic)
+    log.info("%s", describe(rt))
+    return rt
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

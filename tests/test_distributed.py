@@ -104,6 +104,8 @@ def test_two_processes_follow_the_one_process_curve_at_the_same_global_batch(two
 
 def test_only_rank_0_writes_and_logs(two_processes):
     folder, proc = two_processes
+    info = [line.split(" INFO ", 1)[1] for line in proc.stderr.splitlines() if " INFO " in line]
+    assert info[0] == "runtime: device cpu, precision fp32"  # every stage's first line
     assert sorted(p.name for p in (folder / "straight").iterdir()) == ["history.csv", "model.json", "model.pt"]
     assert sorted(p.name for p in folder.iterdir()) == ["labels.json", "straight"]  # the checkpoint went at the end
     assert [line.split("]: ")[1].split(",")[0] for line in proc.stderr.splitlines() if ", lr=" in line] == \

@@ -11,7 +11,7 @@ import pytest
 
 import stages.launch as launch
 from stages import StageError
-from stages.launch import acquire, gpu_pool, lock_dir, pinned_env, processes, slots, stage_command, try_acquire
+from stages.launch import PINNED, acquire, gpu_pool, lock_dir, pinned_env, processes, slots, stage_command, try_acquire
 
 
 def no_driver(entries, environ):
@@ -78,6 +78,13 @@ def test_a_pinned_job_sees_only_its_devices_and_a_cpu_job_is_left_alone(tmp_path
     env, fds = pinned_env(2, {"CUDA_VISIBLE_DEVICES": "4,5,6", "HOME": "/h"}, tmp_path, no_driver)
     assert env == {"CUDA_VISIBLE_DEVICES": "4,5", "HOME": "/h"} and len(fds) == 2
     assert pinned_env(0, {"CUDA_VISIBLE_DEVICES": "4,5,6"}, tmp_path, no_driver) == ({"CUDA_VISIBLE_DEVICES": "4,5,6"}, [])
+
+
+def test_a_job_pinned_on_a_host_with_the_driver_is_marked_so_that_it_must_find_cuda(tmp_path):
+    """Without the driver (the pool above, on a CPU machine) the job computes on the CPU; with it, the stage stops
+    where its torch finds no GPU (stages/runtime.py)."""
+    env, _ = pinned_env(1, {"CUDA_VISIBLE_DEVICES": "4,5"}, tmp_path, driver(**{"4": "uuid-a"}))
+    assert env == {"CUDA_VISIBLE_DEVICES": "4", PINNED: "4"}
 
 
 def test_a_job_of_two_gpus_takes_two_devices_of_a_doubled_pool(tmp_path):

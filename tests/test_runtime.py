@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from stages import StageError, cli
+from stages.launch import PINNED
 from stages.runtime import make_runtime
 
 # the torch.backends switches a runtime sets on CUDA
@@ -19,6 +20,7 @@ def fake_cuda(monkeypatch):
     """torch finds a GPU (nothing runs on it); the switches a runtime sets are restored after the test."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"Fake GPU {device}")
     saved = [(module, name, getattr(module, name)) for module, name in BACKENDS]
     yield
     for module, name, value in saved:  # cuBLAS's switches are properties monkeypatch cannot restore
@@ -133,3 +135,29 @@ def test_the_runtime_json_reaches_the_runtime(monkeypatch):
                               workers=2, threads=4)
     cli.runtime(args, autotune=True)
     assert made == [("cpu", 3, 2, 4, "fp16", True, True)]
+
+
+def test_every_runtime_logs_its_device_and_precision_first(fake_cuda, monkeypatch, caplog):
+    with caplog.at_level("INFO", logger="stages"):
+        make_runtime("cpu", precision="fp32")
+        make_runtime("cuda", precision="bf16")
+        monkeypatch.setenv("LOCAL_RANK", "1")  # the second process of a torchrun job
+        make_runtime("auto", precision="fp16")
+    assert [r.getMessage() for r in caplog.records] == [
+        "runtime: device cpu, precision fp32", "runtime: device cuda:0 (Fake GPU 0), precision bf16",
+        "runtime: device cuda:1 (Fake GPU 1), precision fp16"]
+
+
+@pytest.mark.parametrize("device", ["auto", "cuda"])
+def test_a_job_given_a_gpu_whose_torch_finds_no_cuda_stops_saying_why(monkeypatch, device):
+    """stages.launch marks a job it pinned to GPUs on a host with the CUDA driver: training it on the CPU instead would
+    take hours where minutes were meant."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(PINNED, "0")
+    with pytest.raises(StageError, match=rf"^device: {device}: this job was given GPU 0 but torch \S+ "
+                                         r"(is built without CUDA|\(CUDA .*\) finds no usable GPU: .*); "
+                                         r"install a torch build for this host's driver, or set device: cpu$"):
+        make_runtime(device)
+    assert make_runtime("cpu").device.type == "cpu"
+    monkeypatch.delenv(PINNED)  # a host without the driver: the job computes on the CPU
+    assert make_runtime("auto").device.type == "cpu"
