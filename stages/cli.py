@@ -68,12 +68,16 @@ def seed_path(text: str) -> tuple[int, Path]:
 
 
 def runtime(args, autotune: bool = False) -> Runtime:
-    """The stage's runtime; ``autotune``: its input shapes repeat (training crops), see :func:`stages.runtime.make_runtime`."""
+    """The stage's runtime; ``autotune``: its input shapes repeat (training crops), see :func:`stages.runtime.make_runtime`.
+
+    ``--threads`` and ``--workers`` are the job's: under torchrun its processes share them (at least a thread each)."""
     # imported here: torch takes seconds to import, and the stages that count, convert or report never need it
+    from stages.distributed import world_from_env
     from stages.runtime import make_runtime
 
-    r = args.runtime
-    return make_runtime(r.get("device", "auto"), r.get("seed", 0), args.workers, args.threads,
+    r, processes = args.runtime, world_from_env().size
+    threads = args.threads and max(1, args.threads // processes)
+    return make_runtime(r.get("device", "auto"), r.get("seed", 0), args.workers // processes, threads,
                         r.get("precision", "auto"), r.get("deterministic", False), autotune)
 
 

@@ -137,6 +137,16 @@ def test_the_runtime_json_reaches_the_runtime(monkeypatch):
     assert made == [("cpu", 3, 2, 4, "fp16", True, True)]
 
 
+@pytest.mark.parametrize("threads, workers, expected", [(8, 8, (4, 4)), (3, 1, (1, 0)), (1, 0, (1, 0)), (None, 2, (None, 1))])
+def test_the_processes_of_a_torchrun_job_share_its_threads_and_workers(monkeypatch, threads, workers, expected):
+    """Two processes on an 8-CPU job: 4 threads and 4 loader workers each, not 8 and 8 (at least one thread)."""
+    made = []
+    monkeypatch.setattr("stages.runtime.make_runtime", lambda *a: made.append(a))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cli.runtime(argparse.Namespace(runtime={}, workers=workers, threads=threads))
+    assert (made[0][3], made[0][2]) == expected
+
+
 def test_every_runtime_logs_its_device_and_precision_first(fake_cuda, monkeypatch, caplog):
     with caplog.at_level("INFO", logger="stages"):
         make_runtime("cpu", precision="fp32")
