@@ -59,7 +59,7 @@ def add_arguments(p):
 def run(args):
     rt = cli.runtime(args, autotune=True)  # the crops repeat one shape
     index, ids = cli.split_index(args)
-    with distributed.process_group(rt.device):
+    with distributed.process_group(rt.device, rt.seed):
         train_segmentation(index, ids, args.masks, args.classifier, args.cfg, rt, args.out, args.checkpoint)
 
 

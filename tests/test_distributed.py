@@ -1,15 +1,20 @@
 """Training on several processes (torchrun, DistributedDataParallel), run on the CPU with gloo: the same curve
 as one process, per-process slices of every global batch, gradient accumulation, rank 0 alone writing, resume."""
 import json
+import os
+import random
 import subprocess
+import sys
+import textwrap
 import time
 
+import numpy as np
 import psutil
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import classifier_cfg, train_cfg
+from conftest import ROOT, classifier_cfg, train_cfg
 
 from stages import StageError
 from stages.data.datasets import TrainSamples, epoch_loader, epoch_order, shard_batches
@@ -20,7 +25,7 @@ from stages.launch import stage_command
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
 from stages.models.factory import build_deeplab
-from stages.runtime import make_runtime
+from stages.runtime import make_runtime, seed_everything
 from stages.train_classifier import train_classifier
 
 # two iterations per epoch on the 8 training images; the puzzle ramp and the poly decay both move
@@ -43,6 +48,45 @@ def torchrun(tiny_index, folder, name, popen=False):
     if popen:
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return subprocess.run(command, check=True, capture_output=True, text=True)
+
+
+RANKS = """
+import json, sys
+from pathlib import Path
+import torch
+from stages import distributed
+
+folder = Path(sys.argv[1])
+with distributed.process_group(torch.device("cpu"), 0) as world:
+{code}
+    (folder / f"rank{{world.rank}}.json").write_text(json.dumps(out))
+"""
+
+
+def on_two_ranks(folder, code: str) -> list:
+    """``code`` (which sets ``out``) run in both processes of a torchrun job on the CPU, in the group of seed 0 that a
+    training stage joins; each process's ``out``, rank 0's first."""
+    script = folder / "ranks.py"
+    script.write_text(RANKS.format(code=textwrap.indent(code, "    ")))
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+                    str(folder)], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return [json.loads((folder / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def draws():
+    return [torch.rand(3).tolist(), random.random(), float(np.random.rand())]
+
+
+def test_each_process_draws_its_own_random_streams_and_rank_0_those_of_one_process(tmp_path):
+    """Dropout masks differ between the processes (the same on all, DeepLabv3+'s would train on one mask per step);
+    rank 0 draws as a process alone, so that a one-process run is unchanged; the data order is the same everywhere."""
+    ranks = on_two_ranks(tmp_path, "import random, numpy as np\nfrom stages.data.datasets import epoch_order\n"
+                                   "out = [torch.rand(3).tolist(), random.random(), float(np.random.rand()), "
+                                   "epoch_order(10, 0, 0)]")
+    seed_everything(0)
+    alone = [*draws(), epoch_order(10, 0, 0)]
+    assert ranks[0] == alone
+    assert all(a != b for a, b in zip(ranks[1][:3], alone[:3])) and ranks[1][3] == alone[3]
 
 
 @pytest.fixture(scope="module")
