@@ -2,7 +2,9 @@
 
 SGD with poly decay (power 0.9) per iteration; a checkpoint after every epoch, written
 atomically and keyed by the run's settings and the contents of its inputs, from which a
-killed run resumes; the per-epoch mean of every loss term in a history CSV.
+killed run resumes as if uninterrupted (it holds the optimizer, schedule and loss scale, and
+the random streams of every process, on the CPU and every GPU); the per-epoch mean of every
+loss term in a history CSV.
 
 Checkpoints hold tensors and plain data only and are read with ``weights_only=True``: one
 that needs any other Python object is refused, never unpickled.
@@ -24,7 +26,7 @@ from stages import StageError, distributed
 from stages.data.datasets import TrainSamples, epoch_loader
 from stages.io import UnreadableFile, atomic_path, load_tensors, save_model
 from stages.progress import track
-from stages.runtime import Runtime
+from stages.runtime import Runtime, rng_state, set_rng_state
 
 log = logging.getLogger("stages")
 
@@ -90,6 +92,14 @@ def load_checkpoint(path: Path) -> dict | None:
         os.replace(path, aside)
         log.warning("%s; set aside as %s, training starts over", e, aside.name)
         return None
+
+
+def saved_rng(state: dict, rank: int) -> dict | None:
+    """The random streams process ``rank`` saved in a checkpoint (see :func:`stages.runtime.rng_state`); None where it
+    holds none for that rank (a run resumed on more processes: they keep their own). A checkpoint written before
+    every process's streams were kept holds rank 0's CPU stream alone."""
+    per_rank = state["rng"] if "rng" in state else [{"cpu": state["torch_rng"]}]
+    return per_rank[rank] if rank < len(per_rank) else None
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -161,7 +171,8 @@ def fit(
             if state.get("scaler"):  # empty where the scaler passes through (not fp16)
                 scaler.load_state_dict(state["scaler"])
             start_epoch, history = state["epoch"], state["history"]
-            torch.set_rng_state(state["torch_rng"])
+            if (rng := saved_rng(state, world.rank)) is not None:
+                set_rng_state(rng)
             log.info("%s: resumed from %s after epoch %d", desc, checkpoint, start_epoch)
         else:
             log.info("%s: not resuming from %s: written from other settings or inputs", desc, checkpoint)
@@ -202,11 +213,12 @@ def fit(
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **{k: v / iters_per_epoch for k, v in sums.items()}}
         history.append(row)
         log.info("%s: %s", desc, ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
+        rng = distributed.all_gather(rng_state(rt.cuda))  # every process's: a resumed one draws on as if uninterrupted
         if world.main:
             _save_checkpoint(checkpoint, {
                 "key": key, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
+                "rng": rng,
             })
         distributed.barrier()
     return history

@@ -202,6 +202,21 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def rng_state(cuda: bool) -> dict:
+    """This process's torch random streams (dropout draws from them): the CPU's and, on CUDA, every device's."""
+    state = {"cpu": torch.get_rng_state()}
+    if cuda:
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """The streams of :func:`rng_state` restored; the CUDA ones of the devices this process has."""
+    torch.set_rng_state(state["cpu"])
+    for device, cuda in zip(range(torch.cuda.device_count()), state.get("cuda", [])):
+        torch.cuda.set_rng_state(cuda, device)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

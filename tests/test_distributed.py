@@ -25,7 +25,7 @@ from stages.launch import stage_command
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
 from stages.models.factory import build_deeplab
-from stages.runtime import make_runtime, seed_everything
+from stages.runtime import Runtime, make_runtime, seed_everything
 from stages.train_classifier import train_classifier
 
 # two iterations per epoch on the 8 training images; the puzzle ramp and the poly decay both move
@@ -229,10 +229,9 @@ class Killed(Exception):
     pass
 
 
-def fp16_fit(tiny_index, checkpoint, kill_at=None):
-    """Two epochs of TinyCAM in fp16, two micro-steps per step, killed at step ``kill_at``. The loss is scaled up 30
-    times (the lr down as much): at the scaler's first scale the fp16 gradients overflow, so the first two steps are
-    skipped, each halving the scale, and the last two taken."""
+def killable_fit(tiny_index, checkpoint, rt, kill_at=None, loss_scale=1.0):
+    """Two epochs of TinyCAM, two micro-steps per step, killed at step ``kill_at``, the loss scaled up ``loss_scale``
+    times (the lr down as much); the weights and the checkpoint's state."""
     ids = tiny_index.ids(tiny_index.layout.split_file("train"))
     cfg = {**CFG, "epochs": 2, "accumulate": 2}
     torch.manual_seed(0)
@@ -245,25 +244,80 @@ def fp16_fit(tiny_index, checkpoint, kill_at=None):
             if iteration == kill_at:
                 raise Killed
             logits = net(batch["image"]).mean((2, 3))
-            return {"total": 30 * F.multilabel_soft_margin_loss(logits.float(), batch["label"])}
+            return {"total": loss_scale * F.multilabel_soft_margin_loss(logits.float(), batch["label"])}
 
         return step
 
-    groups = [{"params": list(model.parameters()), "lr": cfg["lr"] / 30, "weight_decay": 0.0}]
-    fit(model, groups, data, make_step, cfg, make_runtime("cpu", seed=0, precision="fp16"), checkpoint, "k", "test")
-    return model.state_dict(), torch.load(checkpoint, weights_only=True)["scaler"]
+    groups = [{"params": list(model.parameters()), "lr": cfg["lr"] / loss_scale, "weight_decay": 0.0}]
+    fit(model, groups, data, make_step, cfg, rt, checkpoint, "k", "test")
+    return model.state_dict(), torch.load(checkpoint, weights_only=True)
+
+
+def killed_and_resumed(tiny_index, folder, rt, **kw):
+    """The weights and last checkpoints of an uninterrupted run and of one killed in its second epoch, then resumed."""
+    straight, state = killable_fit(tiny_index, folder / "a.pt", rt, **kw)
+    with pytest.raises(Killed):
+        killable_fit(tiny_index, folder / "b.pt", rt, kill_at=3, **kw)
+    resumed, resumed_state = killable_fit(tiny_index, folder / "b.pt", rt, **kw)
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+    return state, resumed_state
 
 
 def test_fp16_scales_the_loss_over_the_micro_steps_and_resumes_with_its_scale(tiny_index, tmp_path):
-    """A resumed run skips the steps an uninterrupted one skips only if the loss scale comes back from the checkpoint."""
-    straight, scaler = fp16_fit(tiny_index, tmp_path / "a.pt")
-    assert scaler["scale"] == 2.0**14 and scaler["_growth_tracker"] == 2  # two steps skipped, two taken
+    """The loss scaled up 30 times overflows fp16 at the scaler's first scale: the first two steps are skipped, each
+    halving the scale, the last two taken. A resumed run skips the steps an uninterrupted one skips only if the scale
+    comes back from the checkpoint."""
+    state, resumed = killed_and_resumed(tiny_index, tmp_path, make_runtime("cpu", seed=0, precision="fp16"), loss_scale=30)
+    assert state["scaler"]["scale"] == 2.0**14 and state["scaler"]["_growth_tracker"] == 2
+    assert resumed["scaler"] == state["scaler"]
+
+
+class GpuStandIn(Runtime):
+    """A CPU runtime whose checkpoints take the (faked) CUDA random streams, as a GPU run's do."""
+
+    cuda = True
+
+
+def test_a_gpu_run_keeps_every_devices_random_stream_in_its_checkpoint(tiny_index, tmp_path, monkeypatch):
+    """Dropout draws on the GPU from the device's own stream: a resumed run must continue it, not restart it."""
+    streams = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3, 4], dtype=torch.uint8)]
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: streams)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.update({device: state.tolist()}))
+    state, _ = killed_and_resumed(tiny_index, tmp_path, GpuStandIn(torch.device("cpu")))
+    assert [[s.tolist() for s in rank["cuda"]] for rank in state["rng"]] == [[[1, 2], [3, 4]]]  # one process, two GPUs
+    assert restored == {0: [1, 2], 1: [3, 4]}
+    _, cpu_state = killable_fit(tiny_index, tmp_path / "cpu.pt", fp32())
+    assert "cuda" not in cpu_state["rng"][0]
+
+
+def test_a_checkpoint_without_every_processs_random_streams_still_resumes(tiny_index, tmp_path):
+    """Checkpoints written before the streams were kept per process and device held the CPU stream alone."""
+    straight, _ = killable_fit(tiny_index, tmp_path / "a.pt", fp32())
     with pytest.raises(Killed):
-        fp16_fit(tiny_index, tmp_path / "b.pt", kill_at=3)
-    resumed, resumed_scaler = fp16_fit(tiny_index, tmp_path / "b.pt")
-    assert resumed_scaler == scaler
+        killable_fit(tiny_index, tmp_path / "b.pt", fp32(), kill_at=3)
+    old = torch.load(tmp_path / "b.pt", weights_only=True)
+    old["torch_rng"] = old.pop("rng")[0]["cpu"]
+    del old["scaler"]
+    torch.save(old, tmp_path / "b.pt")
+    resumed, _ = killable_fit(tiny_index, tmp_path / "b.pt", fp32())
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_each_process_resumes_its_own_random_streams(tmp_path):
+    """Rank 0 writes the checkpoint: it holds every process's streams, and each takes its own back."""
+    code = ("from stages.engine import saved_rng\nfrom stages.runtime import rng_state, set_rng_state\n"
+            "saved = distributed.all_gather(rng_state(False))\n"
+            "first = torch.rand(2).tolist()\n"
+            "torch.manual_seed(123)  # a fresh process's stream\n"
+            "set_rng_state(saved_rng({'rng': saved}, world.rank))\n"
+            "out = [first, torch.rand(2).tolist(), len(saved)]")
+    ranks = on_two_ranks(tmp_path, code)
+    assert all(first == again and n == 2 for first, again, n in ranks)
+    assert ranks[0][0] != ranks[1][0]
 
 
 def test_a_batch_not_divisible_by_the_micro_steps_is_one_clear_error(tiny_index, tmp_path):
