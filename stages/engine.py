@@ -78,20 +78,30 @@ def reference_param_groups(model: torch.nn.Module, is_new: Callable[[str], bool]
     ]
 
 
-def load_checkpoint(path: Path) -> dict | None:
-    """A checkpoint's state; None, with a warning, where the file is unreadable: it is set aside and training starts over.
+def load_checkpoint(path: Path, device: torch.device) -> dict | None:
+    """A checkpoint's state; None where there is none, or, with a warning, where a process cannot read it: rank 0
+    sets it aside once every process has tried it, and every process starts over.
 
     A readable file that needs Python objects besides tensors and plain data was not written by
     :func:`fit` (its checkpoints never do): it is refused with an error rather than set aside, since
     loading it would run its code, and whoever placed it there should look at it.
     """
-    try:
-        return load_tensors(path, "checkpoint", hint=" (delete it to train from the start)")
-    except UnreadableFile as e:
+    state = unreadable = None
+    if path.exists():
+        try:
+            state = load_tensors(path, "checkpoint", hint=" (delete it to train from the start)")
+        except UnreadableFile as e:
+            unreadable = e
+    # every process learns whether any failed, which also waits until all have read the file
+    if not distributed.mean_over_ranks({"unreadable": float(unreadable is not None)}, device)["unreadable"]:
+        return state
+    if distributed.is_main():
         aside = path.with_name(path.name + ".unreadable")
         os.replace(path, aside)
-        log.warning("%s; set aside as %s, training starts over", e, aside.name)
-        return None
+        log.warning("%s; set aside as %s, training starts over", unreadable or f"{path}: unreadable on another process",
+                    aside.name)
+    distributed.barrier()  # set aside before any process goes on
+    return None
 
 
 def saved_rng(state: dict, rank: int) -> dict | None:
@@ -162,7 +172,7 @@ def fit(
     scaler = rt.grad_scaler()
     start_epoch, history = 0, []
     checkpoint = Path(checkpoint)
-    state = load_checkpoint(checkpoint) if checkpoint.exists() else None
+    state = load_checkpoint(checkpoint, rt.device)
     if state is not None:
         if isinstance(state, dict) and state.get("key") == key:
             model.load_state_dict(state["model"])

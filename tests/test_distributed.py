@@ -89,6 +89,17 @@ def test_each_process_draws_its_own_random_streams_and_rank_0_those_of_one_proce
     assert all(a != b for a, b in zip(ranks[1][:3], alone[:3])) and ranks[1][3] == alone[3]
 
 
+def test_an_unreadable_checkpoint_is_set_aside_once_and_every_process_starts_over(tmp_path):
+    """Each process would move it aside; all but the first would then stop on a missing file."""
+    checkpoint = tmp_path / "ck.pt"
+    torch.save({"epoch": 1}, checkpoint)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:40])  # truncated
+    code = ("from stages.engine import load_checkpoint\n"
+            "out = [load_checkpoint(folder / 'ck.pt', torch.device('cpu')), (folder / 'ck.pt').exists(), "
+            "(folder / 'ck.pt.unreadable').exists()]")
+    assert on_two_ranks(tmp_path, code) == [[None, False, True]] * 2
+
+
 @pytest.fixture(scope="module")
 def two_processes(tiny_index, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
