@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from stages import StageError
-from stages.launch import PINNED
+from stages.launch import PINNED, cuda_driver
 
 log = logging.getLogger("stages")
 
@@ -130,6 +130,8 @@ def no_cuda_reason() -> str:
     """Why torch finds no CUDA device, as far as it can tell."""
     if torch.version.cuda is None:
         return f"torch {torch.__version__} is built without CUDA"
+    if not cuda_driver():
+        return "this host has no CUDA driver (libcuda.so.1)"
     return (f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable GPU: a driver too old for CUDA "
             f"{torch.version.cuda}, or a GPU that is busy, broken or hidden")
 

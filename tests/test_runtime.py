@@ -164,9 +164,10 @@ def test_a_job_given_a_gpu_whose_torch_finds_no_cuda_stops_saying_why(monkeypatc
     take hours where minutes were meant."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv(PINNED, "0")
-    with pytest.raises(StageError, match=rf"^device: {device}: this job was given GPU 0 but torch \S+ "
-                                         r"(is built without CUDA|\(CUDA .*\) finds no usable GPU: .*); "
-                                         r"install a torch build for this host's driver, or set device: cpu$"):
+    with pytest.raises(StageError, match=rf"^device: {device}: this job was given GPU 0 but (torch \S+ is built without "
+                                         r"CUDA|this host has no CUDA driver \(libcuda.so.1\)|torch \S+ \(CUDA .*\) "
+                                         r"finds no usable GPU: .*); install a torch build for this host's driver, or "
+                                         r"set device: cpu$"):
         make_runtime(device)
     assert make_runtime("cpu").device.type == "cpu"
     monkeypatch.delenv(PINNED)  # a host without the driver: the job computes on the CPU
