@@ -67,17 +67,17 @@ def rank_seed(seed: int, rank: int) -> int:
 
 
 @contextlib.contextmanager
-def process_group(device: torch.device, seed: int, environ=os.environ):
+def process_group(device: torch.device, seed: int, environ=os.environ, backend: str | None = None):
     """Join torchrun's group for the duration of the block (nccl on CUDA, pinned to cuda:LOCAL_RANK; gloo on
-    the CPU), each process seeded with :func:`rank_seed`; only rank 0 logs at INFO, the others' lines would repeat
-    its own. One process: nothing to do."""
+    the CPU; ``backend`` where given), each process seeded with :func:`rank_seed`; only rank 0 logs at INFO, the
+    others' lines would repeat its own. One process: nothing to do."""
     w = world_from_env(environ)
     if w.size == 1:
         yield w
         return
     if device.type == "cuda":
         torch.cuda.set_device(w.local_rank)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
     seed_everything(rank_seed(seed, w.rank))
     if not w.main:
         log.setLevel(logging.WARNING)

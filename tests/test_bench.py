@@ -1,12 +1,15 @@
 """The benchmark's equality checks on tiny inputs: each project path against its naive reference."""
 import contextlib
 import copy
+import subprocess
+import sys
 import time
 
 import numpy as np
 import psutil
 import pytest
 import torch
+from conftest import ROOT
 
 from bench import naive
 from bench.measure import TreePeak, anon_rss
@@ -140,3 +143,12 @@ def test_the_naive_versions_compute_on_the_device_of_their_inputs(on_meta):
         assert cam.shape == (len(data[0].keys), 40, 56) and cam_s4.shape == (len(data[0].keys), 10, 14)
         model = create_deeplab("resnet18", 21, 32).eval().to(device)
         assert naive.segmentation_logits(model, [d.image for d in data], [0.5, 1.0])[0].shape == (21, 40, 56)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a GPU runs the whole check: make gpu-check")
+def test_the_gpu_check_stops_with_one_line_where_there_is_no_gpu(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--out", str(tmp_path / "check.md")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("gpu-check: no GPU: ") and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "check.md").exists()
