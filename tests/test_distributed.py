@@ -5,7 +5,6 @@ import os
 import random
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -50,54 +49,64 @@ def torchrun(tiny_index, folder, name, popen=False):
     return subprocess.run(command, check=True, capture_output=True, text=True)
 
 
+# What each of two torchrun processes (gloo, seed 0, as a training stage's) does, in one job: starting one takes
+# seconds. It draws first, as a training stage's process does once the group exists.
 RANKS = """
-import json, sys
+import json, random, sys
 from pathlib import Path
+import numpy as np
 import torch
 from stages import distributed
+from stages.data.datasets import epoch_order
+from stages.engine import load_checkpoint, saved_rng
+from stages.runtime import rng_state, set_rng_state
 
 folder = Path(sys.argv[1])
 with distributed.process_group(torch.device("cpu"), 0) as world:
-{code}
-    (folder / f"rank{{world.rank}}.json").write_text(json.dumps(out))
+    out = {"draws": [torch.rand(3).tolist(), random.random(), float(np.random.rand()), epoch_order(10, 0, 0)]}
+    saved = distributed.all_gather(rng_state(False))  # as fit keeps them in its checkpoint
+    first = torch.rand(2).tolist()
+    torch.manual_seed(123)  # a fresh process's stream
+    set_rng_state(saved_rng({"rng": saved}, world.rank))
+    out["resumed"] = [first, torch.rand(2).tolist(), len(saved)]
+    out["unreadable"] = [load_checkpoint(folder / "ck.pt", torch.device("cpu")), (folder / "ck.pt").exists(),
+                         (folder / "ck.pt.unreadable").exists()]
+    (folder / f"rank{world.rank}.json").write_text(json.dumps(out))
 """
 
 
-def on_two_ranks(folder, code: str) -> list:
-    """``code`` (which sets ``out``) run in both processes of a torchrun job on the CPU, in the group of seed 0 that a
-    training stage joins; each process's ``out``, rank 0's first."""
-    script = folder / "ranks.py"
-    script.write_text(RANKS.format(code=textwrap.indent(code, "    ")))
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-                    str(folder)], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> list[dict]:
+    """What each process of the job above found, rank 0's first; an unreadable checkpoint awaits them."""
+    folder = tmp_path_factory.mktemp("ranks")
+    torch.save({"epoch": 1}, folder / "ck.pt")
+    (folder / "ck.pt").write_bytes((folder / "ck.pt").read_bytes()[:40])  # truncated
+    (folder / "ranks.py").write_text(RANKS)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                    str(folder / "ranks.py"), str(folder)], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
     return [json.loads((folder / f"rank{r}.json").read_text()) for r in range(2)]
 
 
-def draws():
-    return [torch.rand(3).tolist(), random.random(), float(np.random.rand())]
-
-
-def test_each_process_draws_its_own_random_streams_and_rank_0_those_of_one_process(tmp_path):
+def test_each_process_draws_its_own_random_streams_and_rank_0_those_of_one_process(two_ranks):
     """Dropout masks differ between the processes (the same on all, DeepLabv3+'s would train on one mask per step);
     rank 0 draws as a process alone, so that a one-process run is unchanged; the data order is the same everywhere."""
-    ranks = on_two_ranks(tmp_path, "import random, numpy as np\nfrom stages.data.datasets import epoch_order\n"
-                                   "out = [torch.rand(3).tolist(), random.random(), float(np.random.rand()), "
-                                   "epoch_order(10, 0, 0)]")
     seed_everything(0)
-    alone = [*draws(), epoch_order(10, 0, 0)]
-    assert ranks[0] == alone
-    assert all(a != b for a, b in zip(ranks[1][:3], alone[:3])) and ranks[1][3] == alone[3]
+    alone = [torch.rand(3).tolist(), random.random(), float(np.random.rand()), epoch_order(10, 0, 0)]
+    assert two_ranks[0]["draws"] == alone
+    other = two_ranks[1]["draws"]
+    assert all(a != b for a, b in zip(other[:3], alone[:3])) and other[3] == alone[3]
 
 
-def test_an_unreadable_checkpoint_is_set_aside_once_and_every_process_starts_over(tmp_path):
+def test_each_process_resumes_its_own_random_streams(two_ranks):
+    """Rank 0 writes the checkpoint: it holds every process's streams, and each takes its own back."""
+    assert all(first == again and n == 2 for first, again, n in (rank["resumed"] for rank in two_ranks))
+    assert two_ranks[0]["resumed"][0] != two_ranks[1]["resumed"][0]
+
+
+def test_an_unreadable_checkpoint_is_set_aside_once_and_every_process_starts_over(two_ranks):
     """Each process would move it aside; all but the first would then stop on a missing file."""
-    checkpoint = tmp_path / "ck.pt"
-    torch.save({"epoch": 1}, checkpoint)
-    checkpoint.write_bytes(checkpoint.read_bytes()[:40])  # truncated
-    code = ("from stages.engine import load_checkpoint\n"
-            "out = [load_checkpoint(folder / 'ck.pt', torch.device('cpu')), (folder / 'ck.pt').exists(), "
-            "(folder / 'ck.pt.unreadable').exists()]")
-    assert on_two_ranks(tmp_path, code) == [[None, False, True]] * 2
+    assert [rank["unreadable"] for rank in two_ranks] == [[None, False, True]] * 2
 
 
 @pytest.fixture(scope="module")
@@ -316,19 +325,6 @@ def test_a_checkpoint_without_every_processs_random_streams_still_resumes(tiny_i
     resumed, _ = killable_fit(tiny_index, tmp_path / "b.pt", fp32())
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
-
-
-def test_each_process_resumes_its_own_random_streams(tmp_path):
-    """Rank 0 writes the checkpoint: it holds every process's streams, and each takes its own back."""
-    code = ("from stages.engine import saved_rng\nfrom stages.runtime import rng_state, set_rng_state\n"
-            "saved = distributed.all_gather(rng_state(False))\n"
-            "first = torch.rand(2).tolist()\n"
-            "torch.manual_seed(123)  # a fresh process's stream\n"
-            "set_rng_state(saved_rng({'rng': saved}, world.rank))\n"
-            "out = [first, torch.rand(2).tolist(), len(saved)]")
-    ranks = on_two_ranks(tmp_path, code)
-    assert all(first == again and n == 2 for first, again, n in ranks)
-    assert ranks[0][0] != ranks[1][0]
 
 
 def test_a_batch_not_divisible_by_the_micro_steps_is_one_clear_error(tiny_index, tmp_path):
