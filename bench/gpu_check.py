@@ -29,7 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = yaml.safe_load((ROOT / "config" / "micro.yaml").read_text())
 # the rules whose stages compute on the GPU: each log must say so
-GPU_RULES = ("train_classifier", "make_cams", "train_affinity", "random_walk", "train_segmentation", "predict_segmentation")
+GPU_RULES = ("train_classifier", "make_cams", "train_affinity", "random_walk", "train_segmentation",
+             "predict_segmentation")
 # a stage that takes longer than this has hung (the whole check is meant to take minutes)
 TIMEOUT = 600
 
@@ -117,16 +118,18 @@ def micro_commands(threads: int) -> list[tuple[str, list]]:
     s, labels, root = f"{r}/seed_0", f"{r}/labels/image_labels.json", data["root"]
     split = {name: f"{r}/labels/splits/{name}.txt" for name in data["splits"]}
     train = ["--labels", labels, "--split-file", split[data["train_split"]]]
-    cfg = {name: ["--cfg", json.dumps({k: v for k, v in MICRO[name].items() if k != "upper_bound"}), "--threads", threads]
-           for name in ("cams", "affinity_labels", "affinity", "random_walk", "pseudo_labels", "segmentation",
-                        "predict_segmentation")}
+    sections = ("cams", "affinity_labels", "affinity", "random_walk", "pseudo_labels", "segmentation",
+                "predict_segmentation")
+    cfg = {name: ["--cfg", json.dumps({k: v for k, v in MICRO[name].items() if k != "upper_bound"}),
+                  "--threads", threads] for name in sections}
     inference, training = ["--runtime", runtime(training=False)], ["--runtime", runtime(), "--workers", "0"]
     classes = ",".join(data["classes"])
     return [
-        ("make_dataset", stage("make_dataset", "--cfg", json.dumps(data["generate"]), "--classes", classes, "--out", root)),
-        ("image_labels", stage("image_labels", "--root", root, "--classes", classes, "--splits", ",".join(data["splits"]),
-                               "--mask-splits", ",".join(data["splits"]), "--train-splits", data["train_split"],
-                               "--out", f"{r}/labels")),
+        ("make_dataset", stage("make_dataset", "--cfg", json.dumps(data["generate"]), "--classes", classes,
+                               "--out", root)),
+        ("image_labels", stage("image_labels", "--root", root, "--classes", classes, "--splits",
+                               ",".join(data["splits"]), "--mask-splits", ",".join(data["splits"]),
+                               "--train-splits", data["train_split"], "--out", f"{r}/labels")),
         ("train_classifier", stage("train_classifier", "--cfg", classifier_section(), "--threads", threads, *training,
                                    *train, "--variant", "puzzle", "--out", f"{s}/classifier/puzzle/model.pt",
                                    "--checkpoint", f"{s}/checkpoints/classifier.pt", gpu=True)),
@@ -136,7 +139,8 @@ def micro_commands(threads: int) -> list[tuple[str, list]]:
                                   "--out", f"{s}/affinity_labels")),
         ("train_affinity", stage("train_affinity", *cfg["affinity"], *training, *train, "--affinity-labels",
                                  f"{s}/affinity_labels", "--classifier", f"{s}/classifier/puzzle/model.pt",
-                                 "--out", f"{s}/affinity/model.pt", "--checkpoint", f"{s}/checkpoints/affinity.pt", gpu=True)),
+                                 "--out", f"{s}/affinity/model.pt", "--checkpoint", f"{s}/checkpoints/affinity.pt",
+                                 gpu=True)),
         ("random_walk", stage("random_walk", *cfg["random_walk"], *inference, *train, "--cams", f"{s}/cams/puzzle",
                               "--model", f"{s}/affinity/model.pt", "--out", f"{s}/rw", gpu=True)),
         ("pseudo_labels", stage("pseudo_labels", *cfg["pseudo_labels"], *train, "--rw", f"{s}/rw", "--out",
@@ -164,8 +168,9 @@ def micro_dag(folder: Path, out: Path) -> str:
     logs = work / "results/micro/seed_0/logs"
     if importlib.util.find_spec("snakemake"):
         how = "through Snakemake"
-        run([sys.executable, "-m", "snakemake", "--snakefile", ROOT / "Snakefile", "--directory", work, "--cores", "all",
-             "--resources", "gpu=1", "--configfile", "config/micro.yaml", "--config", "device=cuda"], cwd=work)
+        run([sys.executable, "-m", "snakemake", "--snakefile", ROOT / "Snakefile", "--directory", work,
+             "--cores", "all", "--resources", "gpu=1", "--configfile", "config/micro.yaml", "--config", "device=cuda"],
+            cwd=work)
     else:
         how = "stage by stage (no Snakemake here)"
         for rule, command in micro_commands(str(min(os.cpu_count() or 1, 8))):
@@ -264,8 +269,8 @@ def resume(folder: Path, out: Path) -> str:
     def command(name):
         return stage("train_classifier", "--cfg", classifier_section(epochs=EPOCHS), "--runtime",
                      runtime(deterministic=True), "--threads", "4", "--labels", labels, "--split-file", split,
-                     "--variant", "puzzle", "--out", folder / name / "model.pt", "--checkpoint", folder / f"{name}.ckpt",
-                     gpu=True)
+                     "--variant", "puzzle", "--out", folder / name / "model.pt",
+                     "--checkpoint", folder / f"{name}.ckpt", gpu=True)
 
     run(command("straight"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -281,12 +286,15 @@ def resume(folder: Path, out: Path) -> str:
     epoch = torch.load(folder / "killed.ckpt", weights_only=True)["epoch"]
     if "resumed from" not in run(command("killed")).stderr:
         raise Failed("the rerun did not resume from the checkpoint")
-    (straight, meta), (resumed, _) = load_model(folder / "straight" / "model.pt"), load_model(folder / "killed" / "model.pt")
+    straight, meta = load_model(folder / "straight" / "model.pt")
+    resumed, _ = load_model(folder / "killed" / "model.pt")
     differ = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     if differ:
         worst = max(float((straight[k].float() - resumed[k].float()).abs().max()) for k in differ)
-        raise Failed(f"{len(differ)} of {len(straight)} tensors differ (max |difference| {worst:.2g}), e.g. {differ[0]}")
-    return f"killed after epoch {epoch} of {EPOCHS}, resumed: all {len(straight)} tensors bit-identical ({meta['precision']})"
+        raise Failed(f"{len(differ)} of {len(straight)} tensors differ (max |difference| {worst:.2g}), "
+                     f"e.g. {differ[0]}")
+    return (f"killed after epoch {epoch} of {EPOCHS}, resumed: all {len(straight)} tensors bit-identical "
+            f"({meta['precision']})")
 
 
 def driver_version() -> str:
@@ -308,8 +316,9 @@ def machine() -> dict[str, str]:
 
 
 def report(about: dict[str, str], results: list[Result]) -> str:
-    lines = ["# GPU check (`make gpu-check`)", "", "| machine | |", "|---|---|", *(f"| {k} | {v} |" for k, v in about.items()),
-             "", "| check | result | seconds | figures |", "|---|---|---|---|"]
+    lines = ["# GPU check (`make gpu-check`)", "", "| machine | |", "|---|---|",
+             *(f"| {k} | {v} |" for k, v in about.items()), "", "| check | result | seconds | figures |",
+             "|---|---|---|---|"]
     lines += [f"| {r.name} | {'pass' if r.passed else '**fail**'} | {r.seconds:.0f} | {r.figures.replace('|', '/')} |"
               for r in results]
     return "\n".join(lines) + "\n"

@@ -53,7 +53,7 @@ def dense_affinity(boundary: torch.Tensor, radius: int) -> torch.Tensor:
     hw = h * w
     aff = torch.eye(hw, dtype=boundary.dtype, device=boundary.device)
     half = path_affinity(boundary[None], radius)[0]
-    ys, xs = torch.meshgrid(torch.arange(h, device=boundary.device), torch.arange(w, device=boundary.device), indexing="ij")
+    ys, xs = torch.meshgrid(*(torch.arange(n, device=boundary.device) for n in (h, w)), indexing="ij")
     for i, (dy, dx) in enumerate(displacements(radius)):
         inside = (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
         src = (ys * w + xs)[inside]

@@ -68,7 +68,8 @@ def seed_path(text: str) -> tuple[int, Path]:
 
 
 def runtime(args, autotune: bool = False) -> Runtime:
-    """The stage's runtime; ``autotune``: its input shapes repeat (training crops), see :func:`stages.runtime.make_runtime`.
+    """The stage's runtime; ``autotune``: its input shapes repeat (training crops), see
+    :func:`stages.runtime.make_runtime`.
 
     ``--threads`` and ``--workers`` are the job's: under torchrun its processes share them (at least a thread each)."""
     # imported here: torch takes seconds to import, and the stages that count, convert or report never need it

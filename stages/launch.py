@@ -173,7 +173,8 @@ def try_acquire(pool: list[Slot], n: int, folder: Path) -> tuple[list[Slot], lis
 def acquire(pool: list[Slot], n: int, folder: Path, poll: float = POLL_SECONDS) -> tuple[list[Slot], list[int]]:
     """``n`` slots of ``pool``, waiting until other jobs free them."""
     if n > len(pool):
-        raise StageError(f"--gpus {n}: this host has {len(pool)} GPU slot(s) ({','.join(s.device for s in pool) or 'none'})")
+        names = ",".join(s.device for s in pool) or "none"
+        raise StageError(f"--gpus {n}: this host has {len(pool)} GPU slot(s) ({names})")
     while (got := try_acquire(pool, n, folder)) is None:
         time.sleep(poll)
     return got

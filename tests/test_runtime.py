@@ -11,8 +11,8 @@ from stages.launch import PINNED
 from stages.runtime import make_runtime
 
 # the torch.backends switches a runtime sets on CUDA
-BACKENDS = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "deterministic"), (torch.backends.cudnn, "allow_tf32"),
-            (torch.backends.cuda.matmul, "allow_tf32")]
+BACKENDS = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "deterministic"),
+            (torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
 
 
 @pytest.fixture
