@@ -1,6 +1,7 @@
 # make run   create .venv, install the pinned dependencies, run the whole pipeline on the embedded dataset
 # make test  the test suite (unit tests and the whole DAG on a micro config)
 # make lint  snakemake --lint, ruff and snakefmt (what CI runs before the tests)
+# make gpu-check  the GPU paths on this machine's GPU (bench/gpu_check.py): a table in bench/gpu_check.md
 PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV)/bin)
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cksum envs/requirements.txt | cut -d' ' -f1)
 RUN := $(shell sed -n 's/^run: *\([^ #]*\).*/\1/p' config/config.yaml)
 CORES ?= all
 
-.PHONY: run test lint install clean
+.PHONY: run test lint gpu-check install clean
 
 install: $(STAMP)
 
@@ -28,6 +29,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder tests
+
+gpu-check: $(STAMP)
+	$(BIN)/python -m bench.gpu_check
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

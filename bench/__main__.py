@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from bench.measure import measure
-from bench.report import Row, results_md, table
+from bench.measure import measure_cases
+from bench.report import results_md, table
 from bench.stages import CASES, Settings
 from stages.utils.io import write_text
 from stages.core.runtime import PRECISIONS
@@ -40,24 +40,15 @@ def main() -> None:
     p.add_argument("--rw-size", type=size, default=(64, 48), help="map width x height of the dense-vs-banded random walk")
     p.add_argument("--threads", type=int, default=2, help="torch threads and CRF processes")
     p.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
-                   help="the project's autocast dtype, as the config key (auto: bf16 where the device computes it natively)")
+                   help="the project's autocast dtype, as the config key (auto: bf16 where the device computes it natively, "
+                        "else fp16 on a GPU and fp32 on a CPU)")
     p.add_argument("--cases", nargs="*", default=list(CASES), help="a subset of: " + "; ".join(CASES))
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")
     args = p.parse_args()
     s = Settings(args.device, args.backbone, args.size[1], args.size[0], args.n, args.crop, args.rw_size[1], args.rw_size[0],
                  args.threads, precision=args.precision)
-    start, rows = time.perf_counter(), []
-    for name in args.cases:
-        case = CASES[name]
-        print(f"{name}: project ...", flush=True)
-        project = measure(name, "project", s)
-        reference = deviation = None
-        if case.naive:
-            print(f"{name}: naive ...", flush=True)
-            reference = measure(name, "naive", s)
-            deviation = case.compare(project["output"], reference["output"])
-        rows.append(Row(name, case.size(s), case.count(s), project, reference, deviation,
-                        case.tolerance(s) if case.tolerance else None))
+    start = time.perf_counter()
+    rows = measure_cases(s, args.cases)
     device = device_name(args.device, args.threads)
     write_text(args.out, results_md(rows, s, device, time.perf_counter() - start))
     print(table(rows))

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import torch
 
+from bench.report import Row
 from bench.stages import CASES, Settings
 
 MB = 2**20
@@ -125,3 +126,20 @@ def run_case(name: str, version: str, settings: Settings) -> dict:
 def measure(name: str, version: str, settings: Settings) -> dict:
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
         return pool.submit(run_case, name, version, settings).result()
+
+
+def measure_cases(settings: Settings, names: list[str]) -> list[Row]:
+    """Each case, as the project runs it and (where it has one) as the naive reference, with their deviation."""
+    rows = []
+    for name in names:
+        case = CASES[name]
+        print(f"{name}: project ...", flush=True)
+        project = measure(name, "project", settings)
+        reference = deviation = None
+        if case.naive:
+            print(f"{name}: naive ...", flush=True)
+            reference = measure(name, "naive", settings)
+            deviation = case.compare(project["output"], reference["output"])
+        rows.append(Row(name, case.size(settings), case.count(settings), project, reference, deviation,
+                        case.tolerance(settings) if case.tolerance else None))
+    return rows

@@ -51,9 +51,9 @@ def dense_affinity(boundary: torch.Tensor, radius: int) -> torch.Tensor:
     """The symmetric (HW, HW) affinity matrix of a (H, W) boundary map, ones on the diagonal."""
     h, w = boundary.shape
     hw = h * w
-    aff = torch.eye(hw, dtype=boundary.dtype)
+    aff = torch.eye(hw, dtype=boundary.dtype, device=boundary.device)
     half = path_affinity(boundary[None], radius)[0]
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ys, xs = torch.meshgrid(*(torch.arange(n, device=boundary.device) for n in (h, w)), indexing="ij")
     for i, (dy, dx) in enumerate(displacements(radius)):
         inside = (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
         src = (ys * w + xs)[inside]

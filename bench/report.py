@@ -161,8 +161,9 @@ def results_md(rows: list[Row], settings: Settings, device: str, seconds: float)
         "sampled resident sets of the worker and its pool children (their growth after the fork), data pages only "
         "(resident set less file-backed and shared pages), above the worker's before the run; on CUDA "
         "torch.cuda.max_memory_allocated.",
-        f"- The project computes in {precision(settings)} (`precision: auto` picks bf16 on GPUs and on CPUs with "
-        "native bf16, AVX512-BF16 or AMX, and fp32 elsewhere), channels_last for inference (and for training on "
+        f"- The project computes in {precision(settings)} (`precision: auto` picks bf16 where the device computes it "
+        "natively: GPUs of compute capability 8.0 and up, CPUs with AVX512-BF16 or AMX; fp16 on older GPUs and fp32 on "
+        "other CPUs), channels_last for inference (and for training on "
         "CUDA); the naive versions in fp32, contiguous. The other gains are batching and folded BatchNorm (CAMs), the banded walk and the process "
         "pool (CRF).",
         f"- The dense random walk builds the {settings.rw_width * settings.rw_height}^2 matrix of {settings.rw_width}x{settings.rw_height} maps; "

@@ -71,8 +71,9 @@ def precision(s: Settings) -> str:
     return resolve_precision(s.precision, torch.device(s.device))
 
 
-def runtime(s: Settings):
-    return make_runtime(s.device, s.seed, precision=s.precision)
+def runtime(s: Settings, autotune: bool = False):
+    """The project's runtime; ``autotune`` for the training steps, as the training stages ask for it."""
+    return make_runtime(s.device, s.seed, precision=s.precision, autotune=autotune)
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,10 @@ def max_rel(a: list, b: list) -> float:
                      / max(np.abs(x).max(), np.abs(y).max(), 1e-12)) for x, y in zip(a, b))
 
 
-def bf16_or(fp32_tolerance: float, bf16_tolerance: float):
-    """The project's bf16 autocast deviates more from the naive fp32 than its fp32 does."""
-    return lambda s: bf16_tolerance if precision(s) == "bf16" else fp32_tolerance
+def half_or(fp32_tolerance: float, half_tolerance: float):
+    """The project's half-precision autocast (bf16; fp16, with more mantissa bits, stays within bf16's tolerance)
+    deviates more from the naive fp32 than its fp32 does."""
+    return lambda s: fp32_tolerance if precision(s) == "fp32" else half_tolerance
 
 
 # -- training steps -----------------------------------------------------------------------------
@@ -157,13 +159,13 @@ def one_step(model, step, batch, rt, fp32: bool) -> list:
 def train_case(name: str, build, make_step) -> Case:
     def setup(s):
         seed_everything(s.seed)
-        return {"model": build(s), "batch": train_batch(s), "rt": runtime(s)}
+        return {"model": build(s), "batch": train_batch(s), "rt": runtime(s, autotune=True)}
 
     def run(state, fp32):
         return one_step(state["model"], make_step, state["batch"], state["rt"], fp32)
 
     return Case(name, setup, functools.partial(run, fp32=False), functools.partial(run, fp32=True), max_rel,
-                bf16_or(1e-4, 3e-2), n_images, crop_size, "relative difference of the loss terms",
+                half_or(1e-4, 3e-2), n_images, crop_size, "relative difference of the loss terms",
                 "fp32, contiguous")
 
 
@@ -188,7 +190,7 @@ def affinity_train_setup(s: Settings) -> dict:
     batch = train_batch(s)
     rng = np.random.default_rng(s.seed)
     batch["mask"] = torch.where(torch.from_numpy(rng.random(batch["mask"].shape) < 0.3), 255, batch["mask"])
-    return {"model": AffinityNet(s.backbone), "batch": batch, "rt": runtime(s)}
+    return {"model": AffinityNet(s.backbone), "batch": batch, "rt": runtime(s, autotune=True)}
 
 
 register(Case("AffinityNet training step", affinity_train_setup,
@@ -239,7 +241,7 @@ def cam_naive(state) -> list:
 # PIL antialiases the 0.5 downscale, torch's bilinear resize does not: that alone moves the CAMs by a few
 # hundredths (tests/test_bench.py shows agreement to 1e-4 over the scales where the two resizes agree)
 register(Case("CAM generation (4 scales x flip)", cam_setup, cam_project, cam_naive, max_abs,
-              bf16_or(5e-2, 8e-2), cam_images, image_size,
+              half_or(5e-2, 8e-2), cam_images, image_size,
               "max |difference| of the max-normalised CAMs (PIL antialiases the 0.5 downscale, torch does not)",
               "per image, fp32, PIL resize per scale"))
 
@@ -337,7 +339,7 @@ def seg_naive(state) -> list:
 
 
 register(Case("DeepLabv3+ multi-scale inference (3 scales x flip)", seg_setup, seg_project, seg_naive, max_rel,
-              bf16_or(5e-2, 8e-2), n_images, image_size, "max |difference| of the logits / max |logit| (the same 0.5 downscale)",
+              half_or(5e-2, 8e-2), n_images, image_size, "max |difference| of the logits / max |logit| (the same 0.5 downscale)",
               "per image, fp32, PIL resize per scale"))
 
 
@@ -382,7 +384,7 @@ def embedded_setup(s: Settings, model: str) -> dict:
             mask = np.array(Image.open(path))
             save_label_png(path, np.where(rng.random(mask.shape) < 0.3, 255, mask).astype(np.uint8))
     data = TrainSamples(images, section, s.seed, masks=masks if with_masks else None, labels=labels, num_classes=num_classes)
-    return {"model": build(), "step": step, "groups": groups, "data": data, "cfg": section, "rt": runtime(s),
+    return {"model": build(), "step": step, "groups": groups, "data": data, "cfg": section, "rt": runtime(s, autotune=True),
             "folder": folder}
 
 
@@ -449,6 +451,6 @@ def embedded_size(s: Settings, model: str) -> str:
 for _model in EMBEDDED_MODELS:
     register(Case(f"embedded {_model} training step", functools.partial(embedded_setup, model=_model),
                   functools.partial(whole_steps, fp32=False), functools.partial(whole_steps, fp32=True), max_rel,
-                  bf16_or(1e-4, 3e-2), functools.partial(embedded_images, model=_model),
+                  half_or(1e-4, 3e-2), functools.partial(embedded_images, model=_model),
                   functools.partial(embedded_size, model=_model), "relative difference of the loss terms",
                   "fp32, contiguous"))

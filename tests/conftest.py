@@ -1,8 +1,9 @@
 """Shared fixtures: a tiny generated dataset in the VOC layout, its index, a CPU runtime, and the helpers
-several test modules use (Snakemake runs, VOC/SBD and user-dataset fixtures, IRN's path cells), so that no
-test module imports another. The whole-DAG tests are marked ``slow``."""
+several test modules use (Snakemake runs, VOC/SBD and user-dataset fixtures, IRN's path cells, a stand-in
+for a GPU), so that no test module imports another. The whole-DAG tests are marked ``slow``."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,8 +17,11 @@ import pytest
 import scipy.io
 import scipy.sparse
 import torch
+import torch.fx.experimental._config as fx_config
 import yaml
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "rules"))  # the workflow's helpers, as Snakemake finds them
@@ -357,3 +361,49 @@ def own_dataset():
 def segment_cells():
     """``segment_cells(d)``: IRN's path cells between 0 and ``d``."""
     return _segment_cells
+
+
+_aten = torch.ops.aten
+# ops that move a tensor between devices, which CUDA allows
+_MOVES = {_aten._to_copy.default, _aten.copy_.default, _aten.lift_fresh.default, _aten.lift_fresh_copy.default}
+# ops whose index tensors may stay on the CPU while the tensor indexed is on the GPU
+_INDEXING = {_aten.index.Tensor, _aten.index_put_.default, _aten.index_put.default, _aten._index_put_impl_.default}
+
+
+class CudaDeviceRules(TorchDispatchMode):
+    """Every op on meta tensors checked as CUDA checks it: all tensors on one device but for CPU scalars (0-dim)
+    and index tensors; the meta kernels alone let many mixes through (matmul, index_put). A meta tensor copied to
+    the CPU gives zeros of its shape (meta tensors hold no data), and the sparse product, which meta lacks, its
+    shape."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        first = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if first is not None and first.device.type == "meta":
+            if func is _aten._to_copy.default and kwargs.get("device", first.device).type == "cpu":
+                return torch.zeros(first.shape, dtype=kwargs.get("dtype") or first.dtype)
+            if func is _aten._local_scalar_dense.default:
+                return torch.zeros((), dtype=first.dtype).item()
+            if func is _aten.mm.default and first.layout != torch.strided:
+                return torch.empty(first.shape[0], args[1].shape[1], dtype=args[1].dtype, device="meta")
+        if func not in _MOVES:
+            checked = (args[0], *args[2:]) if func in _INDEXING else args
+            devices = {t.device for t in tree_leaves((checked, kwargs))
+                       if isinstance(t, torch.Tensor) and not (t.device.type == "cpu" and t.dim() == 0)}
+            if len(devices) > 1:
+                raise RuntimeError(f"{func}: tensors on {' and '.join(sorted(map(str, devices)))}")
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _on_meta():
+    # boolean masks on meta keep every element: their count is data, which meta tensors lack
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True), CudaDeviceRules():
+        yield torch.device("meta")
+
+
+@pytest.fixture(scope="session")
+def on_meta():
+    """``with on_meta() as device:`` the meta device, standing for a GPU on a machine without one: a CPU tensor
+    mixed into its computation raises as on CUDA."""
+    return _on_meta

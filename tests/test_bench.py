@@ -1,18 +1,23 @@
 """The benchmark's equality checks on tiny inputs: each project path against its naive reference."""
 import contextlib
 import copy
+import subprocess
+import sys
 import time
 
 import numpy as np
 import psutil
 import pytest
 import torch
+from conftest import ROOT
 
 from bench import naive
 from bench.measure import TreePeak, anon_rss
 from bench.report import Row, embedded_projection
-from bench.stages import CASES, EMBEDDED_MODELS, Settings, cam_setup, crf_setup, embedded_config, walk_setup
+from bench.stages import CASES, EMBEDDED_MODELS, Settings, cam_setup, crf_setup, embedded_config, walk, walk_setup
 from stages.data.transforms import normalize
+from stages.models.classifier import CAMClassifier
+from stages.models.segmentation import create_deeplab
 from stages.ops.cam import multiscale_cam, multiscale_cams
 from stages.ops.random_walk import random_walk
 from stages.core.parallel import imap
@@ -124,3 +129,26 @@ def test_embedded_projection_counts_the_embedded_schedule():
         expected += images / 2.0
         assert any(line.startswith(f"| {model} | {runs} |") and line.endswith(f"| {images / 2.0:.0f} |") for line in lines)
     assert lines[-2] == f"| **total** | | | | | **{expected:.0f}** |"
+
+
+def test_the_naive_versions_compute_on_the_device_of_their_inputs(on_meta):
+    """``python -m bench --device cuda`` runs them on the GPU: the meta device stands in for one here."""
+    pairs = walk_setup(TINY, full=False)["pairs"][:1]
+    data = cam_setup(TINY)["data"][:1]
+    with on_meta() as device:
+        for fn in (naive.random_walk, random_walk):
+            assert walk(fn, {"pairs": pairs, "device": device})[0].shape == pairs[0][0].shape
+        model = CAMClassifier("resnet18", 20).eval().to(device)
+        cam, cam_s4 = naive.cams(model, [d.image for d in data], [d.keys for d in data], [1.0, 0.5])[0]
+        assert cam.shape == (len(data[0].keys), 40, 56) and cam_s4.shape == (len(data[0].keys), 10, 14)
+        model = create_deeplab("resnet18", 21, 32).eval().to(device)
+        assert naive.segmentation_logits(model, [d.image for d in data], [0.5, 1.0])[0].shape == (21, 40, 56)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a GPU runs the whole check: make gpu-check")
+def test_the_gpu_check_stops_with_one_line_where_there_is_no_gpu(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--out", str(tmp_path / "check.md")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("gpu-check: no GPU: ") and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "check.md").exists()

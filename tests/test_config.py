@@ -44,6 +44,13 @@ def test_numbers_in_exponent_form_are_numbers():
     assert config["run"] == "1e3"  # only where the schema asks for a number
 
 
+def test_yaml_booleans_from_the_command_line_are_booleans():
+    """Snakemake's --config reads deterministic=true as the string 'true' (only True is a boolean to it)."""
+    config = changed("deterministic: 'true'\nrun: 'false'")
+    check_config(config, SCHEMA)
+    assert config["deterministic"] is True and config["run"] == "false"  # only where the schema asks for a boolean
+
+
 @pytest.mark.parametrize("text, message", [
     ("classifier: {epochs: 2.0}", "config classifier.epochs: 2.0 is not an integer (write 2)"),
     ("segmentation: {batch_size: 8.5}", "config segmentation.batch_size: 8.5 is not an integer"),

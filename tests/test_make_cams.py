@@ -82,3 +82,17 @@ def test_batched_cams_equal_one_image_at_a_time(tiny_index, cpu, tmp_path):
         assert a["keys"].tolist() == b["keys"].tolist()
         for name in ("cam", "cam_s4"):
             np.testing.assert_allclose(a[name].astype(np.float32), b[name].astype(np.float32), atol=2e-3)
+
+
+def test_cams_compute_on_the_device_of_the_model(on_meta):
+    """On a GPU every tensor of the multi-scale loop must be on it: the meta device stands in for one here."""
+    from stages.make_cams import batched_cams
+    from stages.models.classifier import CAMClassifier
+    from stages.core.runtime import Runtime
+
+    images = [(i, np.zeros((40, 56, 3), np.uint8)) for i in "ab"]
+    with on_meta() as device:
+        model = CAMClassifier("resnet18", 4).eval().to(device)
+        out = list(batched_cams(model, images, {"a": [1, 3], "b": [2]}, {"scales": [1.0, 0.5], "flip": True}, Runtime(device)))
+    assert [(i, keys, cam.shape, cam_s4.shape) for i, keys, (cam, cam_s4) in out] == \
+        [("a", [1, 3], (2, 40, 56), (2, 10, 14)), ("b", [2], (1, 40, 56), (1, 10, 14))]

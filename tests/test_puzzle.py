@@ -75,3 +75,18 @@ def test_variants_switch_the_losses(name, keys):
     y = torch.tensor([[1.0, 0.0]])
     cam_re = cam.clone() if VARIANTS[name].puzzle else None
     assert set(puzzle_losses(cam, cam_re, y, VARIANTS[name], 1.0)) == keys
+
+
+def test_the_losses_and_step_compute_on_the_device_of_their_inputs(on_meta):
+    """On a GPU every tensor of the puzzle step must be on it: the meta device stands in for one here."""
+    from stages.models.classifier import CAMClassifier
+    from stages.train_classifier import puzzle_step
+
+    with on_meta() as device:
+        cam, y = torch.randn(2, 4, 8, 8, device=device), torch.ones(2, 4, device=device)
+        terms = puzzle_losses(cam, merge(tile(cam)), y, VARIANTS["puzzle"], 0.5)
+        assert terms["total"].device == device
+        model = CAMClassifier("resnet18", 4).train().to(device)
+        terms = puzzle_step(model, VARIANTS["puzzle"], 4.0, 0.5)({"image": torch.randn(2, 3, 32, 32, device=device), "label": y}, 1, 10)
+        terms["total"].backward()
+        assert terms["total"].device == device

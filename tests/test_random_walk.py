@@ -1,5 +1,6 @@
 """The banded random walk: a column-stochastic transition, equal to the dense matrix power."""
 
+import numpy as np
 import torch
 
 from stages.ops.random_walk import propagate, random_walk, transition_weights
@@ -120,3 +121,17 @@ def test_a_one_pixel_diagonal_wall_holds_the_walk_as_irn(segment_cells):
     # the thin rounded path of a plain line would let the walk through the wall
     leaked = dense_reference_walk(seeds, b, radius, beta, exp_times, cells=thin_line_cells)
     assert leaked[:, far].max() > 0.05 * leaked.max()
+
+
+def test_the_walk_and_the_stage_compute_on_the_device_of_their_inputs(on_meta):
+    """On a GPU every tensor of the walk must be on it: the meta device stands in for one here."""
+    from stages.models.affinity import AffinityNet
+    from stages.random_walk import propagate_cams
+    from stages.core.runtime import Runtime
+
+    with on_meta() as device:
+        rw = random_walk(torch.rand(3, 10, 14, device=device), torch.rand(10, 14, device=device), 5, 10, 2)
+        assert rw.device == device and rw.shape == (3, 10, 14)
+        model = AffinityNet("resnet18").eval().to(device)
+        img, cam_s4 = np.zeros((40, 56, 3), np.uint8), np.ones((2, 10, 14), np.float16)
+        assert propagate_cams(model, img, cam_s4, {"radius": 5, "beta": 10, "exp_times": 2}, Runtime(device)).shape == (2, 40, 56)

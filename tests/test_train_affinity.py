@@ -113,3 +113,20 @@ def test_train_affinity_learns_from_labels(tiny_index, cpu, tmp_path):
     # the frozen backbone is the classifier's, untouched by training
     cls_state, _ = load_model(tmp_path / "cls.pt")
     assert torch.equal(state["backbone.conv1.weight"], cls_state["backbone.conv1.weight"])
+
+
+def test_the_affinity_ops_and_step_compute_on_the_device_of_their_inputs(on_meta):
+    """On a GPU every tensor of the pair labels, affinities and loss must be on it: the meta device stands in for one."""
+    from stages.models.affinity import AffinityNet
+    from stages.ops.affinity import downsample_labels
+    from stages.train_affinity import affinity_step
+
+    with on_meta() as device:
+        label = torch.randint(0, 3, (2, 32, 32), device=device)
+        small = downsample_labels(label, (8, 8))
+        terms = affinity_loss(path_affinity(torch.rand(2, 8, 8, device=device), 5), *pair_labels(small, 5))
+        assert small.device == terms["total"].device == device
+        model = AffinityNet("resnet18").train().to(device)
+        terms = affinity_step(model, 5)({"image": torch.randn(2, 3, 32, 32, device=device), "mask": label}, 0, 10)
+        terms["total"].backward()
+        assert terms["total"].device == device

@@ -180,3 +180,17 @@ def test_a_checkpoint_of_other_pseudo_labels_is_not_resumed(tiny_index, tmp_path
     clean = train("clean", "clean.pt")
     for k in clean:
         assert torch.equal(clean[k], rerun[k]), k
+
+
+def test_the_logits_and_step_compute_on_the_device_of_the_model(on_meta):
+    """On a GPU every tensor of the multi-scale logits and the loss must be on it: the meta device stands in for one."""
+    from stages.train_segmentation import segmentation_step
+
+    with on_meta() as device:
+        model = create_deeplab("resnet18", 3, decoder_channels=32).eval().to(device)
+        out = multiscale_logits(model, torch.randn(3, 50, 70, device=device), [0.5, 1.0], True, contextlib.nullcontext)
+        assert out.device == device and out.shape == (3, 50, 70)
+        batch = {"image": torch.randn(2, 3, 32, 32, device=device), "mask": torch.randint(0, 3, (2, 32, 32), device=device)}
+        terms = segmentation_step(model.train())(batch, 0, 10)
+        terms["total"].backward()
+        assert terms["total"].device == device

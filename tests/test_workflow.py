@@ -85,12 +85,21 @@ def test_jobs_run_without_the_venv_on_path_from_another_directory(snakemake, wor
     assert json.loads((workdir / "results/micro/labels/image_labels.json").read_text())["labels"]
 
 
-@pytest.mark.parametrize("key, value", [("seed", "minus-one"), ("precision", "fp16")])
+@pytest.mark.parametrize("key, value", [("seed", "minus-one"), ("precision", "fp8"), ("deterministic", "maybe")])
 def test_a_wrong_value_stops_the_run_and_names_the_key(snakemake, workdir, key, value):
     proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", f"{key}={value}", check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert key in out and value in out
+
+
+def test_deterministic_reaches_the_training_and_inference_stages(snakemake, workdir):
+    """A param of every GPU stage, like device and precision: changing it reruns them."""
+    proc = snakemake(workdir, "-n", "-p", "--forceall", "--configfile", "config/micro.yaml", "--config", "deterministic=true")
+    runtimes = dict(re.findall(r"-m stages\.launch --gpus \d+ stages\.(\w+) .*?--runtime '([^']*)'", proc.stdout))
+    assert set(runtimes) == {"train_classifier", "make_cams", "train_affinity", "random_walk", "train_segmentation",
+                             "predict_segmentation"}
+    assert all(json.loads(r)["deterministic"] is True for r in runtimes.values())
 
 
 def test_dag_has_every_stage_of_the_paper(snakemake, planned_jobs, workdir):

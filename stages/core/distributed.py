@@ -2,8 +2,8 @@
 
 Without torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) the world is one process and nothing is set up:
 a training stage runs exactly as it does alone. Under torchrun every process joins one group (nccl on CUDA,
-gloo on the CPU), rank r computes on ``cuda:LOCAL_RANK``, and the group is destroyed when the stage ends,
-also on an error.
+gloo on the CPU), rank r computes on ``cuda:LOCAL_RANK`` and draws random streams of its own (rank 0 those of a
+process alone), and the group is destroyed when the stage ends, also on an error.
 """
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ import logging
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 from timm.layers import convert_sync_batchnorm
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
+
+from stages.core.runtime import seed_everything
 
 log = logging.getLogger("stages")
 
@@ -56,23 +59,41 @@ def barrier() -> None:
         dist.barrier()
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of process ``rank``'s random streams: ``seed`` itself on rank 0, so that it draws what a process alone
+    draws, one of their own on the others (else every process would draw the same dropout masks). The data order
+    does not depend on them (stages/data/datasets.py draws it from a generator of its own)."""
+    return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
 @contextlib.contextmanager
-def process_group(device: torch.device, environ=os.environ):
+def process_group(device: torch.device, seed: int, environ=os.environ, backend: str | None = None):
     """Join torchrun's group for the duration of the block (nccl on CUDA, pinned to cuda:LOCAL_RANK; gloo on
-    the CPU); only rank 0 logs at INFO, the others' lines would repeat its own. One process: nothing to do."""
+    the CPU; ``backend`` where given), each process seeded with :func:`rank_seed`; only rank 0 logs at INFO, the
+    others' lines would repeat its own. One process: nothing to do."""
     w = world_from_env(environ)
     if w.size == 1:
         yield w
         return
     if device.type == "cuda":
         torch.cuda.set_device(w.local_rank)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
+    seed_everything(rank_seed(seed, w.rank))
     if not w.main:
         log.setLevel(logging.WARNING)
     try:
         yield w
     finally:
         dist.destroy_process_group()
+
+
+def all_gather(obj) -> list:
+    """``obj`` of every process, in rank order ([obj] alone)."""
+    if world().size == 1:
+        return [obj]
+    out = [None] * world().size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:

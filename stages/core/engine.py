@@ -2,7 +2,9 @@
 
 SGD with poly decay (power 0.9) per iteration; a checkpoint after every epoch, written
 atomically and keyed by the run's settings and the contents of its inputs, from which a
-killed run resumes; the per-epoch mean of every loss term in a history CSV.
+killed run resumes as if uninterrupted (it holds the optimizer, schedule and loss scale, and
+the random streams of every process, on the CPU and every GPU); the per-epoch mean of every
+loss term in a history CSV.
 
 Checkpoints hold tensors and plain data only and are read with ``weights_only=True``: one
 that needs any other Python object is refused, never unpickled.
@@ -22,7 +24,7 @@ import torch
 
 from stages import StageError
 from stages.core import distributed
-from stages.core.runtime import Runtime
+from stages.core.runtime import Runtime, rng_state, set_rng_state
 from stages.data.datasets import TrainSamples, epoch_loader
 from stages.utils.io import UnreadableFile, atomic_path, load_tensors, save_model
 from stages.utils.progress import track
@@ -77,20 +79,38 @@ def reference_param_groups(model: torch.nn.Module, is_new: Callable[[str], bool]
     ]
 
 
-def load_checkpoint(path: Path) -> dict | None:
-    """A checkpoint's state; None, with a warning, where the file is unreadable: it is set aside and training starts over.
+def load_checkpoint(path: Path, device: torch.device) -> dict | None:
+    """A checkpoint's state; None where there is none, or, with a warning, where a process cannot read it: rank 0
+    sets it aside once every process has tried it, and every process starts over.
 
     A readable file that needs Python objects besides tensors and plain data was not written by
     :func:`fit` (its checkpoints never do): it is refused with an error rather than set aside, since
     loading it would run its code, and whoever placed it there should look at it.
     """
-    try:
-        return load_tensors(path, "checkpoint", hint=" (delete it to train from the start)")
-    except UnreadableFile as e:
+    state = unreadable = None
+    if path.exists():
+        try:
+            state = load_tensors(path, "checkpoint", hint=" (delete it to train from the start)")
+        except UnreadableFile as e:
+            unreadable = e
+    # every process learns whether any failed, which also waits until all have read the file
+    if not distributed.mean_over_ranks({"unreadable": float(unreadable is not None)}, device)["unreadable"]:
+        return state
+    if distributed.is_main():
         aside = path.with_name(path.name + ".unreadable")
         os.replace(path, aside)
-        log.warning("%s; set aside as %s, training starts over", e, aside.name)
-        return None
+        log.warning("%s; set aside as %s, training starts over", unreadable or f"{path}: unreadable on another process",
+                    aside.name)
+    distributed.barrier()  # set aside before any process goes on
+    return None
+
+
+def saved_rng(state: dict, rank: int) -> dict | None:
+    """The random streams process ``rank`` saved in a checkpoint (see :func:`stages.core.runtime.rng_state`); None where it
+    holds none for that rank (a run resumed on more processes: they keep their own). A checkpoint written before
+    every process's streams were kept holds rank 0's CPU stream alone."""
+    per_rank = state["rng"] if "rng" in state else [{"cpu": state["torch_rng"]}]
+    return per_rank[rank] if rank < len(per_rank) else None
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -154,16 +174,20 @@ def fit(
     max_iteration = cfg["epochs"] * iters_per_epoch
     optimizer = make_sgd(param_groups, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(max_iteration))
+    scaler = rt.grad_scaler()
     start_epoch, history = 0, []
     checkpoint = Path(checkpoint)
-    state = load_checkpoint(checkpoint) if checkpoint.exists() else None
+    state = load_checkpoint(checkpoint, rt.device)
     if state is not None:
         if isinstance(state, dict) and state.get("key") == key:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):  # empty where the scaler passes through (not fp16)
+                scaler.load_state_dict(state["scaler"])
             start_epoch, history = state["epoch"], state["history"]
-            torch.set_rng_state(state["torch_rng"])
+            if (rng := saved_rng(state, world.rank)) is not None:
+                set_rng_state(rng)
             log.info("%s: resumed from %s after epoch %d", desc, checkpoint, start_epoch)
             for row in history if on_epoch else ():
                 on_epoch(row, None)
@@ -186,7 +210,7 @@ def fit(
                 with net.no_sync() if world.size > 1 and j < accumulate - 1 else contextlib.nullcontext():
                     with rt.autocast():
                         terms = step(batch, iteration, max_iteration)
-                    (terms["total"] / accumulate).backward()
+                    scaler.scale(terms["total"] / accumulate).backward()
                 for k, v in terms.items():
                     values[k] = values.get(k, 0.0) + float(v.detach()) / accumulate
             # every rank sees the same mean, so a non-finite loss stops all of them at the same step
@@ -198,18 +222,22 @@ def fit(
                 )
             if on_step:
                 on_step(iteration, max_iteration, values, optimizer.param_groups[0]["lr"])
-            optimizer.step()
+            # the micro-steps' gradients were scaled alike: unscaled at once; a step whose gradients overflowed fp16
+            # is skipped (the same on every process: DDP has averaged them) and the scale lowered
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **{k: v / iters_per_epoch for k, v in sums.items()}}
         history.append(row)
         log.info("%s: %s", desc, ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
+        rng = distributed.all_gather(rng_state(rt.cuda))  # every process's: a resumed one draws on as if uninterrupted
         if world.main:
             _save_checkpoint(checkpoint, {
                 "key": key, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng": rng,
             })
         if on_epoch:
             on_epoch(row, model)

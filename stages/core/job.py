@@ -150,11 +150,16 @@ def split_index(job: Job):
     return index, shard_ids(index.ids(job.input.split), shard_of(job))
 
 
-def runtime(job: Job):
-    """Where and how the job computes: its params' ``runtime`` (device, precision, seed, deterministic), its
-    threads and its loader workers (resource ``workers``)."""
-    from stages.core.runtime import make_runtime  # torch takes seconds to import: only the stages that need it
+def runtime(job: Job, autotune: bool = False):
+    """Where and how the job computes: its params' ``runtime`` (device, precision, seed, deterministic), its threads
+    and its loader workers (resource ``workers``); ``autotune``: its input shapes repeat (training crops), see
+    :func:`stages.core.runtime.make_runtime`. Under torchrun the job's processes share its threads (at least one
+    each) and workers."""
+    # imported here: torch takes seconds to import, and the stages that count, convert or report never need it
+    from stages.core.distributed import world_from_env
+    from stages.core.runtime import make_runtime
 
-    r = job.params.get("runtime", {})
-    return make_runtime(r.get("device", "auto"), r.get("seed", 0), job.resources.get("workers", 0), job.threads,
-                        r.get("precision", "auto"))
+    r, processes = job.params.runtime, world_from_env().size
+    seed = r.get("seed", 0)  # inference depends on a seed only through its inputs: its runtime names none
+    return make_runtime(r["device"], seed, job.resources.get("workers", 0) // processes,
+                        max(1, job.threads // processes), r["precision"], r["deterministic"], autotune)

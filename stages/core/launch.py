@@ -5,23 +5,29 @@ every job would open device 0. Here a job takes the N slots its ``resources.gpu`
 each guarded by an exclusive lock on a file (``fcntl.flock``, released by the kernel when the job ends, however it
 ends), and runs ``stages.<rule>`` with ``CUDA_VISIBLE_DEVICES`` naming those devices only. The pool is
 ``CUDA_VISIBLE_DEVICES`` where it is set (a device listed twice gives two slots on it: two jobs may share it) and
-every device of the host otherwise. Jobs of one SLURM allocation share the locks; separate allocations have their
-own devices and locks. A job that asks for no GPU runs its stage directly.
+every device of the host otherwise; a job of several slots takes them on distinct devices first. A lock is named
+after its physical GPU (the UUID the CUDA driver gives it) and lives in one folder for the whole host: jobs of
+other workflows, users or SLURM allocations, whatever their ``CUDA_VISIBLE_DEVICES``, take the same GPU's locks.
+A job that asks for no GPU runs its stage directly.
 
 A training stage given more than one device runs under ``torchrun``, one process per device
 (DistributedDataParallel, see stages/core/distributed.py); the per-image stages stay one process.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import logging
 import os
 import re
+import subprocess
 import sys
-import tempfile
 import time
+import uuid
+from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 from stages import StageError
 from stages.core.job import LOG_FORMAT, Job
@@ -30,6 +36,10 @@ log = logging.getLogger("stages")
 
 # how often a job that finds every slot taken looks again (a job started without --resources gpu=N)
 POLL_SECONDS = 1.0
+
+# set in the environment of a stage pinned to GPUs on a host with the CUDA driver: the stage must then find CUDA
+# (stages/runtime.py), rather than compute on the CPU
+PINNED = "STAGES_PINNED_GPUS"
 
 # the stages that train with DistributedDataParallel when they have several devices
 DISTRIBUTED_STAGES = {"train_classifier", "train_affinity", "train_segmentation"}
@@ -40,11 +50,7 @@ def gpu_pool(environ=os.environ) -> list[str]:
     visible = environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
-    if not cuda_driver():  # torch would find no device either, after seconds of importing it
-        return []
-    import torch
-
-    return [str(i) for i in range(torch.cuda.device_count())]
+    return [str(i) for i in range(len(visible_uuids() or []))]
 
 
 def cuda_driver() -> bool:
@@ -56,48 +62,139 @@ def cuda_driver() -> bool:
     return True
 
 
-def lock_dir(environ=os.environ) -> Path:
-    """Where the slot locks of this host (and SLURM allocation) live."""
-    job = environ.get("SLURM_JOB_ID")
-    return Path(tempfile.gettempdir()) / f"gpu-slots-{os.getuid()}{f'-{job}' if job else ''}"
+def visible_uuids() -> list[str] | None:
+    """The UUIDs of the devices the CUDA driver shows this process (CUDA_VISIBLE_DEVICES respected, in its order),
+    through the driver API: no torch import. None without the driver library, [] where the driver fails."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    count = ctypes.c_int()
+    if lib.cuInit(0) or lib.cuDeviceGetCount(ctypes.byref(count)):
+        return []
+    # _v2 (drivers since CUDA 11.4) gives a MIG instance its own UUID, the first version its GPU's
+    get_uuid = getattr(lib, "cuDeviceGetUuid_v2", None) or lib.cuDeviceGetUuid
+    uuids = []
+    for i in range(count.value):
+        device, raw = ctypes.c_int(), (ctypes.c_ubyte * 16)()
+        if lib.cuDeviceGet(ctypes.byref(device), i) or get_uuid(raw, device):
+            return []
+        uuids.append(str(uuid.UUID(bytes=bytes(raw))))
+    return uuids
 
 
-def try_acquire(pool: list[str], n: int, folder: Path) -> tuple[list[str], list[int]] | None:
-    """``n`` free slots' devices and their locked file descriptors (held until closed), or None if fewer are free."""
+def device_uuids(entries: list[str], environ=os.environ) -> dict[str, str] | None:
+    """The UUID of each of ``entries`` (CUDA_VISIBLE_DEVICES entries: indices, UUIDs or MIG ids), asked of the driver in
+    a process that sees exactly those devices; None where the host has no CUDA driver, {} where it cannot tell."""
+    if not cuda_driver():
+        return None
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, environ.get("PYTHONPATH")) if p)
+    env = {**environ, "CUDA_VISIBLE_DEVICES": ",".join(entries), "PYTHONPATH": path}
+    try:
+        proc = subprocess.run([sys.executable, "-c", "from stages.core.launch import visible_uuids; print(*visible_uuids() or [])"],
+                              env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return {}
+    found = proc.stdout.split()
+    return dict(zip(entries, found)) if proc.returncode == 0 and len(found) == len(entries) else {}
+
+
+class Slot(NamedTuple):
+    device: str  # the entry of the pool: what CUDA_VISIBLE_DEVICES names it
+    gpu: str  # the physical device: its UUID, or the entry where the driver cannot tell
+    lock: str  # the lock file's name
+
+
+def slots(pool: list[str], uuids: dict[str, str]) -> list[Slot]:
+    """The slots of ``pool``: a device listed k times has k, each with its own lock, named after the physical device
+    and the slot's rank among its slots: jobs whose pools name one GPU by another index (another workflow's
+    CUDA_VISIBLE_DEVICES, another SLURM allocation) or by its UUID take the same locks."""
+    seen: Counter = Counter()
+    out = []
+    for device in pool:
+        gpu = uuids.get(device, device)
+        out.append(Slot(device, gpu, f"{re.sub(r'[^A-Za-z0-9_.-]', '_', gpu)}-{seen[gpu]}.lock"))
+        seen[gpu] += 1
+    return out
+
+
+def lock_dir() -> Path:
+    """The folder of every slot lock of the host, shared by its users and SLURM allocations. Not under $TMPDIR, which
+    SLURM and users point at folders of their own."""
+    return Path("/tmp/gpu-slots")
+
+
+def shared_folder(folder: Path) -> Path:
+    """``folder``, created sticky and writable by every user (whatever the umask); its creator alone may set that."""
     folder.mkdir(parents=True, exist_ok=True)
-    devices, fds = [], []
-    for slot, device in enumerate(pool):
-        fd = os.open(folder / f"slot{slot}-{re.sub(r'[^A-Za-z0-9_.-]', '_', device)}.lock", os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        devices.append(device)
-        fds.append(fd)
-        if len(devices) == n:
-            return devices, fds
-    for fd in fds:
+    with contextlib.suppress(PermissionError):
+        folder.chmod(0o1777)
+    return folder
+
+
+def lock(path: Path) -> int | None:
+    """A descriptor holding an exclusive lock on ``path``, or None where another job holds it. The file is made
+    readable and writable by every user, whatever the umask, so that anyone's job can lock it later."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except PermissionError:  # another user's file before its creator has opened it up: busy for now
+        return None
+    with contextlib.suppress(PermissionError):  # only the file's owner may; it did when it created it
+        os.fchmod(fd, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def try_acquire(pool: list[Slot], n: int, folder: Path) -> tuple[list[Slot], list[int]] | None:
+    """``n`` free slots and their locked file descriptors (held until closed), or None if fewer are free.
+
+    Distinct devices first: a slot of a device the job already holds is taken only once it holds as many devices
+    as it asks for or as the pool has; a job that cannot get that many waits, rather than run a multi-GPU training
+    as one process on one device."""
+    shared_folder(folder)
+    held: dict[Slot, int] = {}
+    for distinct in (True, False):
+        for slot in pool:
+            if len(held) == n or slot in held or (distinct and slot.gpu in {s.gpu for s in held}):
+                continue
+            if (fd := lock(folder / slot.lock)) is not None:
+                held[slot] = fd
+    if len(held) == n and len({s.gpu for s in held}) == min(n, len({s.gpu for s in pool})):
+        return list(held), list(held.values())
+    for fd in held.values():
         os.close(fd)
     return None
 
 
-def acquire(pool: list[str], n: int, folder: Path, poll: float = POLL_SECONDS) -> tuple[list[str], list[int]]:
+def acquire(pool: list[Slot], n: int, folder: Path, poll: float = POLL_SECONDS) -> tuple[list[Slot], list[int]]:
     """``n`` slots of ``pool``, waiting until other jobs free them."""
     if n > len(pool):
-        raise StageError(f"--gpus {n}: this host has {len(pool)} GPU slot(s) ({','.join(pool) or 'none'})")
+        names = ",".join(s.device for s in pool) or "none"
+        raise StageError(f"--gpus {n}: this host has {len(pool)} GPU slot(s) ({names})")
     while (got := try_acquire(pool, n, folder)) is None:
         time.sleep(poll)
     return got
 
 
-def pinned_env(n: int, environ=os.environ, folder: Path | None = None) -> tuple[dict, list[int]]:
-    """The environment of a stage that uses ``n`` GPUs, and the lock descriptors to hold while it runs."""
+def pinned_env(n: int, environ=os.environ, folder: Path | None = None, uuids=device_uuids) -> tuple[dict, list[int]]:
+    """The environment of a stage that uses ``n`` GPUs, and the lock descriptors to hold while it runs. ``uuids(entries,
+    environ)`` names the physical devices (see :func:`device_uuids`; None: the host has no CUDA driver)."""
     pool = gpu_pool(environ) if n > 0 else []
     if not pool:  # a CPU job, or a host without GPUs (device: auto computes on the CPU)
         return dict(environ), []
-    devices, fds = acquire(pool, n, folder or lock_dir(environ))
-    return {**environ, "CUDA_VISIBLE_DEVICES": ",".join(dict.fromkeys(devices))}, fds
+    found = uuids(list(dict.fromkeys(pool)), environ)
+    held, fds = acquire(slots(pool, found or {}), n, folder or lock_dir())
+    devices: dict[str, str] = {}
+    for slot in held:  # each GPU once (one process each), as the job's first slot on it names it
+        devices.setdefault(slot.gpu, slot.device)
+    visible = ",".join(devices.values())
+    # a host without the driver (a pool named in CUDA_VISIBLE_DEVICES on a CPU machine) computes on the CPU
+    return {**environ, "CUDA_VISIBLE_DEVICES": visible, **({PINNED: visible} if found is not None else {})}, fds
 
 
 def processes(env: dict) -> int:

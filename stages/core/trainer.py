@@ -76,13 +76,14 @@ class TensorBoard:
             self.writer.close()
 
 
-def train(job: Job, build: Callable[..., Training], desc: str | None = None) -> list[dict]:
+def train(job: Job, build: Callable[..., Training], desc: str | None = None, backend: str | None = None) -> list[dict]:
     """Run the training ``build(job, index, ids, rt)`` declares, on the job's split; write the model (state_dict +
-    sidecar) and history.csv beside it. Returns the history."""
-    rt = runtime(job)
+    sidecar) and history.csv beside it. Returns the history. ``backend``: the process group's under torchrun, where
+    not the device's own (see :func:`stages.core.distributed.process_group`)."""
+    rt = runtime(job, autotune=True)  # the training crops repeat one shape
     index, ids = split_index(job)
     cfg = job.params.cfg
-    with distributed.process_group(rt.device):
+    with distributed.process_group(rt.device, rt.seed, backend=backend):
         training = build(job, index, ids, rt)
         data = training.data
         # the settings and the inputs' contents (labels, the images' and masks' sizes and mtimes, a model's bytes):

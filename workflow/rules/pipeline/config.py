@@ -74,9 +74,11 @@ def _message(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
-def coerce_numbers(config: dict, schema: dict) -> None:
-    """Turn strings like ``1e-3`` into floats where the schema asks for a number, and digit strings into integers
-    where it asks for one (``--config seeds=[0,1,2]`` hands Snakemake's list items over as strings)."""
+def coerce_scalars(config: dict, schema: dict) -> None:
+    """Turn strings like ``1e-3`` into floats where the schema asks for a number, digit strings into integers
+    where it asks for one (``--config seeds=[0,1,2]`` hands Snakemake's list items over as strings), and YAML's
+    ``true`` and ``false`` into booleans where it asks for one (Snakemake's ``--config`` reads only ``True`` and
+    ``False`` as booleans)."""
     for error in _STRICT(schema).iter_errors(config):
         expected = error.validator_value if error.validator == "type" else None
         expected = expected if isinstance(expected, list) else [expected]
@@ -87,6 +89,8 @@ def coerce_numbers(config: dict, schema: dict) -> None:
             value = int(text)
         elif "number" in expected and EXPONENT.match(text):
             value = float(text)
+        elif "boolean" in expected and text in ("true", "false"):
+            value = text == "true"
         else:
             continue
         *parents, last = error.absolute_path
@@ -241,10 +245,10 @@ def constraint_errors(config: dict) -> list[str]:
 
 
 def check_config(config: dict, schema_path) -> dict:
-    """Coerce exponent-form numbers, check the schema and every constraint, fill in the defaults; return the
-    config. Every problem at once: :class:`ConfigError` holds one line per problem."""
+    """Coerce exponent-form numbers (and the other scalars the command line hands over as strings), check the
+    schema and every constraint, fill in the defaults; return the config. Every problem at once: :class:`ConfigError` holds one line per problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    coerce_numbers(config, schema)
+    coerce_scalars(config, schema)
     errors = schema_errors(config, schema)
     fill_defaults(config, schema)
     errors += constraint_errors(config)
