@@ -29,7 +29,7 @@ def eval_cams(index, ids, cams: Path, cfg: dict) -> dict:
     for image_id in track(ids, "eval_cams"):
         d = load_npz(cams / f"{image_id}.npz")
         gt = scored_mask(index, image_id)
-        agreement.add(image_id, gt)
+        agreement.add(image_id, gt, d["keys"].tolist())
         cam = d["cam"].astype(np.float32)
         for k, t in enumerate(ts):
             conf[k] += confusion(resize_labels(cam_to_label(cam, d["keys"], t), gt.shape), gt, n)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from stages import StageError
 from stages.convert_sbd import read_sbd_mask
+from stages.core.metrics import score_label_maps
 from stages.data.index import load_index
 from stages.data.voc import MODE_READERS, TRANSPARENT, VOC_CLASSES, capped_size, read_ids, read_image, read_mask
 from stages.image_labels import build_index, image_size
@@ -274,23 +275,23 @@ def test_tags_json_and_xml_give_the_masks_labels(own_dataset, tiny_voc, tmp_path
         tags.write_text(json.dumps({i: [CLASSES[c - 1] for c in cs] for i, cs in classes.items()}))
     index, split_ids = own_index(root, labels="xml" if source == "xml" else "tags", tags=str(tags), mask_splits=["train", "val"])
     assert index.labels == classes and split_ids["train"][:2] == ["syn 000003", "street/0001"]
-    assert index.disagreement == {"train": {"images": 8, "disagree": 0, "first": None},
-                                  "val": {"images": 4, "disagree": 0, "first": None}}
     assert index.image_path("street/0001") == root / "images/street/0001.png"
     assert index.image_path("syn 000003") == root / "images/syn 000003.jpg"
     assert index.size("syn 000003") == (64, 64) and index.read_image("syn 000003").shape == (64, 64, 3)
 
 
-def test_tags_that_disagree_with_the_masks_are_counted_not_fatal(own_dataset, tiny_voc, tmp_path):
+def test_tags_that_disagree_with_the_masks_are_counted_where_the_masks_are_scored(own_dataset, tiny_voc, tmp_path):
     root, classes = own_dataset(tiny_voc, tmp_path)
     first = next(iter(classes))
     wrong = [c for c in CLASSES if CLASSES.index(c) + 1 not in classes[first]][0]
     lines = (root / "tags.csv").read_text().splitlines()
     lines[1] = f"{first},{wrong}"
     (root / "tags.csv").write_text("\n".join(lines) + "\n")
-    index, _ = own_index(root, mask_splits=["train"])
+    index, split_ids = own_index(root, mask_splits=["train"])
     assert index.labels[first] == [CLASSES.index(wrong) + 1]
-    assert index.disagreement == {"train": {"images": 8, "disagree": 1, "first": first}}
+    scored = score_label_maps(index, split_ids["train"], root / "masks")  # the masks themselves, as predictions
+    assert scored["miou"] == 100.0
+    assert scored["label_disagreement"] == {"source": "tags", "images": 8, "disagree": 1, "first": first}
 
 
 def test_index_without_masks_round_trips(own_dataset, tiny_voc, tmp_path):

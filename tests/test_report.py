@@ -65,8 +65,9 @@ def test_markdown_has_no_warning_when_every_class_has_a_training_image():
 def test_rows_left_out_and_label_disagreement_are_stated():
     from stages.report import label_notes
 
-    index = {"source": "tags", "disagreement": {"val": {"images": 40, "disagree": 3, "first": "holiday/IMG 0042"}}}
-    md = to_markdown([], ["segmentation on val: that split has no masks (data.mask_splits)"], label_notes(index))
+    rows = [{"split": "val", "label_disagreement": {"source": "tags", "images": 40, "disagree": 3,
+                                                    "first": "holiday/IMG 0042"}}] * 2  # one note per split
+    md = to_markdown([], ["segmentation on val: that split has no masks (data.mask_splits)"], label_notes(rows))
     assert md.splitlines()[-7:] == [
         "Not scored:", "", "- segmentation on val: that split has no masks (data.mask_splits)", "",
         "Image-level labels:", "", "- tags labels differ from the mask's classes on 3 of 40 val images (first: holiday/IMG 0042)"]

@@ -19,7 +19,7 @@ def seeds_config(workdir, seeds):
 def test_two_seeds_run_each_seed_dependent_job_twice_and_share_the_labels(snakemake, planned_jobs, workdir):
     jobs = planned_jobs(snakemake(workdir, "-n", *seeds_config(workdir, [0, 1])))
     assert jobs == {**{rule: 2 * n for rule, n in PER_SEED_JOBS.items()}, "make_dataset": 1,
-                    "image_labels": 1, "summary": 1, "figures": 1, "all": 1}
+                    "fingerprint": 5, "image_labels": 1, "summary": 1, "figures": 1, "all": 1}
 
 
 @pytest.fixture(scope="module")

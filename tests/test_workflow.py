@@ -1,15 +1,18 @@
 """The Snakemake DAG: config validation, its shape, a whole micro run, and what a change reruns."""
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import bare_env
+from conftest import SNAKEMAKE, bare_env
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,16 +99,17 @@ def test_a_wrong_value_stops_the_run_and_names_the_key(snakemake, workdir, key, 
 def test_deterministic_reaches_the_training_and_inference_stages(snakemake, workdir):
     """A param of every GPU stage, like device and precision: changing it reruns them."""
     proc = snakemake(workdir, "-n", "-p", "--forceall", "--configfile", "config/micro.yaml", "--config", "deterministic=true")
-    runtimes = dict(re.findall(r"-m stages\.launch --gpus \d+ stages\.(\w+) .*?--runtime '([^']*)'", proc.stdout))
+    jobs = [(rule, json.loads(job)) for rule, job in re.findall(r"-m stages\.core\.launch (\w+) '([^']*)'", proc.stdout)]
+    runtimes = {rule: job["params"]["runtime"] for rule, job in jobs if "runtime" in job["params"]}
     assert set(runtimes) == {"train_classifier", "make_cams", "train_affinity", "random_walk", "train_segmentation",
                              "predict_segmentation"}
-    assert all(json.loads(r)["deterministic"] is True for r in runtimes.values())
+    assert all(r["deterministic"] is True for r in runtimes.values())
 
 
 def test_dag_has_every_stage_of_the_paper(snakemake, planned_jobs, workdir):
     jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/config.yaml"))
     assert jobs == {
-        "make_dataset": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cams": 1,
+        "fingerprint": 5, "make_dataset": 1, "image_labels": 1, "train_classifier": 1, "make_cams": 1, "eval_cams": 1,
         "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1, "eval_pseudo_labels": 1,
         "train_segmentation": 2, "predict_segmentation": 3, "eval_segmentation": 3, "report": 1, "summary": 1, "figures": 1,
         "all": 1,
@@ -306,22 +310,109 @@ def test_dropping_the_upper_bound_retrains_nothing(snakemake, planned_jobs, micr
     assert planned_jobs(proc) == {"report": 1, "summary": 1, "figures": 1, "all": 1}
 
 
-def test_a_mask_overwritten_in_place_reruns_the_labels(snakemake, planned_jobs, micro_run, workdir):
-    """Last in this module: it changes the micro dataset."""
-    masks = workdir / "resources/micro/VOCdevkit/VOC2012/SegmentationClass"
-    folder_mtime = masks.stat().st_mtime_ns
-    for path in masks.glob("*.png"):
-        with Image.open(path) as png:
-            mask = np.zeros((png.size[1], png.size[0]), np.uint8)
-            palette = png.getpalette()
-        mask[8:24, 8:24] = 2  # one square on background
-        out = Image.fromarray(mask, mode="P")
-        out.putpalette(palette)
-        out.save(path)  # in place: the folder's mtime does not change
-    assert masks.stat().st_mtime_ns == folder_mtime
-    jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "--config", "device=cpu"))
-    assert jobs["image_labels"] == 1 and "dataset_manifest" not in jobs  # the manifest was refreshed at start-up
-    snakemake(workdir, "--cores", "2", "results/micro/labels/image_labels.json", "--configfile", "config/micro.yaml",
-              "--config", "device=cpu")
-    labels = json.loads((micro_run / "labels/image_labels.json").read_text())["labels"]
-    assert set(map(tuple, labels.values())) == {(2,)}
+# -- an interrupted job: Snakemake removes a job's outputs when it starts and when it fails, and everything after it
+# still exists from the run before. A plain rerun must finish it (resuming its staged images or its checkpoint) and
+# rerun everything after it, never take the older tables for current. ---------------------------------------------
+
+# What depends on the CAMs (the per-image stage of these tests) and on the classifier (the training stage).
+AFTER_CAMS = {"eval_cams", "affinity_labels", "train_affinity", "random_walk", "pseudo_labels", "eval_pseudo_labels",
+              "train_segmentation", "predict_segmentation", "eval_segmentation", "report", "summary", "figures"}
+AFTER_CLASSIFIER = {"make_cams", *AFTER_CAMS}
+
+
+@pytest.fixture
+def copied_run(micro_run, workdir, tmp_path):
+    """A copy of the finished micro run (results, dataset, Snakemake's records) that a test may interrupt."""
+    copy = tmp_path / "wf"
+    shutil.copytree(workdir, copy, symlinks=True)
+    return copy
+
+
+def micro(snakemake, wd, *args, overlay=None, check=True):
+    extra = []
+    if overlay:
+        (wd / "overlay.yaml").write_text(overlay)
+        extra = ["overlay.yaml"]
+    return snakemake(wd, *args, "--configfile", "config/micro.yaml", *extra, "--config", "device=cpu", check=check)
+
+
+def fail_make_cams(snakemake, wd, *args, overlay=None):
+    """make_cams started (Snakemake removes its folder), stages 12 of the 16 images, then stops on an unreadable
+    one; the image is put back as it was."""
+    last = (wd / "results/micro/labels/splits/train.txt").read_text().split()[-1]
+    image = wd / f"resources/micro/VOCdevkit/VOC2012/JPEGImages/{last}.jpg"
+    shutil.copy2(image, wd / "kept.jpg")
+    image.write_bytes(b"not a jpeg")
+    proc = micro(snakemake, wd, "--cores", "1", *args, "results/micro/seed_0/cams/puzzle", overlay=overlay, check=False)
+    shutil.copy2(wd / "kept.jpg", image)
+    assert proc.returncode != 0 and "corrupt image" in proc.stdout + proc.stderr
+    assert not (wd / "results/micro/seed_0/cams/puzzle").exists()
+    assert len(list((wd / "results/micro/seed_0/cams/.puzzle.staging").glob("*.npz"))) == 12
+
+
+def interrupt_training(wd, *args, overlay):
+    """train_classifier started (Snakemake removes its model), stopped with Ctrl-C after its first epoch's checkpoint."""
+    (wd / "overlay.yaml").write_text(overlay)
+    checkpoint = wd / "results/micro/seed_0/checkpoints/train_classifier/puzzle.pt"
+    command = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(wd), "--cores", "1", *args,
+               "results/micro/seed_0/classifier/puzzle/model.pt", "--configfile", "config/micro.yaml", "overlay.yaml",
+               "--config", "device=cpu"]
+    proc = subprocess.Popen(command, cwd=wd, env=bare_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the training ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C on a terminal: Snakemake and its job; Snakemake removes its outputs
+    assert proc.wait(timeout=120) != 0
+    assert checkpoint.exists() and not (wd / "results/micro/seed_0/classifier/puzzle/model.pt").exists()
+
+
+def planned_rules(snakemake, planned_jobs, wd, overlay=None) -> set[str]:
+    return set(planned_jobs(micro(snakemake, wd, "-n", overlay=overlay))) - {"all"}
+
+
+def test_a_per_image_stage_interrupted_after_a_setting_change_is_finished_and_everything_after_it(
+        snakemake, planned_jobs, copied_run):
+    overlay = "cams: {scales: [1.0, 0.75], flip: true}\n"
+    fail_make_cams(snakemake, copied_run, overlay=overlay)
+    assert planned_rules(snakemake, planned_jobs, copied_run, overlay) == {"make_cams", *AFTER_CAMS}
+    proc = micro(snakemake, copied_run, "--cores", "1", "results/micro/seed_0/cams/puzzle", overlay=overlay)
+    assert proc.returncode == 0
+    log = (copied_run / "results/micro/seed_0/logs/make_cams/puzzle.log").read_text()
+    assert "puzzle: 12 of 16 images staged by an earlier run; computing the other 4" in log
+
+
+def test_a_per_image_stage_interrupted_after_forcerun_is_finished_and_everything_after_it(snakemake, planned_jobs,
+                                                                                        copied_run):
+    fail_make_cams(snakemake, copied_run, "--forcerun", "make_cams")
+    assert planned_rules(snakemake, planned_jobs, copied_run) == {"make_cams", *AFTER_CAMS}
+
+
+def test_a_training_interrupted_after_a_setting_change_resumes_and_everything_after_it_reruns(snakemake, planned_jobs,
+                                                                                            copied_run):
+    overlay = "classifier: {epochs: 8}\n"
+    interrupt_training(copied_run, overlay=overlay)
+    assert planned_rules(snakemake, planned_jobs, copied_run, overlay) == {"train_classifier", *AFTER_CLASSIFIER}
+    micro(snakemake, copied_run, "--cores", "1", "results/micro/seed_0/classifier/puzzle/model.pt", overlay=overlay)
+    log = (copied_run / "results/micro/seed_0/logs/train_classifier/puzzle.log").read_text()
+    assert "train_classifier[puzzle]: resumed from" in log and "epoch=8" in log
+
+
+def test_a_training_interrupted_after_forcerun_reruns_with_everything_after_it(snakemake, planned_jobs, copied_run):
+    overlay = "classifier: {epochs: 8}\n"  # long enough to be interrupted between two epochs
+    micro(snakemake, copied_run, "--cores", "1", "results/micro/seed_0/classifier/puzzle/model.pt", overlay=overlay)
+    interrupt_training(copied_run, "--forcerun", "train_classifier", overlay=overlay)
+    assert planned_rules(snakemake, planned_jobs, copied_run, overlay) == {"train_classifier", *AFTER_CLASSIFIER}
+
+
+def test_a_dry_run_and_the_linter_leave_the_tree_as_they_found_it(snakemake, copied_run):
+    """Nothing runs or writes while Snakemake parses the workflow (Snakemake's own records aside)."""
+    def tree():
+        return {p.relative_to(copied_run): p.stat().st_mtime_ns for p in copied_run.rglob("*")
+                if ".snakemake" not in p.parts}
+
+    before = tree()
+    micro(snakemake, copied_run, "-n")
+    micro(snakemake, copied_run, "--lint", check=False)
+    assert tree() == before

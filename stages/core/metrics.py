@@ -56,9 +56,10 @@ class LabelAgreement:
     def __init__(self, index):
         self.index, self.images, self.differ = index, 0, []
 
-    def add(self, image_id: str, mask: np.ndarray) -> None:
+    def add(self, image_id: str, mask: np.ndarray, labels: list[int] | None = None) -> None:
+        """``labels``: the image-level labels a result was computed with (a CAM's keys); the index's by default."""
         in_mask = image_level_labels(mask, self.index.num_classes)
-        labels = self.index.labels.get(image_id, [])
+        labels = self.index.labels.get(image_id, []) if labels is None else list(labels)
         self.images += 1
         if labels == in_mask:
             return
