@@ -1,7 +1,9 @@
 # make run   create .venv, install the pinned dependencies, run the whole pipeline on the embedded dataset
+#            (CONFIG="config/voc2012.yaml" ARGS="--config data_root=/data": other config files and Snakemake arguments)
 # make test  the test suite (unit tests and the whole DAG on a micro config)
 # make lint  snakemake --lint, ruff and snakefmt (what CI runs before the tests)
 # make gpu-check  the GPU paths on this machine's GPU (bench/gpu_check.py): a table in bench/gpu_check.md
+# make dag   docs/dag.md: the DAG picture, drawn from the workflow's rules
 PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV)/bin)
@@ -9,7 +11,10 @@ STAMP := $(VENV)/.installed-$(shell cksum envs/requirements.txt | cut -d' ' -f1)
 RUN := $(shell sed -n 's/^run: *\([^ #]*\).*/\1/p' config/config.yaml)
 CORES ?= all
 
-.PHONY: run test lint gpu-check install clean
+CONFIG ?= config/config.yaml
+CHECK_CONFIG := PYTHONPATH=workflow/rules $(BIN)/python -m pipeline.config
+
+.PHONY: run check-config test lint gpu-check dag install clean
 
 install: $(STAMP)
 
@@ -22,16 +27,23 @@ $(STAMP): envs/requirements.txt
 	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	rm -f $(VENV)/.installed-* && touch $@
 
-run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
+run: $(STAMP) check-config
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(ARGS)
 	@echo
-	@cat results/$(RUN)/tables/miou.md
+	@cat results/$$($(CHECK_CONFIG) --run-name $(CONFIG))/tables/miou.md
+
+# Snakemake reads the files of --configfile before the workflow can check them, and names no line of a YAML mistake.
+check-config: $(STAMP)
+	@$(CHECK_CONFIG) $(CONFIG)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder tests
 
 gpu-check: $(STAMP)
 	$(BIN)/python -m bench.gpu_check
+
+dag: $(STAMP)
+	PYTHONPATH=workflow/rules $(BIN)/python -m pipeline.dag docs/dag.md
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

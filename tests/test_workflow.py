@@ -48,6 +48,49 @@ def test_a_bad_value_stops_the_run_in_one_line_naming_the_keys(snakemake, workdi
     assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1] == message
 
 
+def test_every_problem_of_the_config_stops_the_run_at_once_one_line_each(snakemake, workdir):
+    (workdir / "bad2.yaml").write_text("classifier: {epochs: 2.0}\naffinity_labels: {fg_threshold: 0.05}\nrun: ..\n")
+    proc = snakemake(workdir, "-n", "--configfile", "config/micro.yaml", "bad2.yaml", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-3:] == [
+        "config classifier.epochs: 2.0 is not an integer (write 2)",
+        "config run: '..': the run's name, not a path (letters, digits, _ . -, not starting with a dot): outputs go to "
+        "results/<run>/",
+        "config affinity_labels.bg_threshold (0.1) must be below affinity_labels.fg_threshold (0.05)"]
+
+
+def test_a_yaml_mistake_in_the_default_config_names_the_file_and_line(snakemake, tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text("run: x\nclassifier:\n  epochs: 3\n   lr: 0.1\n")
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "config/config.yaml:4:6: not valid YAML: mapping values are not allowed here"
+
+
+def test_make_run_names_a_yaml_mistake_in_the_files_it_is_given(tmp_path):
+    """Snakemake reads the files of --configfile before the workflow can check them: make run checks them first."""
+    (tmp_path / "mine.yaml").write_text("classifier: {epochs: 3\n")
+    proc = subprocess.run(["make", "-s", "-C", str(ROOT), "check-config", f"CONFIG={tmp_path / 'mine.yaml'}",
+                           f"BIN={Path(sys.executable).parent}"], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert f"{tmp_path / 'mine.yaml'}:2:1: not valid YAML" in proc.stderr
+
+
+def test_the_warnings_of_a_run_are_shown_at_its_end(snakemake, tiny_voc, own_dataset, tmp_path):
+    root, _ = own_dataset(tiny_voc, tmp_path)
+    with open(root / "train.txt", "a") as f:
+        f.write("street/0001\n")  # listed twice: read once, with a warning in image_labels's log
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "config").symlink_to(ROOT / "config")
+    proc = snakemake(wd, "--cores", "1", "results/custom/labels/image_labels.json", "--configfile", "config/custom.yaml",
+                     "--config", f"data_root={root}", "data={classes: [disc, square, triangle, cross]}")
+    lines = proc.stderr.splitlines()
+    at = lines.index("Warnings of this run (1; each job's log under results/custom has them in context):")
+    assert lines[at + 1] == f"  warning: {root / 'train.txt'}: 1 repeated ids read once (first: 'street/0001')"
+
+
 def test_a_number_in_exponent_form_reaches_the_stage_as_a_number(snakemake, workdir):
     (workdir / "lr.yaml").write_text("classifier: {lr: 1e-3}\n")
     proc = snakemake(workdir, "-n", "-p", "--configfile", "config/micro.yaml", "lr.yaml")
@@ -104,6 +147,16 @@ def test_deterministic_reaches_the_training_and_inference_stages(snakemake, work
     assert set(runtimes) == {"train_classifier", "make_cams", "train_affinity", "random_walk", "train_segmentation",
                              "predict_segmentation"}
     assert all(r["deterministic"] is True for r in runtimes.values())
+
+
+def test_the_dag_picture_is_the_workflows():
+    """docs/dag.md is drawn from the rules (make dag): a rule added, removed or rewired without redrawing it fails."""
+    from pipeline.dag import dag_md
+
+    assert (ROOT / "docs/dag.md").read_text() == dag_md(), "the workflow changed: run make dag"
+    rules = {r for f in (ROOT / "workflow/rules").glob("*.smk") for r in re.findall(r"^ *rule (\w+):", f.read_text(), re.M)}
+    drawn = set(re.findall(r"^    (\w+) --> (\w+)$", (ROOT / "docs/dag.md").read_text(), re.M))
+    assert {r for edge in drawn for r in edge} == rules - {"all"}
 
 
 def test_dag_has_every_stage_of_the_paper(snakemake, planned_jobs, workdir):

@@ -10,7 +10,7 @@ from snakemake.settings.types import DeploymentMethod
 
 from pipeline.binding import STAGE, stage
 from pipeline.dataset import DatasetPlan
-from pipeline.warnings import show_warnings
+from pipeline.run_end import show_warnings
 import stages
 from stages.data.layout import DatasetLayout
 

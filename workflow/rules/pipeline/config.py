@@ -255,3 +255,37 @@ def check_config(config: dict, schema_path) -> dict:
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def merged(paths) -> dict:
+    """The config files merged in order, as Snakemake merges the files of --configfile."""
+    config: dict = {}
+
+    def merge(base: dict, extra: dict) -> dict:
+        for k, v in extra.items():
+            base[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        return base
+
+    for path in paths:
+        merge(config, load_yaml(path))
+    return config
+
+
+def main(argv=None) -> None:
+    """``python -m pipeline.config [--run-name] FILE...`` (workflow/rules on the path): the files' YAML checked (a mistake named with
+    its file and line, exit 2), before Snakemake reads them; with --run-name, the run those files name."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    run_name = argv[:1] == ["--run-name"]
+    try:
+        config = merged(argv[1:] if run_name else argv)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        sys.exit(2)
+    if run_name:
+        print(config.get("run", ""))
+
+
+if __name__ == "__main__":
+    main()
