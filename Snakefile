@@ -19,6 +19,7 @@ include: "workflow/rules/pseudo_labels.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/shards.smk"
+include: "workflow/rules/segment.smk"
 
 
 # Jobs of seconds (listing files, tables, the report) run where Snakemake runs instead of queueing on a cluster

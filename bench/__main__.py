@@ -12,8 +12,8 @@ import torch
 from bench.measure import measure_cases
 from bench.report import results_md, table
 from bench.stages import CASES, Settings
-from stages.utils.io import write_text
 from stages.core.runtime import PRECISIONS
+from stages.utils.io import write_text
 
 
 def size(text: str) -> tuple[int, int]:

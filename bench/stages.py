@@ -22,11 +22,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench import naive
 from bench.inputs import NUM_CLASSES, noisy_labels, samples
+from stages.core.engine import make_sgd, reference_param_groups
+from stages.core.parallel import imap
+from stages.core.runtime import make_runtime, resolve_precision, seed_everything
+from stages.core.segmenter import BATCH_SIZE as SEGMENTER_BATCH
+from stages.core.segmenter import segment
 from stages.data.datasets import TrainSamples, epoch_loader
 from stages.data.synthetic import make_sample
 from stages.data.transforms import normalize
-from stages.core.engine import make_sgd, reference_param_groups
-from stages.utils.io import save_label_png
 from stages.make_cams import BATCH_SIZE, batched_cams
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
@@ -36,11 +39,10 @@ from stages.models.segmentation import is_new as segmentation_is_new
 from stages.ops.crf import crf_labels
 from stages.ops.puzzle import VARIANTS
 from stages.ops.random_walk import random_walk
-from stages.core.parallel import imap
-from stages.core.runtime import make_runtime, resolve_precision, seed_everything
 from stages.train_affinity import affinity_step
 from stages.train_classifier import puzzle_step
 from stages.train_segmentation import segmentation_step
+from stages.utils.io import save_label_png
 
 CAM_SCALES = (1.0, 0.5, 1.5, 2.0)
 SEG_SCALES = (0.5, 1.0, 1.5)
@@ -329,7 +331,7 @@ def seg_project(state) -> list:
     """As predict_segmentation: the model placed by the runtime, scales batched with their flips."""
     rt = state["rt"]
     model = rt.place(copy.deepcopy(state["model"]))
-    return [multiscale_logits(model, normalize(d.image).to(rt.device), SEG_SCALES, True, rt.autocast).float().cpu().numpy()
+    return [multiscale_logits(model, normalize(d.image).to(rt.device)[None], SEG_SCALES, True, rt.autocast)[0].float().cpu().numpy()
             for d in state["data"]]
 
 
@@ -341,6 +343,39 @@ def seg_naive(state) -> list:
 register(Case("DeepLabv3+ multi-scale inference (3 scales x flip)", seg_setup, seg_project, seg_naive, max_rel,
               half_or(5e-2, 8e-2), n_images, image_size, "max |difference| of the logits / max |logit| (the same 0.5 downscale)",
               "per image, fp32, PIL resize per scale"))
+
+
+# -- segmenting a folder of photos ---------------------------------------------------------------
+
+# the predict_segmentation settings of config/voc2012.yaml, less one scale (the reference's test-time CRF)
+SEGMENT_CFG = {"scales": list(SEG_SCALES), "flip": True, "crf": {**CRF, "bilateral": {"sxy": 80, "srgb": 13, "compat": 10}}}
+
+
+def segment_setup(s: Settings) -> dict:
+    """A folder's worth of photos of one size (VOC's sizes repeat: most batches fill up), a DeepLabv3+."""
+    seed_everything(s.seed)
+    return {"model": create_deeplab(s.backbone, NUM_CLASSES + 1, 256).eval(), "rt": runtime(s), "processes": s.threads,
+            "data": samples(cam_images(s), s.height, s.width, s.seed)}
+
+
+def _label(key, image, label):
+    return label
+
+
+def segment_folder(state, batch_size: int) -> list:
+    """rule segment's inference (stages/core/segmenter.py): ``batch_size`` same-size photos per forward, the CRF in
+    the pool while the next batch runs."""
+    rt = state["rt"]
+    model = rt.inference_model(copy.deepcopy(state["model"])) if rt.cuda else rt.place(copy.deepcopy(state["model"]))
+    photos = [(k, d.image) for k, d in enumerate(state["data"])]
+    return list(segment(model, photos, SEGMENT_CFG, rt, state["processes"], _label, batch_size=batch_size))
+
+
+register(Case("segment a folder (3 scales x flip + CRF)", segment_setup,
+              functools.partial(segment_folder, batch_size=SEGMENTER_BATCH), functools.partial(segment_folder, batch_size=1),
+              differing_fraction, lambda s: 1e-3, cam_images, image_size,
+              "fraction of pixels labelled differently (a batch's arithmetic is not one image's, to the last bit)",
+              "one photo at a time (the same inference and CRF pool)"))
 
 
 # -- the embedded default's whole training steps ------------------------------------------------

@@ -1,7 +1,8 @@
-"""Puzzle-CAM weakly-supervised semantic segmentation, one module per pipeline stage.
+"""Puzzle-CAM weakly-supervised semantic segmentation: the stages of the pipeline.
 
-Each stage module (``python -m stages.<rule>``) is a thin command line over the
-functions in ``stages.data``, ``stages.models`` and ``stages.ops``.
+Each rule of the workflow has its module here, ``stages/<rule>.py``, run as ``python -m stages.<rule> JOB`` (the
+job its rule renders: stages/core/job.py); ``segment`` also runs on its own (``python -m stages.segment --help``).
+Below them: ``core`` (the machinery the stages share), ``models``, ``ops``, ``data``, and ``utils`` at the bottom.
 """
 
 

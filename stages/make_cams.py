@@ -1,7 +1,6 @@
 """Rule make_cams: multi-scale + flip CAMs of every training image, one npz per image."""
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -12,22 +11,12 @@ from stages.core.staging import StagedOutputs, inputs_key
 from stages.data.transforms import normalize
 from stages.models.factory import load_classifier
 from stages.ops.cam import multiscale_cams
+from stages.utils.batches import same_size_batches
 from stages.utils.io import save_npz
 from stages.utils.progress import track
 
 # images per forward (each with its flip); VOC's sizes repeat, so most batches fill up
 BATCH_SIZE = 4
-
-
-def same_size_batches(images, batch_size: int):
-    """Group (id, image) pairs into lists of up to ``batch_size`` images of one size; leftovers come last."""
-    groups = defaultdict(list)
-    for image_id, img in images:
-        group = groups[img.shape]
-        group.append((image_id, img))
-        if len(group) == batch_size:
-            yield groups.pop(img.shape)
-    yield from groups.values()
 
 
 def batched_cams(model, images, classes: dict, cfg: dict, rt, batch_size: int = BATCH_SIZE):

@@ -38,8 +38,8 @@ def segmentation_scores(model, index, ids: list[str], rt) -> dict[str, float]:
     n = index.num_classes + 1
     conf = np.zeros((n, n), np.int64)
     for image_id in ids:
-        x = normalize(index.read_image(image_id)).to(rt.device)
-        pred = multiscale_logits(model, x, [1.0], False, rt.autocast).argmax(0).cpu().numpy().astype(np.uint8)
+        x = normalize(index.read_image(image_id)).to(rt.device)[None]
+        pred = multiscale_logits(model, x, [1.0], False, rt.autocast)[0].argmax(0).cpu().numpy().astype(np.uint8)
         gt = read_mask(index.mask_path(image_id))
         conf += confusion(resize_labels(pred, gt.shape), gt, n)
     return {"miou": score(conf, index.names_with_background)["miou"]}

@@ -15,12 +15,12 @@ from bench import naive
 from bench.measure import TreePeak, anon_rss
 from bench.report import Row, embedded_projection
 from bench.stages import CASES, EMBEDDED_MODELS, Settings, cam_setup, crf_setup, embedded_config, walk, walk_setup
+from stages.core.parallel import imap
 from stages.data.transforms import normalize
 from stages.models.classifier import CAMClassifier
 from stages.models.segmentation import create_deeplab
 from stages.ops.cam import multiscale_cam, multiscale_cams
 from stages.ops.random_walk import random_walk
-from stages.core.parallel import imap
 
 TINY = Settings(backbone="resnet18", height=40, width=56, n=3, crop=64, rw_height=10, rw_width=14)
 

@@ -8,8 +8,8 @@ import pytest
 from conftest import CLASSES, TINY, Executes
 
 from stages import StageError
-from stages.utils.io import atomic_dir, atomic_path, load_model, read_json, save_model, write_json
 from stages.make_dataset import make_dataset
+from stages.utils.io import atomic_dir, atomic_path, load_model, read_json, save_model, write_json
 
 
 def test_a_write_lands_whole(tmp_path):

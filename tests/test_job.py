@@ -41,7 +41,7 @@ def test_a_job_round_trips_and_names_what_the_rule_lacks():
     again = Job.from_json(job.to_json())
     assert again == job and again.input.labels.name == "a.json" and again.wildcards.seed == "0" and again.threads == 3
     with pytest.raises(StageError, match=r"the rule gives no input named 'model' \(it has: labels, split\)"):
-        again.input.model
+        _ = again.input.model
 
 
 def test_shards_cover_the_split_once_in_order():

@@ -11,7 +11,17 @@ import pytest
 
 import stages.core.launch as launch
 from stages import StageError
-from stages.core.launch import PINNED, acquire, gpu_pool, lock_dir, pinned_env, processes, slots, stage_command, try_acquire
+from stages.core.launch import (
+    PINNED,
+    acquire,
+    gpu_pool,
+    lock_dir,
+    pinned_env,
+    processes,
+    slots,
+    stage_command,
+    try_acquire,
+)
 
 
 def no_driver(entries, environ):
@@ -82,7 +92,7 @@ def test_a_pinned_job_sees_only_its_devices_and_a_cpu_job_is_left_alone(tmp_path
 
 def test_a_job_pinned_on_a_host_with_the_driver_is_marked_so_that_it_must_find_cuda(tmp_path):
     """Without the driver (the pool above, on a CPU machine) the job computes on the CPU; with it, the stage stops
-    where its torch finds no GPU (stages/runtime.py)."""
+    where its torch finds no GPU (stages/core/runtime.py)."""
     env, _ = pinned_env(1, {"CUDA_VISIBLE_DEVICES": "4,5"}, tmp_path, driver(**{"4": "uuid-a"}))
     assert env == {"CUDA_VISIBLE_DEVICES": "4", PINNED: "4"}
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from stages.utils.io import load_npz
 from stages.ops.cam import cam_to_label, max_normalize, multiscale_cam, strided_size
+from stages.utils.io import load_npz
 
 
 class Conv(nn.Module):
@@ -50,9 +50,9 @@ def test_cam_to_label_uses_a_constant_background_channel():
 
 
 def test_make_cams_writes_one_npz_per_image(tiny_index, cpu, tmp_path):
-    from stages.utils.io import save_model
     from stages.make_cams import make_cams
     from stages.models.classifier import CAMClassifier
+    from stages.utils.io import save_model
 
     cfg = {"backbone": "resnet18", "pretrained": False, "pretrained_path": None}
     save_model(tmp_path / "model.pt", CAMClassifier("resnet18", tiny_index.num_classes).state_dict(), {"config": cfg})
@@ -67,9 +67,9 @@ def test_make_cams_writes_one_npz_per_image(tiny_index, cpu, tmp_path):
 
 
 def test_batched_cams_equal_one_image_at_a_time(tiny_index, cpu, tmp_path):
-    from stages.utils.io import save_model
     from stages.make_cams import make_cams
     from stages.models.classifier import CAMClassifier
+    from stages.utils.io import save_model
 
     cfg = {"backbone": "resnet18", "pretrained": False, "pretrained_path": None}
     save_model(tmp_path / "model.pt", CAMClassifier("resnet18", tiny_index.num_classes).state_dict(), {"config": cfg})
@@ -86,9 +86,9 @@ def test_batched_cams_equal_one_image_at_a_time(tiny_index, cpu, tmp_path):
 
 def test_cams_compute_on_the_device_of_the_model(on_meta):
     """On a GPU every tensor of the multi-scale loop must be on it: the meta device stands in for one here."""
+    from stages.core.runtime import Runtime
     from stages.make_cams import batched_cams
     from stages.models.classifier import CAMClassifier
-    from stages.core.runtime import Runtime
 
     images = [(i, np.zeros((40, 56, 3), np.uint8)) for i in "ab"]
     with on_meta() as device:

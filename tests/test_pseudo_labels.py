@@ -2,8 +2,8 @@
 import numpy as np
 from PIL import Image
 
-from stages.utils.io import read_label_png, save_npz
 from stages.pseudo_labels import pseudo_label, pseudo_labels
+from stages.utils.io import read_label_png, save_npz
 
 NO_CRF = {"iterations": 0, "gt_prob": 0.7, "gaussian": {"sxy": 3, "compat": 3}, "bilateral": {"sxy": 50, "srgb": 5, "compat": 10}}
 

@@ -125,9 +125,9 @@ def test_a_one_pixel_diagonal_wall_holds_the_walk_as_irn(segment_cells):
 
 def test_the_walk_and_the_stage_compute_on_the_device_of_their_inputs(on_meta):
     """On a GPU every tensor of the walk must be on it: the meta device stands in for one here."""
+    from stages.core.runtime import Runtime
     from stages.models.affinity import AffinityNet
     from stages.random_walk import propagate_cams
-    from stages.core.runtime import Runtime
 
     with on_meta() as device:
         rw = random_walk(torch.rand(3, 10, 14, device=device), torch.rand(10, 14, device=device), 5, 10, 2)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 import stages.make_cams as make_cams_module
-from stages.utils.io import save_model, save_npz
 from stages.make_cams import make_cams
 from stages.models.classifier import CAMClassifier
+from stages.utils.io import save_model, save_npz
 
 CAMS = {"scales": [1.0], "flip": False}
 

@@ -7,12 +7,12 @@ import torch
 import torch.nn as nn
 from conftest import index_file, train_cfg, training_job
 
-from stages.utils.io import load_model, read_label_png, save_label_png, save_model
 from stages.models.classifier import CAMClassifier
 from stages.models.factory import build_deeplab
 from stages.models.segmentation import create_deeplab, load_encoder_from_classifier, multiscale_logits
 from stages.predict_segmentation import predict_segmentation
 from stages.train_segmentation import run
+from stages.utils.io import load_model, read_label_png, save_label_png, save_model
 
 
 def seg_cfg(**kw):
@@ -100,8 +100,11 @@ def test_frozen_bn_encoder_keeps_its_statistics_and_trains_its_affine():
 
 def test_multiscale_logits_handle_any_image_size():
     model = create_deeplab("resnet18", 3, decoder_channels=32).eval()
-    out = multiscale_logits(model, torch.randn(3, 50, 70), [0.5, 1.0, 1.5], True, contextlib.nullcontext)
-    assert out.shape == (3, 50, 70) and torch.isfinite(out).all()
+    images = torch.randn(2, 3, 50, 70)
+    out = multiscale_logits(model, images, [0.5, 1.0, 1.5], True, contextlib.nullcontext)
+    assert out.shape == (2, 3, 50, 70) and torch.isfinite(out).all()
+    alone = multiscale_logits(model, images[1:], [0.5, 1.0, 1.5], True, contextlib.nullcontext)
+    assert torch.allclose(out[1:], alone, atol=1e-4)  # a batch is its images, each as alone
 
 
 def test_encoder_starts_from_the_classifier_backbone():
@@ -188,8 +191,8 @@ def test_the_logits_and_step_compute_on_the_device_of_the_model(on_meta):
 
     with on_meta() as device:
         model = create_deeplab("resnet18", 3, decoder_channels=32).eval().to(device)
-        out = multiscale_logits(model, torch.randn(3, 50, 70, device=device), [0.5, 1.0], True, contextlib.nullcontext)
-        assert out.device == device and out.shape == (3, 50, 70)
+        out = multiscale_logits(model, torch.randn(1, 3, 50, 70, device=device), [0.5, 1.0], True, contextlib.nullcontext)
+        assert out.device == device and out.shape == (1, 3, 50, 70)
         batch = {"image": torch.randn(2, 3, 32, 32, device=device), "mask": torch.randint(0, 3, (2, 32, 32), device=device)}
         terms = segmentation_step(model.train())(batch, 0, 10)
         terms["total"].backward()

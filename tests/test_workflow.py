@@ -363,6 +363,26 @@ def test_dropping_the_upper_bound_retrains_nothing(snakemake, planned_jobs, micr
     assert planned_jobs(proc) == {"report": 1, "summary": 1, "figures": 1, "all": 1}
 
 
+def test_a_folder_of_new_photos_is_segmented_as_the_run_predicts_its_val_split(snakemake, planned_jobs, micro_run,
+                                                                               workdir, tmp_path):
+    """The val images renamed and re-encoded (lossless PNG, in the split's order): segment plans no retraining and
+    gives predict_segmentation's masks, pixel for pixel."""
+    ids = (micro_run / "labels/splits/val.txt").read_text().split()
+    photos = tmp_path / "new photos"
+    photos.mkdir()
+    for k, image_id in enumerate(ids):
+        with Image.open(workdir / f"resources/micro/VOCdevkit/VOC2012/JPEGImages/{image_id}.jpg") as img:
+            img.save(photos / f"photo_{k:02d}.png")
+    args = ["segment", "--configfile", "config/micro.yaml", "--config", "device=cpu", f"segment_images={photos}"]
+    assert planned_jobs(snakemake(workdir, "-n", *args)) == {"fingerprint": 1, "segment": 1}
+    snakemake(workdir, "--cores", "2", *args)
+    out = micro_run / "segmented/new photos"
+    for k, image_id in enumerate(ids):
+        np.testing.assert_array_equal(np.array(Image.open(out / f"photo_{k:02d}.png")),
+                                      np.array(Image.open(micro_run / f"seed_0/predictions/pseudo_labels/val/{image_id}.png")))
+    assert len((out / "classes.csv").read_text().splitlines()) == 1 + len(ids)
+
+
 # -- an interrupted job: Snakemake removes a job's outputs when it starts and when it fails, and everything after it
 # still exists from the run before. A plain rerun must finish it (resuming its staged images or its checkpoint) and
 # rerun everything after it, never take the older tables for current. ---------------------------------------------

@@ -38,7 +38,7 @@ log = logging.getLogger("stages")
 POLL_SECONDS = 1.0
 
 # set in the environment of a stage pinned to GPUs on a host with the CUDA driver: the stage must then find CUDA
-# (stages/runtime.py), rather than compute on the CPU
+# (stages/core/runtime.py), rather than compute on the CPU
 PINNED = "STAGES_PINNED_GPUS"
 
 # the stages that train with DistributedDataParallel when they have several devices

@@ -154,7 +154,7 @@ def resolve_device(device: str, environ=os.environ) -> torch.device:
 
 def describe(rt: Runtime, environ=os.environ) -> str:
     """The runtime in one line: device (the GPU's index and name), precision, repeatability."""
-    gpu = int(environ.get("LOCAL_RANK", 0))  # under torchrun each process computes on its own (stages/distributed.py)
+    gpu = int(environ.get("LOCAL_RANK", 0))  # under torchrun each process computes on its own (stages/core/distributed.py)
     device = f"cuda:{gpu} ({torch.cuda.get_device_name(gpu)})" if rt.cuda else rt.device.type
     return f"runtime: device {device}, precision {rt.precision}{', deterministic' if rt.deterministic else ''}"
 

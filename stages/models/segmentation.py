@@ -105,22 +105,23 @@ def is_new(name: str) -> bool:
 
 
 @torch.no_grad()
-def multiscale_logits(model, image: torch.Tensor, scales, flip: bool, autocast) -> torch.Tensor:
-    """Sum over scales (and flips) of the logits, at the image size: (n_classes, H, W)."""
-    h, w = image.shape[-2:]
+def multiscale_logits(model, images: torch.Tensor, scales, flip: bool, autocast) -> torch.Tensor:
+    """Sum over scales (and flips) of the logits of a batch of same-size images (B, 3, H, W), at their size:
+    (B, n_classes, H, W). Each scale runs the batch and its flips in one forward."""
+    b, _, h, w = images.shape
     total = 0
     for s in scales:
         # smp needs sizes divisible by 32 (the encoder's five downsamplings, before dilation keeps stride 16):
         # pad and crop back
         sh, sw = max(16, round(h * s)), max(16, round(w * s))
-        x = F.interpolate(image[None], size=(sh, sw), mode="bilinear", align_corners=False)
+        x = F.interpolate(images, size=(sh, sw), mode="bilinear", align_corners=False)
         ph, pw = (-sh) % 32, (-sw) % 32
         x = F.pad(x, (0, pw, 0, ph))
         if flip:
             x = torch.cat([x, x.flip(-1)])
         with autocast():
             y = model(x).float()
-        y = y[:1] + y[1:].flip(-1) if flip else y
+        y = y[:b] + y[b:].flip(-1) if flip else y
         y = y[..., :sh, :sw]
-        total = total + F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)[0]
+        total = total + F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
     return total

@@ -1,2 +1,2 @@
-"""The lowest layer, below the data readers: artifact files written atomically (``io``) and progress lines
-(``progress``)."""
+"""The lowest layer, below the data readers: artifact files written atomically (``io``), progress lines
+(``progress``), items grouped into batches (``batches``)."""

@@ -212,6 +212,26 @@ def _generated_root(config):
     return None
 
 
+def _segment_images(config):
+    """Rule segment writes results/<run>/segmented/<the folder's name>: a folder with a name of its own."""
+    folder = config.get("segment_images")
+    if folder is None:
+        return None
+    name = Path(folder).resolve().name
+    if not Path(folder).is_dir():
+        return f"config segment_images: {folder} is not a folder of photos"
+    if not name or name.startswith("."):
+        return f"config segment_images: {folder} has no name to write results/<run>/segmented/<name> under"
+    return None
+
+
+def _segment_seed(config):
+    seed, seeds = config.get("segment_seed"), config.get("seeds") or [config["seed"]]
+    if seed is not None and seed not in seeds:
+        return f"config segment_seed ({seed}) is not one of the run's seeds {seeds}"
+    return None
+
+
 # The constraints between keys that the schema cannot state; each names both keys.
 CONSTRAINTS = [
     _member("data.train_split", "data.splits"),
@@ -229,6 +249,8 @@ CONSTRAINTS = [
     _ordered("eval_cams.thresholds.start", "eval_cams.thresholds.stop"),
     _ordered("affinity_labels.bg_threshold", "affinity_labels.fg_threshold", strict=True),
     *(_weights_file(section) for section in ("classifier", "affinity", "segmentation")),
+    _segment_images,
+    _segment_seed,
 ]
 
 

@@ -1,7 +1,8 @@
 """The DAG picture of docs/dag.md, drawn from the workflow itself (``make dag``): Snakemake's rule graph of three
 runs that together hold every rule, joined into one mermaid flowchart.
 
-- the embedded default with the four ablation variants (make_dataset, ablation);
+- the embedded default with the four ablation variants (make_dataset, ablation), and its rules on request
+  (segment, export_model);
 - PASCAL VOC 2012 with SBD and its test split, in two shards (convert_sbd, pack_test, gather_shards);
 - COCO 2014 (convert_coco).
 
@@ -22,23 +23,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 
-# (what the run shows, config files, --config pairs, data stand-ins to create under data_root: folders, files)
+# (what the run shows, config files, --config pairs, data stand-ins to create under data_root: folders, files,
+# the targets)
 RUNS = [
     ("the embedded default with four ablation variants", ["config/config.yaml"],
-     ["classifier={variants: [baseline, pcls, re, puzzle]}"], [], []),
+     ["classifier={variants: [baseline, pcls, re, puzzle]}"], [], [], ["all"]),
+    ("its rules on request, segment (with the classifier's CAMs) and export_model", ["config/config.yaml"],
+     ["segment_images={data}/photos", "segment_cams=true"], [], [], ["segment", "export_model"]),
     ("PASCAL VOC 2012 with SBD in two shards", ["config/voc2012.yaml"], ["shards=2"],
-     ["VOCdevkit/VOC2012", "benchmark_RELEASE/dataset"], []),
+     ["VOCdevkit/VOC2012", "benchmark_RELEASE/dataset"], [], ["all"]),
     ("COCO 2014", ["config/coco2014.yaml"], [], ["train2014"],
-     ["annotations/instances_train2014.json", "annotations/instances_val2014.json"]),
+     ["annotations/instances_train2014.json", "annotations/instances_val2014.json"], ["all"]),
 ]
 NODE = re.compile(r"^\s*(id\d+)\[(\w+)\]$")
 EDGE = re.compile(r"^\s*(id\d+) --> (id\d+)$")
 
 
-def rule_graph(configs: list[str], pairs: list[str], folders: list[str], files: list[str]) -> set[tuple[str, str]]:
+def rule_graph(configs: list[str], pairs: list[str], folders: list[str], files: list[str],
+               targets: list[str]) -> set[tuple[str, str]]:
     """The edges (from, to) of Snakemake's rule graph of one run, between rule names."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
+        (data / "photos").mkdir(parents=True)
         for folder in folders:
             (data / folder).mkdir(parents=True)
         for file in files:
@@ -46,8 +52,8 @@ def rule_graph(configs: list[str], pairs: list[str], folders: list[str], files: 
             (data / file).write_text("{}")
         (Path(tmp) / "config").symlink_to(ROOT / "config")
         command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", tmp,
-                   "--rulegraph", "mermaid-js", "--configfile", *configs, "--config",
-                   *([f"data_root={data}"] if folders or files else []), *pairs]
+                   "--rulegraph", "mermaid-js", *targets, "--configfile", *configs, "--config",
+                   *([f"data_root={data}"] if folders or files else []), *(p.replace("{data}", str(data)) for p in pairs)]
         out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=tmp).stdout
     names = dict(m.groups() for m in map(NODE.match, out.splitlines()) if m)
     return {(names[a], names[b]) for a, b in (m.groups() for m in map(EDGE.match, out.splitlines()) if m)}
@@ -64,8 +70,8 @@ def mermaid(edges: set[tuple[str, str]]) -> str:
 
 def dag_md() -> str:
     edges: set[tuple[str, str]] = set()
-    for _, configs, pairs, folders, files in RUNS:
-        edges |= rule_graph(configs, pairs, folders, files)
+    for _, *run in RUNS:
+        edges |= rule_graph(*run)
     runs = "; ".join(what for what, *_ in RUNS)
     return f"""# The DAG
 
@@ -76,8 +82,9 @@ images or masks itself also takes the file `fingerprint` names after them, so th
 exactly the rules that read what changed (`workflow/rules/pipeline/dataset.py`); those edges are left out. With
 `shards` > 1 each per-image stage's jobs are joined by `gather_shards` before the next rule reads them.
 
-Each rule is one module `stages/<rule>.py` and is tested in `tests/test_<rule>.py` (or in the test file of the stage
-whose work it shares, such as `eval_segmentation` in `tests/test_eval_cams.py`).
+Each rule but `fingerprint` (which only names a file) runs one module, `stages/<rule>.py`, tested in
+`tests/test_<rule>.py` or in the test file of the stage whose work it shares (`eval_segmentation` in
+`tests/test_eval_cams.py`). Rules `segment` and `export_model` run on request on a finished run (docs/use.md).
 
 ```mermaid
 {mermaid(edges)}

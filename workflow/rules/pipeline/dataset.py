@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
-from stages.data.fingerprint import files_fingerprint, index_fingerprint
+from stages.data.fingerprint import digest, files_fingerprint, index_fingerprint, stat
 from stages.data.layout import DatasetLayout
 from stages.data.voc import find_images
 
@@ -56,3 +57,9 @@ class DatasetPlan:
     def files(self, split: str, aspect: str) -> str:
         """The file named after the images or masks (``aspect``) of ``split``."""
         return f"{self.folder}/{split}-{aspect}-{self._files(split, aspect)}"
+
+    @functools.cache  # noqa: B019
+    def photos(self, folder: str) -> str:
+        """The file named after the photos of a folder (rule segment's): each one's name, size and mtime."""
+        listing = [[str(p), stat(p)] for files in find_images(Path(folder)).values() for p in files]
+        return f"{self.folder}/photos-{Path(folder).resolve().name}-{digest(listing)}"
