@@ -285,7 +285,7 @@ def _segment_cells(d: tuple[int, int]) -> set[tuple[int, int]]:
 
 
 # Fixtures whose tests run the whole DAG: those tests are marked slow (pytest -m "not slow" leaves them out).
-WHOLE_DAG_RUNS = {"micro_run", "seeds_run", "custom_run", "voc_run"}
+WHOLE_DAG_RUNS = {"micro_run", "custom_run", "voc_run"}
 
 
 # Files whose tests mostly wait (on a SLURM cluster's queue) run first, then the files that run the whole DAG, most

@@ -19,11 +19,11 @@ from stages.utils.io import save_model
 def export(tmp_path_factory):
     """A DeepLabv3+ saved as train_segmentation saves it, exported by the rule's stage."""
     folder = tmp_path_factory.mktemp("export")
-    cfg = {"encoder": "resnet18", "decoder_channels": 32, "aspp_rates": [6, 12, 18], "aspp_separable": False,
+    cfg = {"encoder": "resnet10t", "decoder_channels": 16, "aspp_rates": [6, 12, 18], "aspp_separable": False,
            "frozen_bn": False, "pretrained": False, "pretrained_path": None}
     torch.manual_seed(0)
-    model = create_deeplab("resnet18", 5, 32, aspp_rates=(6, 12, 18), aspp_separable=False, frozen_bn=False)
-    save_model(folder / "model.pt", model.state_dict(), {"stage": "train_segmentation", "encoder": "resnet18", "seed": 0,
+    model = create_deeplab("resnet10t", 5, 16, aspp_rates=(6, 12, 18), aspp_separable=False, frozen_bn=False)
+    save_model(folder / "model.pt", model.state_dict(), {"stage": "train_segmentation", "encoder": "resnet10t", "seed": 0,
                                                        "masks": "pseudo_labels", "config": cfg,
                                                        "classes": ["disc", "square", "triangle", "cross"]})
     out = folder / "export"

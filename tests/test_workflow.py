@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -312,22 +313,22 @@ def test_report_renders_the_narrow_table_on_its_front_page(snakemake, micro_run,
 SHARDED = ["cams/puzzle", "affinity_labels", "rw", "pseudo_labels", "predictions/pseudo_labels/val"]
 
 
-def test_three_shards_give_the_bytes_of_one(snakemake, micro_run, tmp_path):
-    """The per-image stages as three jobs each, from the same models (a copy of the micro run without their
+def test_two_shards_give_the_bytes_of_one(snakemake, micro_run, tmp_path):
+    """The per-image stages as two jobs each, from the same models (a copy of the micro run without their
     folders, where only they and the gathering may run), write byte-identical folders."""
     copy = tmp_path / "wf"
     shutil.copytree(micro_run.parents[1], copy, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
-    one, three = micro_run / "seed_0", copy / "results/micro/seed_0"
+    one, two = micro_run / "seed_0", copy / "results/micro/seed_0"
     for folder in SHARDED:
-        shutil.rmtree(three / folder)
+        shutil.rmtree(two / folder)
     snakemake(copy, *(f"results/micro/seed_0/{f}" for f in SHARDED), "--cores", "2", "--configfile", "config/micro.yaml",
-              "--config", "device=cpu", "shards=3", "--allowed-rules", "make_cams", "affinity_labels", "random_walk",
+              "--config", "device=cpu", "shards=2", "--allowed-rules", "make_cams", "affinity_labels", "random_walk",
               "pseudo_labels", "predict_segmentation", "gather_shards")
     for folder in SHARDED:
         names = sorted(p.relative_to(one / folder) for p in (one / folder).rglob("*") if p.is_file())
-        assert names and sorted(p.relative_to(three / folder) for p in (three / folder).rglob("*") if p.is_file()) == names
-        assert all((one / folder / n).read_bytes() == (three / folder / n).read_bytes() for n in names), folder
-        assert len(list((three / "shards" / folder).glob("*-of-3"))) == 3
+        assert names and sorted(p.relative_to(two / folder) for p in (two / folder).rglob("*") if p.is_file()) == names
+        assert all((one / folder / n).read_bytes() == (two / folder / n).read_bytes() for n in names), folder
+        assert len(list((two / "shards" / folder).glob("*-of-2"))) == 2
 
 
 def test_a_second_run_has_nothing_to_do(snakemake, micro_run, workdir):
@@ -381,6 +382,54 @@ def test_a_folder_of_new_photos_is_segmented_as_the_run_predicts_its_val_split(s
         np.testing.assert_array_equal(np.array(Image.open(out / f"photo_{k:02d}.png")),
                                       np.array(Image.open(micro_run / f"seed_0/predictions/pseudo_labels/val/{image_id}.png")))
     assert len((out / "classes.csv").read_text().splitlines()) == 1 + len(ids)
+
+
+# -- several seeds: a second seed added to the micro run runs only that seed's jobs and the tables over the seeds ----
+
+PER_SEED_JOBS = {"train_classifier": 1, "make_cams": 1, "eval_cams": 1, "affinity_labels": 1, "train_affinity": 1,
+                 "random_walk": 1, "pseudo_labels": 1, "eval_pseudo_labels": 1, "train_segmentation": 2,
+                 "predict_segmentation": 3, "eval_segmentation": 3, "report": 1}
+
+
+@pytest.fixture(scope="module")
+def seeds_run(snakemake, planned_jobs, micro_run, workdir, tmp_path_factory):
+    """A copy of the micro run with seed 1 added: (its folder, the jobs the addition planned)."""
+    copy = tmp_path_factory.mktemp("seeds") / "wf"
+    shutil.copytree(workdir, copy, symlinks=True)
+    args = ["--configfile", "config/micro.yaml", "--config", "device=cpu", "seeds=[0,1]"]
+    planned = planned_jobs(snakemake(copy, "-n", *args))
+    snakemake(copy, "--cores", "2", *args)
+    return copy, planned
+
+
+def test_an_added_seed_runs_only_its_own_jobs_and_the_tables_over_the_seeds(snakemake, planned_jobs, seeds_run):
+    copy, planned = seeds_run
+    assert planned == {**PER_SEED_JOBS, "summary": 1, "figures": 1, "all": 1}
+    proc = snakemake(copy, "-n", "--configfile", "config/micro.yaml", "--config", "device=cpu", "seeds=[0,1,2]")
+    assert planned_jobs(proc) == {**PER_SEED_JOBS, "summary": 1, "figures": 1, "all": 1}
+    assert "seed=2" in proc.stdout and "seed=0" not in proc.stdout and "seed=1" not in proc.stdout
+
+
+def test_the_summary_is_the_mean_and_std_of_the_seeds_tables(seeds_run):
+    run = seeds_run[0] / "results/micro"
+    per_seed = [json.loads((run / f"seed_{seed}/tables/miou.json").read_text()) for seed in (0, 1)]
+    rows = json.loads((run / "tables/miou.json").read_text())
+    assert [(r["stage"], r["split"]) for r in rows] == [(r["stage"], r["split"]) for r in per_seed[0]]
+    for k, row in enumerate(rows):
+        values = [table[k]["miou"] for table in per_seed]
+        assert row["seeds"] == [0, 1] and row["per_seed"]["1"]["miou"] == values[1]
+        assert row["miou"] == pytest.approx(statistics.mean(values), abs=1e-9)
+        assert row["miou_std"] == pytest.approx(statistics.stdev(values), abs=1e-9)
+        assert (row["miou_min"], row["miou_max"]) == (min(values), max(values))
+        for c in row["per_class"]:
+            class_values = [table[k]["per_class"][c] for table in per_seed]
+            assert row["per_class"][c] == pytest.approx(statistics.mean(class_values), abs=1e-9)
+            assert row["per_class_std"][c] == pytest.approx(statistics.stdev(class_values), abs=1e-9)
+    first = rows[0]
+    md = (run / "tables/miou.md").read_text()
+    assert f"| {first['miou']:.2f} | {first['miou_std']:.2f} | {first['miou_min']:.2f}-{first['miou_max']:.2f} |" in md
+    overview = (run / "tables/overview.csv").read_text().splitlines()
+    assert overview[0] == "stage,split,mIoU,spread" and len(overview) == 1 + len(rows)
 
 
 # -- an interrupted job: Snakemake removes a job's outputs when it starts and when it fails, and everything after it
@@ -462,19 +511,15 @@ def test_a_per_image_stage_interrupted_after_forcerun_is_finished_and_everything
     assert planned_rules(snakemake, planned_jobs, copied_run) == {"make_cams", *AFTER_CAMS}
 
 
-def test_a_training_interrupted_after_a_setting_change_resumes_and_everything_after_it_reruns(snakemake, planned_jobs,
-                                                                                            copied_run):
-    overlay = "classifier: {epochs: 8}\n"
+def test_a_training_interrupted_after_a_setting_change_or_forcerun_resumes_and_everything_after_it_reruns(
+        snakemake, planned_jobs, copied_run):
+    overlay = "classifier: {epochs: 8}\n"  # a changed setting, and epochs enough to be interrupted between two
     interrupt_training(copied_run, overlay=overlay)
     assert planned_rules(snakemake, planned_jobs, copied_run, overlay) == {"train_classifier", *AFTER_CLASSIFIER}
     micro(snakemake, copied_run, "--cores", "1", "results/micro/seed_0/classifier/puzzle/model.pt", overlay=overlay)
     log = (copied_run / "results/micro/seed_0/logs/train_classifier/puzzle.log").read_text()
     assert "train_classifier[puzzle]: resumed from" in log and "epoch=8" in log
-
-
-def test_a_training_interrupted_after_forcerun_reruns_with_everything_after_it(snakemake, planned_jobs, copied_run):
-    overlay = "classifier: {epochs: 8}\n"  # long enough to be interrupted between two epochs
-    micro(snakemake, copied_run, "--cores", "1", "results/micro/seed_0/classifier/puzzle/model.pt", overlay=overlay)
+    # the same settings now, the classifier up to date: --forcerun, interrupted
     interrupt_training(copied_run, "--forcerun", "train_classifier", overlay=overlay)
     assert planned_rules(snakemake, planned_jobs, copied_run, overlay) == {"train_classifier", *AFTER_CLASSIFIER}
 
