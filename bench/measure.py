@@ -63,28 +63,31 @@ class TreePeak:
     """
 
     def __init__(self, interval: float = 0.05):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        # children_peak: the most the children added at once, whatever the parent itself frees meanwhile
+        self.interval, self.peak, self.children_peak, self._stop = interval, 0, 0, threading.Event()
         self._first: dict[int, int] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _rss(self) -> int:
+    def _rss(self) -> tuple[int, int]:
+        """(this process's resident data plus what its children added, what the children added)."""
         proc = psutil.Process()
         own = total = anon_rss(proc)
         try:
             children = proc.children(recursive=True)
         except psutil.Error:  # a process of the machine exited while its table was read: the next sample reads it
-            return total
+            return total, 0
         for child in children:
             try:
                 rss = anon_rss(child)
             except psutil.Error:
                 continue  # a worker that has just exited
             total += max(0, rss - self._first.setdefault(child.pid, own))
-        return total
+        return total, total - own
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
+            total, children = self._rss()
+            self.peak, self.children_peak = max(self.peak, total), max(self.children_peak, children)
             time.sleep(self.interval)
 
     def __enter__(self):
@@ -94,7 +97,7 @@ class TreePeak:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self.peak = max(self.peak, self._rss()[0])
 
 
 def run_case(name: str, version: str, settings: Settings) -> dict:

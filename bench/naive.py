@@ -1,6 +1,6 @@
 """Reference-style versions of the hot stages, written the way the paper's code works.
 
-One image at a time, fp32, a PIL resize per scale, the dense HW x HW random-walk matrix
+One image at a time, fp32, a PIL resize of the photo per scale, the dense HW x HW random-walk matrix
 squared ``exp_times`` times (IRN's ``to_transition_matrix``), dense CRF in one process.
 They are deliberately separate from stages/: the benchmark checks the project against them.
 """
@@ -17,29 +17,28 @@ from stages.data.transforms import normalize
 from stages.ops.affinity import displacements, path_affinity
 
 
-def pil_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear PIL resize of a (3, H, W) float image to ``size`` (h, w), channel by channel."""
-    h, w = size
-    chans = [np.asarray(Image.fromarray(c.numpy(), mode="F").resize((w, h), Image.BILINEAR)) for c in x]
-    return torch.from_numpy(np.stack(chans))
+def pil_bicubic(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The reference's resize of an 8-bit RGB photo to ``size`` (h, w): PIL's bicubic filter."""
+    return np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BICUBIC))
 
 
 @torch.no_grad()
 def cams(model, images, keys, scales, flip: bool = True):
-    """Puzzle-CAM's make_cam loop: per image, per scale, one forward of the image and its flip."""
+    """Puzzle-CAM's make_cam loop: per image, per scale, the photo resized by PIL and one forward of it and its
+    flip; each scale's map enlarged to the image's size rounded up to 16 and cropped (and to stride 4)."""
     device = next(model.parameters()).device
     out = []
     for img, k in zip(images, keys):
-        x0 = normalize(img)
-        h, w = x0.shape[-2:]
+        h, w = img.shape[:2]
         s4 = ((h + 3) // 4, (w + 3) // 4)
+        up = (16 * ((h + 15) // 16), 16 * ((w + 15) // 16))
         full, low = 0, 0
         for s in scales:
-            x = pil_resize(x0, (max(1, round(h * s)), max(1, round(w * s))))
+            x = normalize(pil_bicubic(img, (round(h * s), round(w * s))))
             x = (torch.stack([x, x.flip(-1)]) if flip else x[None]).to(device)
             a = F.relu(model(x))
             a = (a[0] + a[1].flip(-1) if flip else a[0])[None]
-            full = full + F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)[0]
+            full = full + F.interpolate(a, size=up, mode="bilinear", align_corners=False)[0, :, :h, :w]
             low = low + F.interpolate(a, size=s4, mode="bilinear", align_corners=False)[0]
         idx = torch.as_tensor(k) - 1
         full, low = full[idx].cpu(), low[idx].cpu()
@@ -93,16 +92,15 @@ def crf_inference_label(img: np.ndarray, labels: np.ndarray, n_labels: int, t: i
 
 @torch.no_grad()
 def segmentation_logits(model, images, scales, flip: bool = True):
-    """Per image, per scale: PIL resize, pad to a multiple of 32, the image and its flip in fp32."""
+    """Per image, per scale: PIL resize of the photo, pad to a multiple of 16, the image and its flip in fp32."""
     device = next(model.parameters()).device
     out = []
     for img in images:
-        x0 = normalize(img)
-        h, w = x0.shape[-2:]
+        h, w = img.shape[:2]
         total = 0
         for s in scales:
             sh, sw = max(16, round(h * s)), max(16, round(w * s))
-            x = F.pad(pil_resize(x0, (sh, sw)), (0, (-sw) % 32, 0, (-sh) % 32))
+            x = F.pad(normalize(pil_bicubic(img, (sh, sw))), (0, (-sw) % 16, 0, (-sh) % 16))
             x = (torch.stack([x, x.flip(-1)]) if flip else x[None]).to(device)
             y = model(x)
             y = (y[:1] + y[1:].flip(-1) if flip else y)[..., :sh, :sw]

@@ -245,7 +245,7 @@ def cam_naive(state) -> list:
 register(Case("CAM generation (4 scales x flip)", cam_setup, cam_project, cam_naive, max_abs,
               half_or(5e-2, 8e-2), cam_images, image_size,
               "max |difference| of the max-normalised CAMs (PIL antialiases the 0.5 downscale, torch does not)",
-              "per image, fp32, PIL resize per scale"))
+              "per image, fp32, PIL bicubic resize of the photo per scale"))
 
 
 # -- random walk --------------------------------------------------------------------------------
@@ -342,7 +342,7 @@ def seg_naive(state) -> list:
 
 register(Case("DeepLabv3+ multi-scale inference (3 scales x flip)", seg_setup, seg_project, seg_naive, max_rel,
               half_or(5e-2, 8e-2), n_images, image_size, "max |difference| of the logits / max |logit| (the same 0.5 downscale)",
-              "per image, fp32, PIL resize per scale"))
+              "per image, fp32, PIL bicubic resize of the photo per scale"))
 
 
 # -- segmenting a folder of photos ---------------------------------------------------------------

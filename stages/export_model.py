@@ -1,7 +1,7 @@
 """Rule export_model: the trained DeepLabv3+ as ONNX and TorchScript, with what a user needs to run it.
 
     model.onnx   input "image": float32 (batch, 3, height, width), RGB values 0..255; output "logits": float32
-                 (batch, classes, height, width); batch, height and width free (the model pads to a multiple of 32
+                 (batch, classes, height, width); batch, height and width free (the model pads to a multiple of 16
                  and crops back, and normalises with ImageNet's mean and std itself)
     model.ts     the same module in TorchScript (torch.jit.load)
     model.json   the classes (0 is background), the VOC palette, the normalisation inside the model, the input and
@@ -21,16 +21,17 @@ import torch.nn.functional as F
 
 from stages.core.job import Job, main
 from stages.data.transforms import MEAN, STD
+from stages.models.segmentation import PAD_TO
 from stages.utils.io import atomic_path, read_json, voc_palette, write_json
 
 log = logging.getLogger("stages")
 
 OPSET = 18
-MULTIPLE = 32  # the encoder's downsamplings: smp's DeepLabv3+ needs sizes divisible by it
+MULTIPLE = PAD_TO  # smp's DeepLabv3+ needs sizes divisible by it
 
 
 class Exported(nn.Module):
-    """DeepLabv3+ on RGB images of any size: normalised, padded to a multiple of 32, cropped back."""
+    """DeepLabv3+ on RGB images of any size: normalised, padded to a multiple of 16, cropped back."""
 
     def __init__(self, model: nn.Module):
         super().__init__()

@@ -99,9 +99,25 @@ def build_index(layout: DatasetLayout) -> tuple[DatasetIndex, dict[str, list[str
         if untagged and layout.label_source != "masks":
             raise StageError(f"{layout.tags or layout.annotations}: image {untagged[0]!r} of the training split "
                              f"{split!r} has no labels ({len(untagged)} such); tag it or drop it from the list")
+    disagreement = ({split: label_disagreement(layout, ids_by_split[split], labels, sizes, records)
+                     for split in layout.mask_splits} if layout.label_source != "masks" else {})
     rest = frozenset(images) - labels.keys()
-    index = DatasetIndex(layout, classes, labels, rest, images, sizes, layout.max_side, layout.label_source, records)
+    index = DatasetIndex(layout, classes, labels, rest, images, sizes, layout.max_side, layout.label_source, records,
+                         disagreement)
     return index, ids_by_split
+
+
+def label_disagreement(layout: DatasetLayout, ids: list[str], labels: dict, sizes: dict, records: dict) -> dict:
+    """How many images of a split with masks have image-level labels (from tags or XML) other than the classes of
+    their mask, and the first of them."""
+    differ = []
+    for image_id in track(ids, "image_labels (labels against masks)"):
+        path = layout.mask_path(image_id)
+        in_mask = image_level_labels(read_mask(path, sizes[image_id], len(layout.classes)), len(layout.classes))
+        records[str(path)] = record(path, in_mask)
+        if in_mask != labels[image_id]:
+            differ.append(image_id)
+    return {"images": len(ids), "disagree": len(differ), "first": differ[0] if differ else None}
 
 
 def write_index(index: DatasetIndex, ids_by_split: dict[str, list[str]], labels: Path, splits: list[Path]) -> None:
@@ -112,6 +128,9 @@ def write_index(index: DatasetIndex, ids_by_split: dict[str, list[str]], labels:
     counts = {c: sum(i + 1 in v for v in index.labels.values()) for i, c in enumerate(index.classes)}
     log.info("image_labels: %d labelled and %d unlabeled images; images per class: %s",
              len(index.labels), len(index.unlabeled), counts)
+    for split, d in index.disagreement.items():
+        log.info("image_labels: %s labels differ from the mask's classes on %d of %d %s images%s", index.source,
+                 d["disagree"], d["images"], split, f" (first: {d['first']})" if d["first"] else "")
 
 
 def run(job: Job) -> None:

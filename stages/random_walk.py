@@ -28,7 +28,8 @@ def propagate_cams(model, img: np.ndarray, cam_s4: np.ndarray, cfg: dict, rt) ->
     seeds = torch.from_numpy(cam_s4.astype(np.float32)).to(rt.device)
     rw = random_walk(seeds, boundary, cfg["radius"], cfg["beta"], cfg["exp_times"])
     rw = F.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w]
-    return (rw / (rw.max() + 1e-5)).cpu().numpy()
+    peak = rw.max()
+    return (rw / peak if peak > 0 else rw).cpu().numpy()
 
 
 def run_random_walk(index, ids, cams: Path, model_path: Path, cfg: dict, rt, out: Path) -> None:

@@ -6,6 +6,7 @@ import io
 import logging
 
 from stages.core.job import Job, main, split_index
+from stages.core.metrics import PROTOCOLS
 from stages.data.index import missing_classes_warning
 from stages.utils.io import read_json, write_json, write_text
 
@@ -15,16 +16,17 @@ ORDER = ("cam", "pseudo_labels", "segmentation", "upper_bound")
 
 
 def rows_from_tables(cam_tables, mask_tables, variant: str) -> list[dict]:
-    """One row per scored stage: {stage, split, variant, miou, per_class, images[, threshold]}."""
+    """One row per scored stage: {stage, split, variant, miou, per_class, images, protocol[, threshold]}."""
     rows = []
     for t in cam_tables:
         best = t["best"]
         rows.append({"stage": "cam", "split": t["split"], "variant": t["variant"], "miou": best["miou"],
-                     "per_class": best["per_class"], "images": t["images"], "threshold": best["threshold"],
-                     **agreement_of(t)})
+                     "per_class": best["per_class"], "images": t["images"], "protocol": t["protocol"],
+                     "threshold": best["threshold"], **agreement_of(t)})
     for t in mask_tables:
         rows.append({"stage": t["stage"], "split": t["split"], "variant": variant if t["stage"] != "upper_bound" else None,
-                     "miou": t["miou"], "per_class": t["per_class"], "images": t["images"], **agreement_of(t)})
+                     "miou": t["miou"], "per_class": t["per_class"], "images": t["images"], "protocol": t["protocol"],
+                     **agreement_of(t)})
     rows.sort(key=lambda r: (ORDER.index(r["stage"]) if r["stage"] in ORDER else len(ORDER), str(r["variant"]), r["split"]))
     return rows
 
@@ -48,11 +50,17 @@ def label_notes(rows: list[dict]) -> list[str]:
             + (f" (first: {d['first']})" if d["first"] else "") for split, d in by_split.items()]
 
 
+def protocol_lines(rows: list[dict]) -> list[str]:
+    """The line under a table's title saying which images were scored and how the mIoU averages."""
+    names = list(dict.fromkeys(r["protocol"] for r in rows))
+    return [f"Scored {PROTOCOLS[name].description} (eval.protocol: {name})." for name in names] + [""] if names else []
+
+
 def to_markdown(rows: list[dict], left_out: list[str] = (), notes: list[str] = (), warnings: list[str] = ()) -> str:
     """The table, then one line per row left out (a stage on a split without masks) with the reason, then notes."""
     classes = list(rows[0]["per_class"]) if rows else []
     head = ["stage", "split", "variant", "images", "bg threshold", "mIoU", *classes]
-    lines = ["# mIoU (%)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["# mIoU (%)", "", *protocol_lines(rows), "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["stage"], r["split"], r["variant"], r["images"], r.get("threshold"), r["miou"], *(r["per_class"][c] for c in classes)]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")

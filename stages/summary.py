@@ -13,7 +13,7 @@ import io
 from stages import StageError
 from stages.core.job import Job, main, warnings_in
 from stages.core.metrics import spread
-from stages.report import agreement_of, label_notes, table_footer
+from stages.report import agreement_of, label_notes, protocol_lines, table_footer
 from stages.utils.io import read_json, write_json, write_text
 
 STATS = ("std", "min", "max")
@@ -38,7 +38,7 @@ def summary_rows(tables: dict[int, list[dict]]) -> list[dict]:
         thresholds = sorted({r["threshold"] for r in per_seed.values() if "threshold" in r})
         out.append({
             "stage": row["stage"], "split": row["split"], "variant": row["variant"], "images": row["images"],
-            "seeds": seeds, "thresholds": thresholds,
+            "protocol": row["protocol"], "seeds": seeds, "thresholds": thresholds,
             "miou": miou["mean"], **{f"miou_{s}": miou[s] for s in STATS},
             "per_class": {c: v["mean"] for c, v in per_class.items()},
             **{f"per_class_{s}": {c: v[s] for c, v in per_class.items()} for s in STATS},
@@ -70,7 +70,7 @@ def to_markdown(rows: list[dict], left_out=(), notes=(), warnings=()) -> str:
     head = ["stage", "split", "variant", "images", "bg threshold", "mIoU", "std", "min-max", *classes]
     title = (f"# mIoU (%) over seeds {', '.join(map(str, seeds))}: mean, sample standard deviation, min-max"
              if len(seeds) > 1 else f"# mIoU (%), seed {seeds[0]}" if seeds else "# mIoU (%)")
-    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [title, "", *protocol_lines(rows), "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         span = "-" if r["miou_std"] is None else f"{r['miou_min']:.2f}-{r['miou_max']:.2f}"
         cells = [r["stage"], r["split"], r["variant"] or "-", str(r["images"]), "/".join(f"{t:.2f}" for t in r["thresholds"]) or "-",

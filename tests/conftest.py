@@ -211,12 +211,32 @@ def _voc_sample(rng, size) -> tuple[np.ndarray, np.ndarray]:
     return img, np.where(edges, 255, mask).astype(np.uint8)
 
 
+def _voc_xml(path: Path, mask: np.ndarray, extra: list[tuple[int, tuple[int, int, int, int]]] = ()) -> None:
+    """A VOC annotation: one object per class of the mask (its box), and ``extra`` (class, (xmin, ymin, xmax, ymax))."""
+    h, w = mask.shape
+    objects = []
+    for c in [int(c) for c in np.unique(mask) if 0 < c < 255]:
+        ys, xs = np.nonzero(mask == c)
+        objects.append((c, (xs.min() + 1, ys.min() + 1, xs.max() + 1, ys.max() + 1)))
+    xml = "".join(f"<object><name>{VOC_CLASSES[c - 1]}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin>"
+                  f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+                  for c, b in [*objects, *extra])
+    path.write_text(f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{xml}</annotation>")
+
+
+# The annotations' known departures from the masks: a box of no width (dropped, as the reference drops it) on the first
+# SBD image, and an object the mask does not hold on the first VOC train image (its XML classes differ from the mask's).
+VOC_FIXTURE_EMPTY_BOX = (20, (5, 5, 5, 30))  # tvmonitor, xmin == xmax
+VOC_FIXTURE_EXTRA_OBJECT = (15, (2, 2, 12, 12))  # person
+
+
 def _make_voc_fixture(data_root: Path, seed: int = 0) -> dict[str, list[str]]:
-    """``data_root``/VOCdevkit/VOC2012, benchmark_RELEASE/dataset/cls/*.mat and train_aug.txt; returns the ids."""
+    """``data_root``/VOCdevkit/VOC2012 (with Annotations), benchmark_RELEASE/dataset/cls/*.mat and train_aug.txt;
+    returns the ids."""
     rng = np.random.default_rng(seed)
     voc = data_root / "VOCdevkit" / "VOC2012"
     sbd = data_root / "benchmark_RELEASE" / "dataset" / "cls"
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "Annotations"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
     ids, n = {}, 0
     for split, count in {**VOC_FIXTURE_SPLITS, "sbd": VOC_FIXTURE_SBD_ONLY}.items():
@@ -229,6 +249,8 @@ def _make_voc_fixture(data_root: Path, seed: int = 0) -> dict[str, list[str]]:
                 save_label_png(voc / "SegmentationClass" / f"{image_id}.png", mask)
             if split in ("sbd", "train"):  # SBD has no 255 outline
                 _write_sbd_mat(sbd / f"{image_id}.mat", np.where(mask == 255, 0, mask))
+            extra = {("sbd", 0): [VOC_FIXTURE_EMPTY_BOX], ("train", 0): [VOC_FIXTURE_EXTRA_OBJECT]}.get((split, k), [])
+            _voc_xml(voc / "Annotations" / f"{image_id}.xml", mask, extra)
         if split != "sbd":
             (voc / "ImageSets/Segmentation" / f"{split}.txt").write_text("\n".join(ids[split]) + "\n")
     ids["train_aug"] = ids["train"] + ids["sbd"]

@@ -49,3 +49,15 @@ def test_affinity_label_is_fg_confident_bg_confident_else_ignored():
 def test_affinity_label_without_classes_is_background():
     label = affinity_label(square_image(), np.zeros((0, 32, 32), np.float32), [], {"fg_threshold": 0.4, "bg_threshold": 0.1, "crf": CRF})
     assert (label == 0).all()
+
+
+def test_crf_unary_clips_probabilities_at_1e_5_as_the_reference(monkeypatch):
+    # the reference calls pydensecrf's unary_from_softmax with its default clip: -log max(p, 1e-5)
+    import stages.ops.crf as crf
+
+    seen = {}
+    monkeypatch.setattr(crf, "_crf", lambda img, unary, n, cfg: seen.setdefault("unary", unary))
+    p = np.array([1e-9, 1e-6, 1e-5, 0.3, 0.7 - 1e-5 - 1e-6 - 1e-9], np.float32).reshape(5, 1, 1)
+    crf_probs(square_image()[:1, :1], p, CRF)
+    expected = -np.log(np.array([1e-5, 1e-5, 1e-5, 0.3, p[4, 0, 0]], np.float32))
+    np.testing.assert_allclose(seen["unary"].ravel(), expected, rtol=1e-6)

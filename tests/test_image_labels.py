@@ -13,6 +13,7 @@ from stages import StageError
 from stages.convert_sbd import read_sbd_mask
 from stages.core.metrics import score_label_maps
 from stages.data.index import load_index
+from stages.data.labels import xml_label_names
 from stages.data.voc import MODE_READERS, TRANSPARENT, VOC_CLASSES, capped_size, read_ids, read_image, read_mask
 from stages.image_labels import build_index, image_size
 from stages.utils.io import save_label_png, write_json
@@ -376,3 +377,19 @@ def test_xml_with_an_unknown_class_or_missing_is_named(own_dataset, tiny_voc, tm
     xml.unlink()
     with pytest.raises(StageError, match=f"{xml}: annotation not found"):
         own_index(root, labels="xml")
+
+
+def test_xml_objects_whose_clipped_box_has_no_area_are_dropped_as_the_reference(tmp_path):
+    # the reference clips each box to [0, size - 1] and drops an object whose box is then zero wide or high;
+    # difficult objects and objects without a box are kept
+    def obj(name, box=None, difficult=0):
+        bnd = "".join(f"<{k}>{v}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box)) if box else ""
+        return f"<object><name>{name}</name><difficult>{difficult}</difficult>{f'<bndbox>{bnd}</bndbox>' if bnd else ''}</object>"
+
+    objects = [obj("dog", (3, 4, 20, 30)), obj("cat", (5, 5, 5, 30)), obj("bird", (2, 7, 9, 7)),
+               obj("cow", (70, 2, 90, 20)), obj("horse", (10, 10, 12.0, 20), difficult=1), obj("sheep"),
+               obj("boat", (-5, 3, 0, 9))]
+    path = tmp_path / "a.xml"
+    path.write_text(f"<annotation><size><width>64</width><height>48</height></size>{''.join(objects)}</annotation>")
+    # cat: xmin == xmax; bird: ymin == ymax; cow: both x past the right edge, clipped to 63; boat: both x clipped to 0
+    assert xml_label_names(path) == ["dog", "horse", "sheep"]

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from stages.data.transforms import normalize
 from stages.ops.cam import cam_to_label, max_normalize, multiscale_cam, strided_size
 from stages.utils.io import load_npz
 
@@ -32,14 +33,57 @@ def test_max_normalize_relus_and_scales_each_class_to_one():
 
 
 def test_multiscale_flip_cam_is_flip_equivariant():
+    # on sides that are multiples of the stride the reference's crop removes nothing: the geometry is symmetric
     model = Conv().eval()
-    img = torch.randn(3, 40, 56)
+    img = normalize(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
     cam, cam_s4 = multiscale_cam(model, img, [1.0, 0.5, 1.5], True, [1, 3], contextlib.nullcontext)
     cam_f, cam_s4_f = multiscale_cam(model, img.flip(-1), [1.0, 0.5, 1.5], True, [1, 3], contextlib.nullcontext)
-    assert cam.shape == (2, 40, 56) and cam_s4.shape == (2, *strided_size(40, 56, 4))
+    assert cam.shape == (2, 48, 64) and cam_s4.shape == (2, *strided_size(48, 64, 4))
     assert torch.allclose(cam_f, cam.flip(-1), atol=1e-5)
     assert torch.allclose(cam_s4_f, cam_s4.flip(-1), atol=1e-5)
     assert cam.flatten(1).max(1).values.tolist() == pytest.approx([1.0, 1.0], abs=1e-4)
+
+
+class OneCell(nn.Module):
+    """A stand-in classifier at the real one's stride (16): one class map, zero but for one cell."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 1, -(-x.shape[-2] // 16), -(-x.shape[-1] // 16))
+        out[:, 0, self.cell[0], self.cell[1]] = 1.0
+        return out
+
+
+def reference_upsampling(n: int, cell: int) -> np.ndarray:
+    """The reference's high-resolution CAM along one axis, computed independently: the strided map of
+    ceil(n / 16) cells, bilinearly enlarged 16 times (half-pixel centres: output pixel p samples the map at
+    (p + 0.5) / 16 - 0.5, clamped to the first and last cell) to 16 * ceil(n / 16), cropped to n."""
+    cells = -(-n // 16)
+    src = np.clip((np.arange(16 * cells) + 0.5) / 16 - 0.5, 0, cells - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, cells - 1)
+    frac = src - lo
+    return ((1 - frac) * (lo == cell) + frac * (hi == cell))[:n]
+
+
+@pytest.mark.parametrize("height, width", [(375, 500), (500, 333)])
+@pytest.mark.parametrize("where", ["middle", "last"])
+def test_a_one_cell_cam_lands_where_the_reference_puts_it(height, width, where):
+    cells = (-(-height // 16), -(-width // 16))
+    cell = tuple(c // 2 for c in cells) if where == "middle" else tuple(c - 1 for c in cells)
+    img = torch.zeros(3, height, width)
+    cam, _ = multiscale_cam(OneCell(cell), img, [1.0], False, [1], contextlib.nullcontext)
+    expected = np.outer(reference_upsampling(height, cell[0]), reference_upsampling(width, cell[1]))
+    expected /= expected.max() + 1e-5
+    assert cam.shape == (1, height, width)
+    np.testing.assert_allclose(cam[0].numpy(), expected, atol=1e-5)
+    if where == "middle":  # the peak straddles the cell's centre, 16 * cell + 7.5: a map resized straight to
+        # the image's size would put it up to 12 px lower and further right on these sides
+        peak = np.argwhere(cam[0].numpy() == cam[0].numpy().max())
+        assert {tuple(p) for p in peak} == {(16 * cell[0] + dy, 16 * cell[1] + dx) for dy in (7, 8) for dx in (7, 8)}
 
 
 def test_cam_to_label_uses_a_constant_background_channel():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from stages import StageError
-from stages.core.metrics import confusion, iou, score
+from stages.core.metrics import PROTOCOLS, confusion, iou, score
 
 
 def direct_iou(pred, gt, c):
@@ -45,3 +45,32 @@ def test_out_of_range_labels_raise():
     with pytest.raises(StageError, match="label value >= 3"):
         confusion(np.array([3]), np.array([0]), 3)
 
+
+
+def reference_miou(preds, gts, n):
+    """The reference's evaluate.py, computed independently: images 0, 8, 16, ... of the list; per class
+    TP / (T + P - TP + 1e-10) over every class (one absent everywhere counts 0); the mean of all of them."""
+    tp, t, p = np.zeros(n), np.zeros(n), np.zeros(n)
+    for pred, gt in list(zip(preds, gts))[::8]:
+        valid = gt < 255
+        for c in range(n):
+            tp[c] += np.sum((pred == c) & (gt == c) & valid)
+            t[c] += np.sum((gt == c) & valid)
+            p[c] += np.sum((pred == c) & valid)
+    return 100 * np.mean(tp / (t + p - tp + 1e-10))
+
+
+def test_the_reference_protocol_scores_every_8th_image_and_counts_absent_classes_as_0():
+    rng = np.random.default_rng(1)
+    gts = [rng.choice([0, 1, 2, 255], (6, 7), p=[0.5, 0.3, 0.1, 0.1]).astype(np.uint8) for _ in range(19)]
+    preds = [np.where(rng.random(g.shape) < 0.6, g, rng.integers(0, 3, g.shape)).astype(np.uint8) % 255 for g in gts]
+    protocol = PROTOCOLS["reference"]
+    ids = [f"{i:02d}" for i in range(19)]
+    assert protocol.ids(ids) == ["00", "08", "16"] and PROTOCOLS["full"].ids(ids) == ids
+    chosen = [int(i) for i in protocol.ids(ids)]
+    conf = sum(confusion(preds[i], gts[i], 4) for i in chosen)  # class 3 appears nowhere
+    s = score(conf, ["background", "a", "b", "c"], protocol)
+    assert s["miou"] == pytest.approx(reference_miou(preds, gts, 4), abs=0.005)
+    assert s["per_class"]["c"] is None
+    full = score(conf, ["background", "a", "b", "c"])
+    assert full["miou"] == pytest.approx(s["miou"] * 4 / 3, abs=0.01)  # the full protocol leaves class 3 out

@@ -9,6 +9,7 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+import torch.nn.functional as F
 from conftest import ROOT, classifier_cfg, index_file, training_job
 
 from stages import StageError
@@ -59,6 +60,68 @@ def test_affinity_net_freezes_its_backbone_and_predicts_at_stride_4():
     assert net(torch.zeros(2, 3, 64, 96)).shape == (2, 16, 24)
     prob = net.boundary_prob(torch.zeros(1, 3, 64, 96))
     assert prob.shape == (1, 16, 24) and ((prob >= 0) & (prob <= 1)).all()
+
+
+def reference_edge(net: AffinityNet, x: torch.Tensor) -> torch.Tensor:
+    """The reference's AffinityNet forward, computed independently from the backbone's named stages: stage 1 ends
+    with the stem's max pool; each edge layer is conv, GroupNorm, then (stages 3-5) an upsampling by 2, 4, 4, and
+    a ReLU; the upsampled maps are cropped to stage 2's size."""
+    b = net.backbone
+    x1 = b.maxpool(b.act1(b.bn1(b.conv1(x))))
+    x2 = b.layer1(x1)
+    x3 = b.layer2(x2)
+    x4 = b.layer3(x3)
+    x5 = b.layer4(x4)
+    edges = []
+    for head, f, factor in zip(net.heads, (x1, x2, x3, x4, x5), (1, 1, 2, 4, 4)):
+        e = head(f)
+        if factor > 1:
+            e = F.interpolate(e, scale_factor=factor, mode="bilinear", align_corners=False)
+        edges.append(F.relu(e))
+    h, w = edges[1].shape[-2:]
+    return net.boundary(torch.cat([e[..., :h, :w] for e in edges], 1))[:, 0]
+
+
+@pytest.mark.parametrize("size", [(64, 96), (75, 61)])
+def test_affinity_net_computes_the_reference_edge_layers(size):
+    torch.manual_seed(0)
+    net = AffinityNet("resnet18", head_channels=8).eval()
+    for p in net.heads.parameters():  # GroupNorm starts as the identity: give it a shift so that ReLU's place counts
+        torch.nn.init.normal_(p)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        expected = reference_edge(net, x)
+        assert torch.allclose(net(x), expected, atol=1e-5)
+        # inference: image and flip zero-padded at the bottom-right onto the training crop, cropped back, averaged
+        net.canvas = 96
+        both = F.pad(torch.cat([x[:1], x[:1].flip(-1)]), (0, 96 - size[1], 0, 96 - size[0]))
+        edge = reference_edge(net, both)[..., : -(-size[0] // 4), : -(-size[1] // 4)]
+        assert torch.allclose(net.boundary_prob(x[:1]), torch.sigmoid(edge[:1] / 2 + edge[1:].flip(-1) / 2), atol=1e-5)
+
+
+def test_resnest_last_stage_first_block_computes_as_the_references():
+    # the reference's ResNeSt at output stride 16 (core/arch_resnest, dilation 2): the last stage's first block is
+    # "is_first": a 3x3 average pool of stride 1 after the split-attention convolution, and a shortcut of a 1x1
+    # convolution and BatchNorm only; computed here from the block's own layers
+    torch.manual_seed(0)
+    block = create_backbone("resnest14d").eval().layer4[0]
+    x = torch.randn(2, 1024, 5, 6)
+    with torch.no_grad():
+        main = block.conv2(block.act1(block.bn1(block.conv1(x))))
+        main = block.bn3(block.conv3(F.avg_pool2d(main, 3, 1, padding=1)))  # count_include_pad, as nn.AvgPool2d
+        shortcut = block.downsample[2](block.downsample[1](x))
+        assert torch.allclose(block(x), F.relu(main + shortcut), atol=1e-5)
+    plain = timm.create_model("resnest14d", features_only=True, output_stride=16)
+    assert create_backbone("resnest14d").state_dict().keys() == plain.state_dict().keys()  # weights load as before
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_resnet_last_stage_keeps_stride_16_without_dilation_as_the_reference(name):
+    # the reference's ResNet (core/arch_resnet, strides (2, 2, 2, 1)) drops the last stride and dilates nothing
+    net = create_backbone(name).eval()
+    convs = [m for m in net.layer4.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert convs and all(m.dilation == (1, 1) and m.padding == (1, 1) for m in convs)
+    assert [tuple(f.shape[-2:]) for f in net(torch.zeros(1, 3, 64, 96))][-2:] == [(4, 6), (4, 6)]
 
 
 @pytest.mark.parametrize("name", ["resnet50", "resnest50d", "resnest101e", "resnest269e"])

@@ -12,12 +12,12 @@ PER_CLASS = {"background": 90.0, "disc": 50.0, "square": None}
 
 
 def tables():
-    cam = {"variant": "puzzle", "split": "train", "images": 10,
+    cam = {"variant": "puzzle", "split": "train", "images": 10, "protocol": "full",
            "best": {"threshold": 0.3, "miou": 70.0, "per_class": PER_CLASS}, "sweep": []}
     masks = [
-        {"stage": "upper_bound", "split": "val", "images": 5, "miou": 80.0, "per_class": PER_CLASS},
-        {"stage": "segmentation", "split": "val", "images": 5, "miou": 72.0, "per_class": PER_CLASS},
-        {"stage": "pseudo_labels", "split": "train", "images": 10, "miou": 75.0, "per_class": PER_CLASS},
+        {"stage": "upper_bound", "split": "val", "images": 5, "protocol": "full", "miou": 80.0, "per_class": PER_CLASS},
+        {"stage": "segmentation", "split": "val", "images": 5, "protocol": "full", "miou": 72.0, "per_class": PER_CLASS},
+        {"stage": "pseudo_labels", "split": "train", "images": 10, "protocol": "full", "miou": 75.0, "per_class": PER_CLASS},
     ]
     return [cam], masks
 
@@ -32,7 +32,8 @@ def test_rows_are_in_pipeline_order_with_the_best_cam_threshold():
 def test_markdown_and_csv_carry_the_same_numbers():
     rows = rows_from_tables(*tables(), variant="puzzle")
     md = to_markdown(rows).splitlines()
-    assert md[2].startswith("| stage | split | variant |")
+    assert md[2] == "Scored every image of each split; mIoU over the classes present (eval.protocol: full)."
+    assert md[4].startswith("| stage | split | variant |")
     assert "| pseudo_labels | train | puzzle | 10 | - | 75.00 | 90.00 | 50.00 | - |" in md
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert [float(r["miou"]) for r in parsed] == [70.0, 75.0, 72.0, 80.0]

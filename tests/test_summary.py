@@ -13,9 +13,9 @@ from stages.summary import overview_csv, summary_rows, to_csv, to_markdown
 
 def seed_table(cam: float, disc: float | None, seg: float) -> list[dict]:
     return [
-        {"stage": "cam", "split": "train", "variant": "puzzle", "images": 10, "threshold": 0.3, "miou": cam,
+        {"stage": "cam", "split": "train", "variant": "puzzle", "images": 10, "protocol": "full", "threshold": 0.3, "miou": cam,
          "per_class": {"background": 80.0, "disc": disc}},
-        {"stage": "segmentation", "split": "val", "variant": "puzzle", "images": 5, "miou": seg,
+        {"stage": "segmentation", "split": "val", "variant": "puzzle", "images": 5, "protocol": "full", "miou": seg,
          "per_class": {"background": 90.0, "disc": disc}},
     ]
 
@@ -38,7 +38,7 @@ def test_one_seed_has_no_spread_and_its_table_reads_as_a_plain_table():
     assert row["miou"] == 70.0 and row["miou_std"] is None and row["per_class_std"]["disc"] is None
     md = to_markdown([row]).splitlines()
     assert md[0] == "# mIoU (%), seed 0"
-    assert md[4] == "| cam | train | puzzle | 10 | 0.30 | 70.00 | - | - | 80.00 | 50.00 |"
+    assert md[6] == "| cam | train | puzzle | 10 | 0.30 | 70.00 | - | - | 80.00 | 50.00 |"
     assert overview_csv([row]).splitlines() == ["stage,split,mIoU,spread", "cam (puzzle),train,70.00,-"]
 
 
@@ -46,8 +46,9 @@ def test_markdown_csv_and_front_page_carry_the_same_numbers():
     rows = summary_rows(TABLES)
     md = to_markdown(rows).splitlines()
     assert md[0] == "# mIoU (%) over seeds 0, 1, 2: mean, sample standard deviation, min-max"
-    assert md[2] == "| stage | split | variant | images | bg threshold | mIoU | std | min-max | background | disc |"
-    assert md[4] == "| cam | train | puzzle | 10 | 0.30 | 73.00 | 3.61 | 70.00-77.00 | 80.00 ± 0.00 | 53.00 ± 4.24 |"
+    assert md[2].endswith("(eval.protocol: full).")
+    assert md[4] == "| stage | split | variant | images | bg threshold | mIoU | std | min-max | background | disc |"
+    assert md[6] == "| cam | train | puzzle | 10 | 0.30 | 73.00 | 3.61 | 70.00-77.00 | 80.00 ± 0.00 | 53.00 ± 4.24 |"
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert [float(r["miou"]) for r in parsed] == [73.0, 62.0]
     assert parsed[0]["miou_std"] == "3.606" and parsed[0]["disc_min"] == "50.0" and parsed[0]["seeds"] == "0 1 2"

@@ -52,14 +52,16 @@ def test_a_one_pixel_diagonal_boundary_cuts_every_path_across_it():
 
 
 def brute_force_pairs(label, radius):
+    """IRN's training pairs (PathIndex): sources cropped to rows [0, h - rf) and columns [rf, w - rf) with
+    rf = ceil(radius) - 1, each with its partner at every displacement; pairs with an unknown pixel are left out."""
     h, w = label.shape
+    rf = math.ceil(radius) - 1
     counts = {"bg": 0, "fg": 0, "neg": 0}
     for dy, dx in displacements(radius):
-        for y in range(h):
-            for x in range(w):
+        for y in range(h - rf):
+            for x in range(rf, w - rf):
                 y2, x2 = y + dy, x + dx
-                if not (0 <= y2 < h and 0 <= x2 < w):
-                    continue
+                assert 0 <= y2 < h and 0 <= x2 < w  # the crop keeps every partner inside
                 a, b = label[y, x], label[y2, x2]
                 if a == 255 or b == 255:
                     continue

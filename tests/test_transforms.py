@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stages.data.transforms import MEAN, random_crop
+from stages.data.transforms import MEAN, normalize, random_crop, random_resize_long, resize_normalized
 from stages.ops.affinity import downsample_labels
 
 
@@ -48,3 +48,24 @@ def test_a_large_image_is_cropped_without_padding():
     out, _ = random_crop(img, None, 64, np.random.default_rng(3))
     y, x = divmod(int(out[0, 0, 0]) // 3, 70)
     np.testing.assert_array_equal(out, img[y:y + 64, x:x + 64])
+
+
+@pytest.mark.parametrize("size", [(18, 26), (75, 106), (50, 40)])
+def test_scales_are_resized_as_the_reference_resizes_the_photo(size):
+    # the reference resizes the 8-bit photo with PIL's bicubic filter, then normalises; a normalised batch here
+    img = np.random.default_rng(0).integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    out = resize_normalized(torch.stack([normalize(i) for i in img]), size)
+    for k in range(2):
+        expected = np.asarray(Image.fromarray(img[k]).resize(size[::-1], Image.BICUBIC))
+        assert torch.allclose(out[k], normalize(expected), atol=1e-5)
+    assert resize_normalized(out, size) is out  # the own size is not resampled
+
+
+def test_training_resizes_with_pil_bicubic_and_masks_nearest():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    mask = rng.integers(0, 4, (30, 40), dtype=np.uint8)
+    out, out_mask = random_resize_long(img, mask, (60, 60), rng)
+    assert out.shape == (45, 60, 3)
+    np.testing.assert_array_equal(out, np.asarray(Image.fromarray(img).resize((60, 45), Image.BICUBIC)))
+    np.testing.assert_array_equal(out_mask, np.asarray(Image.fromarray(mask).resize((60, 45), Image.NEAREST)))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import VOC_FIXTURE_EMPTY_BOX, VOC_FIXTURE_EXTRA_OBJECT
 from PIL import Image
 
 from stages.data.voc import VOC_CLASSES
@@ -49,6 +50,8 @@ def test_voc2012_config_has_the_papers_settings():
     ablation = yaml.safe_load((ROOT / "config/voc2012_resnet50.yaml").read_text())
     assert ablation["classifier"] == {"backbone": "resnet50.tv_in1k", "variants": ["baseline", "pcls", "re", "puzzle"]}
     assert cfg["cams"] == {"scales": [1.0, 0.5, 1.5, 2.0], "flip": True}
+    assert cfg["eval_cams"]["thresholds"] == {"start": 0.05, "stop": 0.75, "step": 0.05}  # the reference's sweep
+    assert cfg["eval"] == {"protocol": "full"}
     assert (a["batch_size"], a["epochs"], a["lr"], a["weight_decay"], a["radius"]) == (32, 3, 0.1, 1e-4, 10)
     assert (cfg["affinity_labels"]["fg_threshold"], cfg["affinity_labels"]["bg_threshold"]) == (0.40, 0.10)
     assert cfg["random_walk"] == {"radius": 5, "beta": 10, "exp_times": 8}
@@ -57,6 +60,7 @@ def test_voc2012_config_has_the_papers_settings():
     assert cfg["predict_segmentation"]["scales"] == [0.5, 1.0, 1.5, 2.0]
     d = cfg["data"]
     assert (d["train_split"], d["cam_split"], d["eval_split"], d["test_split"]) == ("train_aug", "train", "val", "test")
+    assert (d["labels"], d["mask_splits"]) == ("xml", ["train_aug", "train", "val"])  # as the reference reads labels
 
 
 # One job per stage; DeepLabv3+ trained once (no upper bound) and predicted on test too.
@@ -134,16 +138,31 @@ def voc_run(snakemake, data, workdir):
     return workdir / "results" / "voc2012", root, ids
 
 
-def test_sbd_masks_are_converted_and_labels_come_from_them(voc_run):
+def test_sbd_masks_are_converted_and_labels_come_from_the_xml(voc_run):
     r, root, ids = voc_run
     aug = r.parents[1] / "resources/voc2012/SegmentationClassAug"
     assert sorted(p.stem for p in aug.glob("*.png")) == sorted(ids["train"] + ids["sbd"])
     index = json.loads((r / "labels/image_labels.json").read_text())
+    assert index["source"] == "xml"
     assert sorted(index["labels"]) == sorted(ids["train_aug"] + ids["val"])
     assert index["unlabeled"] == sorted(ids["test"])
-    for image_id in ids["sbd"]:
+    # the XML's classes are the mask's, but for the fixture's two departures: the zero-width box on the first SBD
+    # image is dropped (so that image agrees), the extra object on the first train image is a difference
+    extra = ids["train"][0]
+    for image_id in ids["train_aug"]:
         mask = read_label_png(aug / f"{image_id}.png")
-        assert index["labels"][image_id] == sorted(int(c) for c in np.unique(mask) if 0 < c < 255)
+        in_mask = sorted(int(c) for c in np.unique(mask) if 0 < c < 255)
+        expected = sorted({*in_mask, VOC_FIXTURE_EXTRA_OBJECT[0]}) if image_id == extra else in_mask
+        assert index["labels"][image_id] == expected, image_id
+    assert VOC_FIXTURE_EMPTY_BOX[0] not in index["labels"][ids["sbd"][0]]
+    assert index["label_disagreement"] == {
+        "train_aug": {"images": len(ids["train_aug"]), "disagree": 1, "first": extra},
+        "train": {"images": len(ids["train"]), "disagree": 1, "first": extra},
+        "val": {"images": len(ids["val"]), "disagree": 0, "first": None},
+    }
+    # the tables count it where they score: the CAMs and pseudo labels on train
+    assert f"xml labels differ from the mask's classes on 1 of {len(ids['train'])} train images (first: {extra})" \
+        in (r / "tables/miou.md").read_text()
     for split in ("train_aug", "train", "val", "test"):
         assert (r / f"labels/splits/{split}.txt").read_text().split() == ids[split]
 

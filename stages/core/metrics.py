@@ -1,6 +1,8 @@
-"""Segmentation scores from a confusion matrix: IoU = TP / (TP + FP + FN), 255 ignored."""
+"""Segmentation scores from a confusion matrix: IoU = TP / (TP + FP + FN), 255 ignored, under one of two
+scoring protocols (config ``eval.protocol``)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +31,36 @@ def iou(conf: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, tp / denom, np.nan)
 
 
-def score(conf: np.ndarray, class_names: list[str]) -> dict:
-    """mIoU and per-class IoU in percent (background first); absent classes are None."""
+@dataclass(frozen=True)
+class Protocol:
+    """Which images of a split are scored and how the mIoU averages: ``step``: every step-th image of the split's
+    list, from the first; ``absent_as_zero``: a class absent from both masks and predictions counts 0 in the mean
+    (else it is left out)."""
+
+    name: str
+    step: int
+    absent_as_zero: bool
+    description: str
+
+    def ids(self, ids: list[str]) -> list[str]:
+        return list(ids)[:: self.step]
+
+
+PROTOCOLS = {
+    "full": Protocol("full", 1, False, "every image of each split; mIoU over the classes present"),
+    # the reference's evaluate.py: images 0, 8, 16, ... of the list, IoU = TP / (T + P - TP + 1e-10) for all classes
+    "reference": Protocol("reference", 8, True, "as the reference's evaluate.py: every 8th image of each split's "
+                          "list (the 1st, 9th, ...), mIoU over all classes, one absent from masks and predictions as 0"),
+}
+
+
+def score(conf: np.ndarray, class_names: list[str], protocol: Protocol = PROTOCOLS["full"]) -> dict:
+    """mIoU and per-class IoU in percent (background first); absent classes are None (and count 0 in the mIoU under
+    a protocol with ``absent_as_zero``)."""
     values = iou(conf)
     per_class = {name: (None if np.isnan(v) else round(100 * float(v), 2)) for name, v in zip(class_names, values)}
-    return {"miou": round(100 * float(np.nanmean(values)), 2), "per_class": per_class}
+    miou = np.nan_to_num(values).mean() if protocol.absent_as_zero else np.nanmean(values)
+    return {"miou": round(100 * float(miou), 2), "per_class": per_class}
 
 
 def spread(values: list[float | None]) -> dict:
@@ -81,9 +108,11 @@ def scored_mask(index, image_id: str) -> np.ndarray:
     return read_mask(index.mask_path(image_id), index.size(image_id), index.num_classes)
 
 
-def score_label_maps(index, ids, folder: Path) -> dict:
-    """mIoU of the palette PNG label maps ``folder/<id>.png`` against the masks. A label map may be at the image's
-    own size or at the size the stages computed at (longest side data.max_side); it is scored at the own size."""
+def score_label_maps(index, ids, folder: Path, protocol: Protocol = PROTOCOLS["full"]) -> dict:
+    """mIoU of the palette PNG label maps ``folder/<id>.png`` against the masks, of the images ``protocol`` scores. A
+    label map may be at the image's own size or at the size the stages computed at (longest side data.max_side); it
+    is scored at the own size."""
+    ids = protocol.ids(ids)
     n = index.num_classes + 1
     conf = np.zeros((n, n), np.int64)
     agreement = LabelAgreement(index)
@@ -96,4 +125,5 @@ def score_label_maps(index, ids, folder: Path) -> dict:
         gt = scored_mask(index, image_id)
         agreement.add(image_id, gt)
         conf += confusion(resize_labels(pred, gt.shape), gt, n)
-    return {"images": len(ids), **score(conf, index.names_with_background), **agreement.result()}
+    return {"images": len(ids), "protocol": protocol.name, **score(conf, index.names_with_background, protocol),
+            **agreement.result()}

@@ -109,6 +109,11 @@ def image_labels_of(layout: DatasetLayout, ids: list[str], records: dict) -> lis
         return [[i, table.get(i)] for i in ids]
     if layout.label_source == "xml":
         return [[i, cached(layout.annotation_path(i), records, lambda p: xml_labels(p, list(layout.classes)))] for i in ids]
+    return mask_classes_of(layout, ids, records)
+
+
+def mask_classes_of(layout: DatasetLayout, ids: list[str], records: dict) -> list:
+    """The classes in each id's mask (or the SBD file it is converted from)."""
     classes = lambda p: image_level_labels(read_label_png(p), len(layout.classes))  # noqa: E731
     return [[i, sbd_source(layout, i) or cached(layout.mask_path(i), records, classes)] for i in ids]
 
@@ -133,7 +138,10 @@ def index_fingerprint(layout: DatasetLayout, index_path=None, images: dict | Non
             parts.append([split, "unreadable list", [[str(p), stat(p)] for p in layout.list_files()]])
             continue
         labels = image_labels_of(layout, ids, records) if split in layout.splits else []
-        parts.append([split, ids, [files.get(i) for i in ids], labels])
+        # labels from tags or XML are compared with the masks there are: image_labels counts the differences
+        compared = split in layout.mask_splits and layout.label_source != "masks"
+        masks = mask_classes_of(layout, ids, records) if compared else []
+        parts.append([split, ids, [files.get(i) for i in ids], labels, masks])
     return digest(parts)
 
 

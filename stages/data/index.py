@@ -23,6 +23,8 @@ class DatasetIndex:
     max_side: int | None = None  # longest side the stages compute at (None: the image's own size)
     source: str = "masks"  # where the labels come from: masks, tags or xml
     records: dict = field(default_factory=dict)  # file -> [size, mtime_ns, what was read: an image's size, classes]
+    # labels from tags or XML, per split with masks: {images, disagree (labels other than the mask's classes), first}
+    disagreement: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -64,7 +66,7 @@ class DatasetIndex:
     def to_json(self) -> dict:
         return {"layout": self.layout.to_json(), "max_side": self.max_side, "classes": self.classes,
                 "labels": self.labels, "unlabeled": sorted(self.unlabeled), "images": self.images, "sizes": self.sizes,
-                "source": self.source, "records": self.records}
+                "source": self.source, "records": self.records, "label_disagreement": self.disagreement}
 
 
 def missing_classes_warning(classes: list[str], where: str) -> str:
@@ -79,6 +81,6 @@ def load_index(path) -> DatasetIndex:
     try:
         return DatasetIndex(DatasetLayout.from_json(d["layout"]), list(d["classes"]),
                             {k: list(v) for k, v in d["labels"].items()}, frozenset(d["unlabeled"]), dict(d["images"]),
-                            dict(d["sizes"]), d["max_side"], d["source"], d["records"])
+                            dict(d["sizes"]), d["max_side"], d["source"], d["records"], d["label_disagreement"])
     except KeyError as e:
         raise StageError(f"{path}: missing key {e}; rerun image_labels (snakemake --forcerun image_labels)") from None

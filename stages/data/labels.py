@@ -66,15 +66,34 @@ def read_tags(path, classes: list[str]) -> dict[str, list[int]]:
     return (read_tags_json if path.suffix.lower() == ".json" else read_tags_csv)(path, classes)
 
 
+def _coordinate(box, name: str, limit: int | None) -> int:
+    value = int(float((box.findtext(name) or "0").strip()))  # VOC writes integers, some tools "12.0"
+    return max(min(value, limit - 1), 0) if limit else value
+
+
+def has_area(obj, width: int | None, height: int | None) -> bool:
+    """Whether an object's box, clipped to the image, is wider and taller than nothing: the reference drops the
+    others (an object without a box is kept)."""
+    box = obj.find("bndbox")
+    if box is None:
+        return True
+    xs = [_coordinate(box, k, width) for k in ("xmin", "xmax")]
+    ys = [_coordinate(box, k, height) for k in ("ymin", "ymax")]
+    return xs[1] - xs[0] != 0 and ys[1] - ys[0] != 0
+
+
 def xml_label_names(path: Path) -> list[str]:
-    """The ``<object><name>`` entries of one VOC annotation (difficult objects included)."""
+    """The ``<object><name>`` entries of one VOC annotation, difficult objects included and objects whose box has
+    no width or height (once clipped to ``<size>``) left out, as the reference reads them."""
     try:
         root = ET.parse(path).getroot()
+        size = root.find("size")
+        width, height = (int(size.findtext(k)) for k in ("width", "height")) if size is not None else (None, None)
+        return [(o.findtext("name") or "").strip() for o in root.iter("object") if has_area(o, width, height)]
     except FileNotFoundError:
         raise StageError(f"{path}: annotation not found") from None
-    except ET.ParseError as e:
+    except (ET.ParseError, TypeError, ValueError) as e:
         raise StageError(f"{path}: malformed XML ({e})") from None
-    return [(o.findtext("name") or "").strip() for o in root.iter("object")]
 
 
 def xml_labels(path: Path, classes: list[str]) -> list[int]:

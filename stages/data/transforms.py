@@ -8,6 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from stages.data.voc import IGNORE
 
@@ -21,6 +22,22 @@ def normalize(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
+def resize_normalized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Normalised images (B, 3, H, W) at ``size`` (height, width) as the reference resizes each photo before
+    normalising it: back to 8-bit RGB, PIL's bicubic filter, normalised again (on the images' device)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    mean, std = (torch.as_tensor(v, device=images.device).view(1, 3, 1, 1) for v in (MEAN, STD))
+    rgb = (images * std + mean).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    resized = [normalize(pil_resize(img, (size[1], size[0]))) for img in rgb]
+    return torch.stack(resized).to(images.device)
+
+
+def pil_resize(img: np.ndarray, size: tuple[int, int], resample=Image.BICUBIC) -> np.ndarray:
+    """An RGB or label array at ``size`` (width, height) with PIL's filter, as the reference's augmentation."""
+    return np.asarray(Image.fromarray(img).resize(size, resample))
+
+
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
@@ -30,9 +47,9 @@ def random_resize_long(img, mask, long_range, rng):
     h, w = img.shape[:2]
     scale = long_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+    img = pil_resize(img, size)  # the reference's RandomResize: PIL bicubic, masks nearest
     if mask is not None:
-        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        mask = pil_resize(mask, size, Image.NEAREST)
     return img, mask
 
 

@@ -8,6 +8,8 @@ from urllib.parse import urlparse
 import huggingface_hub
 import timm
 import torch.nn as nn
+from timm.models.resnest import ResNestBottleneck
+from timm.models.resnet import BasicBlock, Bottleneck
 
 from stages import StageError
 
@@ -85,12 +87,39 @@ def weights_tag(name: str, pretrained: bool, pretrained_path: str | None = None)
     return f"{arch}.{cfg.tag}" if cfg is not None and cfg.tag else name
 
 
+def reference_last_stage(model: nn.Module) -> nn.Module:
+    """A timm ResNet or ResNeSt whose last stage runs at stride 1 (output stride 16), made to compute as the
+    reference's: a ResNet's last stage without dilation (the reference only drops its stride); a ResNeSt's first
+    block of it with the 3x3 average pool (stride 1) after its split-attention convolution and no pool in its
+    shortcut (timm: no pool in the main branch, a 2x2 one in the shortcut). Neither holds weights: pretrained
+    weights load as before. Other networks are returned as they are."""
+    stage = getattr(model, "layer4", None)
+    if stage is None or not len(stage):
+        return model
+    first = stage[0]
+    if isinstance(first, ResNestBottleneck):
+        pool = first.downsample[0] if first.downsample is not None else None
+        if isinstance(pool, nn.AvgPool2d) and _pair(pool.stride) == (1, 1):
+            first.downsample[0] = nn.Identity()
+            first.avd_last = nn.AvgPool2d(3, 1, padding=1)
+    elif isinstance(first, (BasicBlock, Bottleneck)):
+        for conv in stage.modules():
+            if isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.dilation != (1, 1):
+                conv.dilation, conv.padding = (1, 1), (1, 1)
+    return model
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
 def create_backbone(name: str, pretrained: bool = False, pretrained_path: str | None = None, output_stride: int = 16) -> nn.Module:
-    """A timm ``features_only`` network returning the maps of all its stages."""
+    """A timm ``features_only`` network returning the maps of all its stages, its last stage as the reference's
+    (:func:`reference_last_stage`)."""
     check_backbone(name)
     kwargs = pretrained_kwargs(name, pretrained, pretrained_path)
     try:
-        return timm.create_model(name, features_only=True, output_stride=output_stride, **kwargs)
+        return reference_last_stage(timm.create_model(name, features_only=True, output_stride=output_stride, **kwargs))
     except Exception as e:  # hub, network and file-format failures all surface here
         if kwargs["pretrained"]:
             raise StageError(

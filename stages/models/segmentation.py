@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from stages import StageError
-from stages.models.backbone import check_backbone, create_backbone, pretrained_kwargs
+from stages.data.transforms import resize_normalized
+from stages.models.backbone import check_backbone, create_backbone, pretrained_kwargs, reference_last_stage
 
 
 def batchnorm_to_groupnorm(module: nn.Module, groups: int = 4) -> nn.Module:
@@ -73,6 +74,7 @@ def create_deeplab(encoder: str, num_classes: int, decoder_channels: int = 256, 
         decoder_aspp_dropout=dropout[0],
         classes=num_classes,
     )
+    reference_last_stage(model.encoder.model)
     if kwargs["pretrained"]:
         weights = create_backbone(encoder, pretrained, pretrained_path).state_dict()
         model.encoder.model.load_state_dict(weights)
@@ -104,6 +106,10 @@ def is_new(name: str) -> bool:
     return not name.startswith("encoder.")
 
 
+# the multiple of 16 smp's DeepLabv3+ needs at output stride 16
+PAD_TO = 16
+
+
 @torch.no_grad()
 def multiscale_logits(model, images: torch.Tensor, scales, flip: bool, autocast) -> torch.Tensor:
     """Sum over scales (and flips) of the logits of a batch of same-size images (B, 3, H, W), at their size:
@@ -111,12 +117,10 @@ def multiscale_logits(model, images: torch.Tensor, scales, flip: bool, autocast)
     b, _, h, w = images.shape
     total = 0
     for s in scales:
-        # smp needs sizes divisible by 32 (the encoder's five downsamplings, before dilation keeps stride 16):
-        # pad and crop back
-        sh, sw = max(16, round(h * s)), max(16, round(w * s))
-        x = F.interpolate(images, size=(sh, sw), mode="bilinear", align_corners=False)
-        ph, pw = (-sh) % 32, (-sw) % 32
-        x = F.pad(x, (0, pw, 0, ph))
+        sh, sw = max(PAD_TO, round(h * s)), max(PAD_TO, round(w * s))
+        # smp's decoder upsamples the stride-16 features 4x onto the stride-4 ones: sizes must be multiples of 16, so
+        # the scaled image is padded and the logits cropped back (the reference's own DeepLabv3+ needs no padding)
+        x = F.pad(resize_normalized(images, (sh, sw)), (0, (-sw) % PAD_TO, 0, (-sh) % PAD_TO))
         if flip:
             x = torch.cat([x, x.flip(-1)])
         with autocast():

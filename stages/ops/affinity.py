@@ -75,11 +75,21 @@ def downsample_labels(label: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return label[..., rows[:, None], cols[None, :]]
 
 
+def source_window(h: int, w: int, radius: int, device=None) -> torch.Tensor:
+    """(H, W): the pixels IRN's PathIndex takes pairs from in training: rows [0, H - r + 1) and columns
+    [r - 1, W - r + 1) for radius r, where every displacement's partner lies inside the map."""
+    floor = radius - 1
+    rows = torch.arange(h, device=device) < h - floor
+    cols = (torch.arange(w, device=device) >= floor) & (torch.arange(w, device=device) < w - floor)
+    return rows[:, None] & cols[None, :]
+
+
 def pair_labels(label: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, H, W) labels (0 bg, c fg, 255 unknown) -> bg-positive, fg-positive, negative pair masks (B, D, H, W)."""
+    """(B, H, W) labels (0 bg, c fg, 255 unknown) -> bg-positive, fg-positive, negative pair masks (B, D, H, W),
+    of the sources in :func:`source_window` only, as the reference trains."""
     a = label[:, None]
     b = torch.stack([shift(label, dy, dx, IGNORE) for dy, dx in displacements(radius)], dim=1)
-    known = (a != IGNORE) & (b != IGNORE)
+    known = (a != IGNORE) & (b != IGNORE) & source_window(*label.shape[-2:], radius, label.device)
     same = a == b
     return known & same & (a == 0), known & same & (a != 0), known & ~same
 

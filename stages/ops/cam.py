@@ -5,15 +5,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stages.data.transforms import resize_normalized
+
 
 def strided_size(h: int, w: int, stride: int) -> tuple[int, int]:
     return (h + stride - 1) // stride, (w + stride - 1) // stride
+
+
+def strided_up_size(h: int, w: int, stride: int) -> tuple[int, int]:
+    """The size rounded up to a multiple of ``stride``: the reference resizes the strided maps to it and crops the
+    image's size from its top-left, so a map cell lands where the network's stride puts it."""
+    sh, sw = strided_size(h, w, stride)
+    return sh * stride, sw * stride
 
 
 def max_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Divide each class map (K, H, W) by its maximum (+eps), after ReLU."""
     cam = F.relu(cam)
     return cam / (cam.flatten(1).max(dim=1).values[:, None, None] + eps)
+
+
+# the classifier's output stride: its maps are resized to the image size rounded up to a multiple of it
+CAM_STRIDE = 16
 
 
 def multiscale_cam(model, image: torch.Tensor, scales, flip: bool, classes: list[int], autocast, s4_stride: int = 4):
@@ -25,20 +38,21 @@ def multiscale_cam(model, image: torch.Tensor, scales, flip: bool, classes: list
 def multiscale_cams(model, images: torch.Tensor, scales, flip: bool, classes: list[list[int]], autocast, s4_stride: int = 4):
     """CAMs of a batch of same-size normalised images (B, 3, H, W), for each image's class ids (1..C).
 
-    Each scale runs the whole batch with its horizontal flips in one forward; maps are ReLU'd,
-    flipped back, resized to the image size (and to stride 4) and summed, then max-normalised.
+    Each scale resizes the batch as the reference resizes the photo (:func:`resize_normalized`) and runs it with
+    its horizontal flips in one forward; maps are ReLU'd, flipped back, resized to the image size rounded up to a
+    multiple of 16 (then cropped to the image) and to stride 4, and summed, then max-normalised, as the reference.
     Returns one (cam (K, H, W), cam_s4 (K, ceil(H/4), ceil(W/4))) pair of float32 CPU tensors per image.
     """
     b, _, h, w = images.shape
     s4 = strided_size(h, w, s4_stride)
+    up = strided_up_size(h, w, CAM_STRIDE)
     # the maps of every image's own classes, stacked along channels: one resize call serves the batch
     sample = torch.cat([torch.full((len(c),), i) for i, c in enumerate(classes)]).long().to(images.device)
     channel = torch.as_tensor([k - 1 for c in classes for k in c], dtype=torch.long, device=images.device)
-    full = torch.zeros(1, len(channel), h, w, device=images.device)
+    full = torch.zeros(1, len(channel), *up, device=images.device)
     low = torch.zeros(1, len(channel), *s4, device=images.device)
     for s in scales:
-        size = (max(1, round(h * s)), max(1, round(w * s)))
-        x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        x = resize_normalized(images, (max(1, round(h * s)), max(1, round(w * s))))
         if flip:
             x = torch.cat([x, x.flip(-1)])
         with autocast():
@@ -46,9 +60,10 @@ def multiscale_cams(model, images: torch.Tensor, scales, flip: bool, classes: li
         a = F.relu(a.float())
         a = a[:b] + a[b:].flip(-1) if flip else a
         a = a[sample, channel][None]
-        full += F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)
+        full += F.interpolate(a, size=up, mode="bilinear", align_corners=False)
         low += F.interpolate(a, size=s4, mode="bilinear", align_corners=False)
     sizes = [len(c) for c in classes]
+    full = full[..., :h, :w]
     return [(max_normalize(f), max_normalize(s)) for f, s in zip(full[0].cpu().split(sizes), low[0].cpu().split(sizes))]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
-from pydensecrf.utils import unary_from_labels
+from pydensecrf.utils import unary_from_labels, unary_from_softmax
 
 
 def _crf(img: np.ndarray, unary: np.ndarray, n_labels: int, cfg: dict) -> np.ndarray:
@@ -25,7 +25,6 @@ def crf_labels(img: np.ndarray, labels: np.ndarray, n_labels: int, cfg: dict) ->
 
 
 def crf_probs(img: np.ndarray, probs: np.ndarray, cfg: dict) -> np.ndarray:
-    """Refine class probabilities (n, H, W) summing to 1 over n; returns refined probabilities."""
-    n = probs.shape[0]
-    unary = -np.log(np.clip(probs, 1e-8, 1.0)).reshape(n, -1)
-    return _crf(img, unary, n, cfg)
+    """Refine class probabilities (n, H, W) summing to 1 over n; returns refined probabilities. The unary is
+    pydensecrf's unary_from_softmax with its default clip, as the reference calls it: -log max(p, 1e-5)."""
+    return _crf(img, unary_from_softmax(probs), probs.shape[0], cfg)

@@ -47,7 +47,7 @@ rule eval_cams:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage(cfg=config["eval_cams"]),
+        **stage(cfg=config["eval_cams"], protocol=config["eval"]["protocol"]),
     shell:
         STAGE
 

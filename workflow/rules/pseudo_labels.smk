@@ -38,7 +38,7 @@ rule eval_pseudo_labels:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage(),
+        **stage(protocol=config["eval"]["protocol"]),
     shell:
         STAGE
 

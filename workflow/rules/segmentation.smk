@@ -106,7 +106,7 @@ rule eval_segmentation:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage(stage=lambda wildcards: SEG_STAGE[wildcards.masks]),
+        **stage(stage=lambda wildcards: SEG_STAGE[wildcards.masks], protocol=config["eval"]["protocol"]),
     shell:
         STAGE
 
