@@ -212,3 +212,97 @@ def killed_at(make_step, kill_at):
         return killable
 
     return factory
+
+
+# --- One training step of each variant against the reference's train_classification_with_puzzle.py -------------
+# Written here from the reference's script, independently of stages/ops/puzzle.py: its own tiling and merging by
+# slicing, the reference's losses on the raw maps ('feature' level: no ReLU, no normalisation), the class mask of
+# 'masking', and the linear alpha ramp.
+
+class TinyCAMNet(torch.nn.Module):
+    """Raw class maps at stride 4, with BatchNorm in training mode (whose batch statistics differ for the tiles)."""
+
+    def __init__(self, classes=3):
+        super().__init__()
+        conv = lambda i, o: torch.nn.Conv2d(i, o, 3, stride=2, padding=1, bias=False)  # noqa: E731
+        self.body = torch.nn.Sequential(conv(3, 8), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                        conv(8, 8), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+        self.classifier = torch.nn.Conv2d(8, classes, 1, bias=False)
+
+    def forward(self, x):
+        return self.classifier(self.body(x))
+
+
+def reference_tiles(x):
+    """The 2x2 tiles, row by row, each tile's images together along the batch (tile_features, num_pieces=4)."""
+    h, w = x.shape[2] // 2, x.shape[3] // 2
+    return torch.cat([x[:, :, i * h:(i + 1) * h, j * w:(j + 1) * w] for i in range(2) for j in range(2)])
+
+
+def reference_merge(maps, batch_size):
+    """merge_features: the batch's four tiles' maps put back side by side, then row under row."""
+    t = [maps[k * batch_size:(k + 1) * batch_size] for k in range(4)]
+    return torch.cat([torch.cat([t[0], t[1]], dim=3), torch.cat([t[2], t[3]], dim=3)], dim=2)
+
+
+def reference_step(model, x, y, loss_option, alpha_max, ramp, iteration, max_iteration):
+    """The loss terms of one iteration of the reference's script; ``loss_option`` None is its
+    train_classification.py (the baseline: the full image alone, no tiles)."""
+    mlsm = torch.nn.MultiLabelSoftMarginLoss(reduction="none")
+    gap = lambda a: a.reshape(a.shape[0], a.shape[1], -1).mean(-1)  # noqa: E731
+    features = model(x)
+    terms = {"cls": mlsm(gap(features), y).mean()}
+    total = terms["cls"]
+    if loss_option is None:
+        return {**terms, "total": total}
+    re_features = reference_merge(model(reference_tiles(x)), x.shape[0])
+    if "pcl" in loss_option:
+        terms["p_cls"] = mlsm(gap(re_features), y).mean()
+        total = total + terms["p_cls"]
+    if "re" in loss_option.split("_"):
+        terms["re"] = (torch.abs(features - re_features) * y[:, :, None, None]).mean()
+        alpha = min(alpha_max * iteration / (max_iteration * ramp), alpha_max)
+        total = total + alpha * terms["re"]
+    return {**terms, "total": total}
+
+
+REFERENCE_OPTIONS = {"baseline": None, "pcls": "cl_pcl", "re": "cl_re", "puzzle": "cl_pcl_re"}
+
+
+@pytest.mark.parametrize("variant", list(REFERENCE_OPTIONS))
+@pytest.mark.parametrize("iteration", [3, 8])  # on the ramp (alpha 2.4) and after it (alpha 4)
+def test_each_variants_step_gives_the_reference_scripts_loss_terms_and_gradients(variant, iteration):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 48)
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # absent classes: masked out of L_re
+    ours, ref = TinyCAMNet().train(), TinyCAMNet().train()
+    ref.load_state_dict(ours.state_dict())
+    terms = puzzle_step(ours, VARIANTS[variant], 4.0, 0.5)({"image": x, "label": y}, iteration, 10)
+    expected = reference_step(ref, x, y, REFERENCE_OPTIONS[variant], 4.0, 0.5, iteration, 10)
+    assert set(terms) == set(expected)
+    for k in expected:
+        assert torch.allclose(terms[k], expected[k], rtol=1e-5, atol=1e-7), (k, terms[k], expected[k])
+    terms["total"].backward()
+    expected["total"].backward()
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), name
+    # the tiles go through the network in a forward of their own, as in the reference: BatchNorm's running
+    # statistics see the full images, then (for every variant but the baseline) the tiles
+    for (name, b), c in zip(ours.named_buffers(), ref.buffers()):
+        assert torch.allclose(b.float(), c.float()), name
+
+
+def test_without_l_pcls_the_tiles_learn_only_through_l_re():
+    """re: the tiles' branch has no loss of its own; L_re's gradient reaches both branches (nothing is detached),
+    so the gradient is that of L_cls plus alpha times L_re's, as the reference's."""
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    model = TinyCAMNet().train()
+    terms = puzzle_step(model, VARIANTS["re"], 4.0, 0.5)({"image": x, "label": y}, 8, 10)
+    params = list(model.parameters())
+    g_total = torch.autograd.grad(terms["total"], params, retain_graph=True)
+    g_cls = torch.autograd.grad(terms["cls"], params, retain_graph=True)
+    g_re = torch.autograd.grad(terms["re"], params)
+    for a, b, c in zip(g_total, g_cls, g_re):
+        assert torch.allclose(a, b + 4.0 * c, rtol=1e-4, atol=1e-6)
+    assert terms["re"] > 0 and any(c.abs().sum() > 0 for c in g_re)
