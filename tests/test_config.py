@@ -62,6 +62,8 @@ def test_yaml_booleans_from_the_command_line_are_booleans():
     ("segmentation: {resize_long: [80, 56]}", "config segmentation.resize_long: [80, 56] has its low end above"),
     ("affinity: {resize_long: [80, 56]}", "config affinity.resize_long: [80, 56] has its low end above"),
     ("data: {generate: {object_scale: [0.3, 0.2]}}", "config data.generate.object_scale: [0.3, 0.2] has its low end above"),
+    ("data: {generate: {part_scale: [0.4, 0.2]}}", "config data.generate.part_scale: [0.4, 0.2] has its low end above"),
+    ("data: {generate: {body_saturation: [90, 30]}}", "config data.generate.body_saturation: [90, 30] has its low end above"),
     ("eval_cams: {thresholds: {start: 0.8, stop: 0.05}}",
      "config eval_cams.thresholds.start (0.8) must be at most eval_cams.thresholds.stop (0.05)"),
     ("affinity_labels: {fg_threshold: 0.05}",

@@ -122,9 +122,46 @@ def texture(size: int, colour: np.ndarray, rng) -> np.ndarray:
     return colour[None, None, :] + amp * stripes[..., None]
 
 
+# Defaults of the optional data.generate keys (the schema holds the same): objects of one colour, no parts.
+BODY_SATURATION = (140, 255)
+PART_SHAPE = "disc"
+
+
+def class_hue(c: int, n_cls: int, rng) -> float:
+    """A hue (OpenCV's 0..180) of class ``c``'s range: ``n_cls`` ranges spread over the hue circle."""
+    return 180.0 * c / n_cls + rng.uniform(-8, 8)
+
+
+def object_colour(c: int, n_cls: int, cfg: dict, rng) -> np.ndarray:
+    """An object's body colour: its class's hue with probability ``p_class_colour`` (any hue otherwise), at a
+    saturation drawn from ``body_saturation``: a low one leaves the body only a faint cast of its class's hue."""
+    hue = class_hue(c, n_cls, rng) if rng.random() < cfg["p_class_colour"] else rng.uniform(0, 180)
+    return _hsv_to_rgb(hue, rng.uniform(*cfg.get("body_saturation", BODY_SATURATION)), rng.uniform(120, 255))
+
+
+def part_of(body: np.ndarray, cy: float, cx: float, r: float, scale, shape: str, rng) -> np.ndarray:
+    """A part of an object (a mask inside ``body``): a ``shape`` of ``scale`` (low, high) times the object's size,
+    its centre drawn within the inner half of the object, clipped to the body."""
+    pr = rng.uniform(*scale) * r
+    dist, angle = rng.uniform(0, 0.5) * r, rng.uniform(0, 2 * math.pi)
+    canvas = np.zeros_like(body)
+    SHAPES[shape](canvas, cy + dist * math.sin(angle), cx + dist * math.cos(angle), pr, rng.uniform(0, 2 * math.pi), rng)
+    return canvas & body
+
+
+def part_colour(c: int, n_cls: int, rng) -> np.ndarray:
+    """A part's colour: always its class's hue, saturated and bright (the object's most discriminative cue)."""
+    return _hsv_to_rgb(class_hue(c, n_cls, rng), rng.uniform(220, 255), rng.uniform(200, 255))
+
+
 def make_sample(rng, classes, size: int, cfg: dict):
-    """One (RGB uint8 image, uint8 mask) pair with at least one object of at least one class."""
+    """One (RGB uint8 image, uint8 mask) pair with at least one object of at least one class.
+
+    With ``part_scale``, each object also gets a part of its class's strong colour (:func:`part_of`), the rest of
+    it (the body) keeping its own colour: with a low ``body_saturation``, a classifier can tell an object from its
+    part alone, while the body's shape and faint hue are weaker cues of the same class."""
     n_cls = len(classes)
+    part_scale = cfg.get("part_scale")
     for _ in range(100):
         img = background(size, rng)
         clutter(img, size, int(rng.integers(0, cfg["max_clutter"] + 1)), rng)
@@ -138,14 +175,13 @@ def make_sample(rng, classes, size: int, cfg: dict):
             cy, cx = rng.uniform(r * 0.6, size - r * 0.6, 2)
             shape = np.zeros((size, size), np.uint8)
             SHAPES[classes[c]](shape, cy, cx, r, rng.uniform(0, 2 * math.pi), rng)
-            if rng.random() < cfg["p_class_colour"]:
-                hue = 180.0 * c / n_cls + rng.uniform(-8, 8)
-            else:
-                hue = rng.uniform(0, 180)
-            colour = _hsv_to_rgb(hue, rng.uniform(140, 255), rng.uniform(120, 255))
-            fill = texture(size, colour, rng)
+            fill = texture(size, object_colour(c, n_cls, cfg, rng), rng)
             img[shape > 0] = fill[shape > 0]
             mask[shape > 0] = c + 1
+            if part_scale:
+                part = part_of(shape, cy, cx, r, part_scale, cfg.get("part_shape", PART_SHAPE), rng)
+                fill = texture(size, part_colour(c, n_cls, rng), rng)
+                img[part > 0] = fill[part > 0]
         min_px = cfg["min_visible"] * size * size
         if all((mask == c + 1).sum() >= min_px for c in present):
             img = cv2.GaussianBlur(img, (3, 3), 0.6)

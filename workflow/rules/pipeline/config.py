@@ -243,6 +243,8 @@ CONSTRAINTS = [
     _tags_given,
     _generated_root,
     _pair_ordered("data.generate.object_scale"),
+    _pair_ordered("data.generate.body_saturation"),
+    _pair_ordered("data.generate.part_scale"),
     _pair_ordered("classifier.resize_long"),
     _pair_ordered("affinity.resize_long"),
     _pair_ordered("segmentation.resize_long"),
