@@ -1,22 +1,29 @@
 """Rule ablation: the paper's Table 1 (which Puzzle-CAM losses, CAM mIoU on train) from the CAM tables of every
-seed: each variant's mean ± standard deviation over the seeds, so that the differences between variants can be
-read against the seed-to-seed noise."""
+seed: each variant's mean ± standard deviation over the seeds and its difference from the baseline with that
+difference's standard error and Welch's t, so that the differences between variants can be read against the
+seed-to-seed noise."""
 from __future__ import annotations
+
+import csv
+import io
 
 from stages import StageError
 from stages.core.job import Job, main
-from stages.core.metrics import spread
+from stages.core.metrics import spread, welch
 from stages.ops.puzzle import VARIANTS
 from stages.utils.io import read_json, write_json, write_text
 
 # CAM mIoU (%) on VOC 2012 train, ResNet-50 (the paper's Table 1); +L_p-cls alone has no exact figure there.
 PAPER_CAM_MIOU = {"baseline": 47.82, "pcls": None, "re": 49.21, "puzzle": 51.53}
 CHECK = "✓"
+BASELINE = "baseline"
 
 
 def ablation_rows(cam_tables: dict[int, list[dict]]) -> list[dict]:
     """``cam_tables``: each seed's CAM tables. One row per variant, in the paper's order: the losses used, the
-    best-threshold CAM mIoU per seed with its mean, std and min-max, the paper's figure."""
+    best-threshold CAM mIoU per seed with its mean, std and min-max, its difference from the baseline's mean with
+    the standard error and Welch's t (where the baseline is among the variants), the paper's figure and its
+    difference from the paper's baseline."""
     by_variant: dict[str, dict[str, dict]] = {}
     for seed, tables in cam_tables.items():
         for t in tables:
@@ -39,25 +46,59 @@ def ablation_rows(cam_tables: dict[int, list[dict]]) -> list[dict]:
                          "miou": miou["mean"], "miou_std": miou["std"], "miou_min": miou["min"], "miou_max": miou["max"],
                          "per_seed": {seed: t["best"]["miou"] for seed, t in per_seed.items()},
                          "paper_miou": PAPER_CAM_MIOU[name]})
+    base = next((r for r in rows if r["variant"] == BASELINE), None)
+    for r in rows:
+        w = welch(list(base["per_seed"].values()), list(r["per_seed"].values())) if base and r is not base else {}
+        r.update({"diff": w.get("diff"), "diff_se": w.get("se"), "welch_t": w.get("t"), "welch_df": w.get("df")})
+        paper = r["paper_miou"]
+        r["paper_diff"] = None if paper is None or r["variant"] == BASELINE else round(paper - PAPER_CAM_MIOU[BASELINE], 2)
     return rows
+
+
+def _num(v, fmt: str = ".2f", sign: bool = False) -> str:
+    return "-" if v is None else format(v, ("+" if sign else "") + fmt)
 
 
 def to_markdown(rows: list[dict]) -> str:
     seeds = list(rows[0]["per_seed"]) if rows else []
     many = len(seeds) > 1
     head = ["variant", "L_cls", "L_p-cls", "L_re", "split", "images", "bg threshold",
-            "CAM mIoU (mean ± std)" if many else "CAM mIoU", "paper"]
+            "CAM mIoU (mean ± std)" if many else "CAM mIoU", "min-max", "Δ baseline", "SE", "Welch t", "paper", "paper Δ"]
     lines = ["# Ablation: CAM mIoU (%) of the Puzzle-CAM losses", "",
-             "`paper`: Table 1 of the paper (ResNet-50, VOC 2012 train).", "",
-             *([f"CAM mIoU: mean ± sample standard deviation over seeds {', '.join(seeds)}.", ""] if many else []),
+             "`paper`: Table 1 of the paper (ResNet-50, VOC 2012 train); `paper Δ`: its difference from its baseline.", "",
+             *([f"CAM mIoU: mean ± sample standard deviation over seeds {', '.join(seeds)}, and the min-max. "
+                "`Δ baseline`: the variant's mean minus the baseline's; `SE`: its standard error, "
+                "sqrt(s_baseline² / n + s_variant² / n); `Welch t`: Δ / SE. "
+                f"With {len(seeds)} seeds each, a Δ below about "
+                f"{'2.8' if len(seeds) == 3 else 'two to three'} SE cannot be told from seed noise.", ""]
+               if many else []),
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         marks = [CHECK if r[k] else "" for k in ("L_cls", "L_p-cls", "L_re")]
-        paper = "-" if r["paper_miou"] is None else f"{r['paper_miou']:.2f}"
-        miou = f"{r['miou']:.2f}" if r["miou_std"] is None else f"{r['miou']:.2f} ± {r['miou_std']:.2f}"
-        cells = [r["variant"], *marks, r["split"], str(r["images"]), "/".join(f"{t:.2f}" for t in r["thresholds"]), miou, paper]
+        miou = _num(r["miou"]) if r["miou_std"] is None else f"{r['miou']:.2f} ± {r['miou_std']:.2f}"
+        span = "-" if r["miou_std"] is None else f"{r['miou_min']:.2f}-{r['miou_max']:.2f}"
+        cells = [r["variant"], *marks, r["split"], str(r["images"]), "/".join(f"{t:.2f}" for t in r["thresholds"]), miou,
+                 span, _num(r["diff"], sign=True), _num(r["diff_se"]), _num(r["welch_t"], ".1f", sign=True),
+                 _num(r["paper_miou"]), _num(r["paper_diff"], sign=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = ["variant", "L_cls", "L_p-cls", "L_re", "split", "images", "seeds", "thresholds", "miou", "miou_std",
+              "miou_min", "miou_max", "diff", "diff_se", "welch_t", "welch_df", "paper_miou", "paper_diff"]
+
+
+def to_csv(rows: list[dict]) -> str:
+    """One row per variant, the numbers to three decimals (ablation.json holds them unrounded and per seed);
+    empty where there is no value (the spread of one seed, the baseline's difference from itself)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for r in rows:
+        cells = {**r, "seeds": " ".join(r["per_seed"]), "thresholds": " ".join(f"{t:g}" for t in r["thresholds"])}
+        w.writerow(["" if cells[k] is None else round(cells[k], 3) if isinstance(cells[k], float) else cells[k]
+                    for k in CSV_FIELDS])
+    return buf.getvalue()
 
 
 def run(job: Job) -> None:
@@ -70,6 +111,7 @@ def run(job: Job) -> None:
     rows = ablation_rows(tables)
     write_json(job.output.json, rows)
     write_text(job.output.md, to_markdown(rows))
+    write_text(job.output.csv, to_csv(rows))
 
 
 if __name__ == "__main__":

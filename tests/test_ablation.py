@@ -1,11 +1,12 @@
 """The ablation table: the paper's Table 1 layout from the per-variant CAM tables."""
 import json
+import math
 
 import pytest
 from conftest import run_stage
 
 from stages import StageError
-from stages.ablation import ablation_rows, to_markdown
+from stages.ablation import CSV_FIELDS, ablation_rows, to_markdown
 
 OURS = {"puzzle": 55.5, "baseline": 40.25, "re": 44.0, "pcls": 41.0}
 
@@ -28,12 +29,13 @@ def test_rows_follow_the_paper_order_with_its_losses_and_figures():
 def test_markdown_has_check_marks_and_a_dash_where_the_paper_has_no_figure():
     md = to_markdown(ablation_rows({0: [cam_table(v, m) for v, m in OURS.items()]}))
     lines = [line for line in md.splitlines() if line.startswith("| ")]
-    assert lines[0] == "| variant | L_cls | L_p-cls | L_re | split | images | bg threshold | CAM mIoU | paper |"
-    assert lines[1:] == [
-        "| baseline | ✓ |  |  | train | 1464 | 0.15 | 40.25 | 47.82 |",
-        "| pcls | ✓ | ✓ |  | train | 1464 | 0.15 | 41.00 | - |",
-        "| re | ✓ |  | ✓ | train | 1464 | 0.15 | 44.00 | 49.21 |",
-        "| puzzle | ✓ | ✓ | ✓ | train | 1464 | 0.15 | 55.50 | 51.53 |",
+    assert lines[0] == ("| variant | L_cls | L_p-cls | L_re | split | images | bg threshold | CAM mIoU | min-max | Δ baseline | "
+                        "SE | Welch t | paper | paper Δ |")
+    assert lines[1:] == [  # one seed: the differences, but no spread, standard error or t
+        "| baseline | ✓ |  |  | train | 1464 | 0.15 | 40.25 | - | - | - | - | 47.82 | - |",
+        "| pcls | ✓ | ✓ |  | train | 1464 | 0.15 | 41.00 | - | +0.75 | - | - | - | - |",
+        "| re | ✓ |  | ✓ | train | 1464 | 0.15 | 44.00 | - | +3.75 | - | - | 49.21 | +1.39 |",
+        "| puzzle | ✓ | ✓ | ✓ | train | 1464 | 0.15 | 55.50 | - | +15.25 | - | - | 51.53 | +3.71 |",
     ]
 
 
@@ -48,9 +50,13 @@ def test_several_seeds_give_each_variant_its_mean_and_standard_deviation():
         ("baseline", 41.0, 1.0, 40.0, 42.0), ("puzzle", 52.0, 2.0, 50.0, 54.0)]
     assert rows[1]["per_seed"] == {"0": 50.0, "1": 52.0, "2": 54.0}
     lines = [line for line in to_markdown(rows).splitlines() if line.startswith("| ")]
-    assert lines[0].endswith("| bg threshold | CAM mIoU (mean ± std) | paper |")
-    assert lines[1:] == ["| baseline | ✓ |  |  | train | 1464 | 0.15 | 41.00 ± 1.00 | 47.82 |",
-                         "| puzzle | ✓ | ✓ | ✓ | train | 1464 | 0.15 | 52.00 ± 2.00 | 51.53 |"]
+    assert lines[0].endswith("| bg threshold | CAM mIoU (mean ± std) | min-max | Δ baseline | SE | Welch t | paper | paper Δ |")
+    # SE = sqrt(1/3 + 4/3), t = 11 / SE
+    assert lines[1:] == ["| baseline | ✓ |  |  | train | 1464 | 0.15 | 41.00 ± 1.00 | 40.00-42.00 | - | - | - | 47.82 | - |",
+                         "| puzzle | ✓ | ✓ | ✓ | train | 1464 | 0.15 | 52.00 ± 2.00 | 50.00-54.00 | +11.00 | 1.29 | +8.5 | 51.53 | +3.71 |"]
+    assert rows[1]["diff_se"] == pytest.approx(math.sqrt(5 / 3)) and rows[1]["welch_t"] == pytest.approx(11 / math.sqrt(5 / 3))
+    assert rows[1]["welch_df"] == pytest.approx((5 / 3) ** 2 / ((1 / 3) ** 2 / 2 + (4 / 3) ** 2 / 2))
+    assert rows[0]["diff"] is rows[0]["diff_se"] is rows[0]["welch_t"] is None
 
 
 def test_a_variant_missing_from_a_seed_is_an_error():
@@ -69,9 +75,25 @@ def test_the_stage_writes_markdown_and_json(tmp_path):
         (tmp_path / f"cam_{v}.json").write_text(json.dumps(cam_table(v, m)))
         paths.append(tmp_path / f"cam_{v}.json")
     proc = run_stage("ablation", input={"tables": paths},
-                     output={"md": tmp_path / "tables/ablation.md", "json": tmp_path / "tables/ablation.json"},
+                     output={"md": tmp_path / "tables/ablation.md", "json": tmp_path / "tables/ablation.json",
+                             "csv": tmp_path / "tables/ablation.csv"},
                      params={"seeds": [7], "variants": list(OURS)})
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "tables/ablation.json").read_text())
     assert [r["variant"] for r in rows] == ["baseline", "pcls", "re", "puzzle"] and rows[0]["per_seed"] == {"7": 40.25}
     assert (tmp_path / "tables/ablation.md").read_text().startswith("# Ablation")
+    table = (tmp_path / "tables/ablation.csv").read_text().splitlines()
+    assert table[0] == ",".join(CSV_FIELDS)
+    assert table[1] == "baseline,True,False,False,train,1464,7,0.15,40.25,,40.25,40.25,,,,,47.82,"
+    assert table[4] == "puzzle,True,True,True,train,1464,7,0.15,55.5,,55.5,55.5,15.25,,,,51.53,3.71"
+
+
+def test_without_a_baseline_there_are_no_differences():
+    rows = ablation_rows({seed: [cam_table("re", 44.0 + seed), cam_table("puzzle", 50.0 + seed)] for seed in (0, 1)})
+    assert all(r["diff"] is r["diff_se"] is r["welch_t"] is None for r in rows)
+    assert [r["paper_diff"] for r in rows] == [1.39, 3.71]
+
+
+def test_seeds_without_spread_give_a_standard_error_of_zero_and_no_t():
+    rows = ablation_rows({seed: [cam_table("baseline", 40.0), cam_table("re", 42.0)] for seed in (0, 1, 2)})
+    assert (rows[1]["diff"], rows[1]["diff_se"], rows[1]["welch_t"]) == (2.0, 0.0, None)

@@ -74,3 +74,16 @@ def test_the_reference_protocol_scores_every_8th_image_and_counts_absent_classes
     assert s["per_class"]["c"] is None
     full = score(conf, ["background", "a", "b", "c"])
     assert full["miou"] == pytest.approx(s["miou"] * 4 / 3, abs=0.01)  # the full protocol leaves class 3 out
+
+
+def test_welch_agrees_with_scipys_unequal_variance_t_test():
+    from scipy.stats import ttest_ind
+
+    from stages.core.metrics import welch
+
+    a, b = [67.2, 66.5, 67.9], [69.1, 70.4, 69.0, 71.2]
+    w, ref = welch(a, b), ttest_ind(b, a, equal_var=False)
+    assert w["diff"] == pytest.approx(np.mean(b) - np.mean(a))
+    assert w["t"] == pytest.approx(ref.statistic) and w["df"] == pytest.approx(ref.df)
+    assert w["se"] == pytest.approx(np.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 4))
+    assert welch([1.0], [2.0, 3.0]) == {"diff": 1.5, "se": None, "t": None, "df": None}

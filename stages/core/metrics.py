@@ -75,6 +75,22 @@ def spread(values: list[float | None]) -> dict:
     return {"mean": float(np.mean(present)), "std": std, "min": min(present), "max": max(present)}
 
 
+def welch(a: list[float], b: list[float]) -> dict:
+    """The difference of the means of ``b`` and ``a`` (b - a, say a variant's scores over seeds against the
+    baseline's), its standard error sqrt(s_a^2 / n_a + s_b^2 / n_b), Welch's t (difference / standard error) and
+    the Welch-Satterthwaite degrees of freedom. With fewer than two values on either side only the difference
+    is known (the rest None); so is t where both sides have no spread at all."""
+    diff = float(np.mean(b) - np.mean(a))
+    if len(a) < 2 or len(b) < 2:
+        return {"diff": diff, "se": None, "t": None, "df": None}
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    se = float(np.sqrt(va + vb))
+    if se == 0:
+        return {"diff": diff, "se": 0.0, "t": None, "df": None}
+    df = float((va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)))
+    return {"diff": diff, "se": se, "t": diff / se, "df": df}
+
+
 class LabelAgreement:
     """How often an image's image-level labels differ from the classes of its mask, counted where the mask is
     scored. Labels read from the masks themselves must agree: a difference means an index older than its masks

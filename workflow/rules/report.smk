@@ -113,6 +113,12 @@ rule ablation:
         tables=[f"{R}/seed_{seed}/tables/cam_{variant}.json" for seed in SEEDS for variant in VARIANTS],
     output:
         md=f"{R}/tables/ablation.md",
+        csv=report(
+            f"{R}/tables/ablation.csv",
+            category="Tables",
+            subcategory="over the seeds",
+            caption="../report/ablation.rst",
+        ),
         json=f"{R}/tables/ablation.json",
     log:
         log_of("ablation"),
