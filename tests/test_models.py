@@ -99,6 +99,25 @@ def test_affinity_net_computes_the_reference_edge_layers(size):
         assert torch.allclose(net.boundary_prob(x[:1]), torch.sigmoid(edge[:1] / 2 + edge[1:].flip(-1) / 2), atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(64, 96), (50, 70)])
+def test_a_strided_stem_feeds_the_first_head_the_stride_2_features_resized(size):
+    torch.manual_seed(0)
+    pooled = AffinityNet("resnet18", head_channels=8).eval()
+    strided = AffinityNet("resnet18", head_channels=8, stem="strided").eval()
+    strided.load_state_dict(pooled.state_dict())
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        stem = strided.backbone(x)[0]
+        first = strided.head_map(strided.heads[0], stem, 2)
+        deeper = strided.head_map(strided.heads[1], strided.backbone(x)[1], 4)
+        assert first.shape == deeper.shape == pooled.head_map(pooled.heads[0], stem, 2).shape
+        expected = F.relu(F.interpolate(strided.heads[0](stem), size=first.shape[-2:], mode="bilinear", align_corners=False))
+        assert torch.equal(first, expected)
+        assert strided(x).shape == pooled(x).shape and not torch.allclose(strided(x), pooled(x))
+    with pytest.raises(ValueError, match="stem 'max'"):
+        AffinityNet("resnet18", stem="max")
+
+
 def test_resnest_last_stage_first_block_computes_as_the_references():
     # the reference's ResNeSt at output stride 16 (core/arch_resnest, dilation 2): the last stage's first block is
     # "is_first": a 3x3 average pool of stride 1 after the split-attention convolution, and a shortcut of a 1x1

@@ -11,12 +11,18 @@ from stages.models.backbone import create_backbone
 
 # the stride the boundary map is at
 EDGE_STRIDE = 4
+# the first head's input: the stem's features after its max-pool (the reference), or at stride 2 (finer edges, which
+# help small images: the embedded default's 96-pixel ones)
+STEMS = ("pooled", "strided")
 
 
 class AffinityNet(nn.Module):
     def __init__(self, backbone: str, head_channels: int = 32, pretrained: bool = False, pretrained_path: str | None = None,
-                 canvas: int = 0):
+                 canvas: int = 0, stem: str = "pooled"):
         super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"AffinityNet stem {stem!r}: one of {', '.join(STEMS)}")
+        self.stem = stem
         self.backbone = create_backbone(backbone, pretrained, pretrained_path)
         self.backbone.requires_grad_(False)
         self.reductions = self.backbone.feature_info.reduction()
@@ -36,9 +42,14 @@ class AffinityNet(nn.Module):
     def head_map(self, head: nn.Module, f: torch.Tensor, reduction: int) -> torch.Tensor:
         """One head's map at stride 4, as the reference's edge layers: the stride-2 stem max-pooled first (the
         backbone's own 3x3/2 pool: the reference's first stage ends with it), deeper maps upsampled by their integer
-        factor after the head and before the ReLU."""
+        factor after the head and before the ReLU. With ``stem="strided"`` the stem's head sees its stride-2
+        features and its map is resized to the pooled size instead."""
         if reduction < EDGE_STRIDE:
-            f = F.max_pool2d(f, 3, EDGE_STRIDE // reduction, 1)
+            pooled_size = tuple(-(-n * reduction // EDGE_STRIDE) for n in f.shape[-2:])
+            if self.stem == "pooled":
+                f = F.max_pool2d(f, 3, EDGE_STRIDE // reduction, 1)
+            else:
+                return F.relu(F.interpolate(head(f), size=pooled_size, mode="bilinear", align_corners=False))
         m = head(f)
         if reduction > EDGE_STRIDE:
             m = F.interpolate(m, scale_factor=reduction // EDGE_STRIDE, mode="bilinear", align_corners=False)

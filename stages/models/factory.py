@@ -18,7 +18,7 @@ def build_classifier(cfg: dict, num_classes: int) -> CAMClassifier:
 
 def build_affinity_net(cfg: dict, backbone: str, pretrained: bool = False) -> AffinityNet:
     return AffinityNet(backbone, cfg["head_channels"], pretrained, cfg.get("pretrained_path") if pretrained else None,
-                       canvas=cfg["crop_size"])
+                       canvas=cfg["crop_size"], stem=cfg["stem"])
 
 
 def build_deeplab(cfg: dict, num_classes: int, pretrained: bool | None = None):
