@@ -8,13 +8,11 @@ of the bytes), and the folder appears in one rename.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from stages import StageError
 from stages.core.job import Job, main, split_index
-from stages.utils.io import atomic_dir
+from stages.utils.io import atomic_dir, link_or_copy
 
 
 def shard_files(shard: Path) -> dict[str, Path]:
@@ -38,14 +36,6 @@ def join_shards(ids: list[str], shards: list[Path]) -> dict[str, tuple[Path, Pat
     if extra := sorted(set(found) - set(ids)):
         raise StageError(f"{extra[0]}: in {found[extra[0]][0]}, but not in the split ({len(extra)} such files)")
     return {i: found[i] for i in ids}
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:  # a filesystem without hard links
-        shutil.copy2(src, dst)
 
 
 def gather(ids: list[str], shards: list[Path], out: Path) -> None:

@@ -30,7 +30,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from stages.core.job import LOG_FORMAT, Job, main, runtime
 from stages.core.segmenter import segment
 from stages.core.staging import file_digest, settings_key
 from stages.data.voc import capped_size, find_images, open_image, resize_labels
-from stages.utils.io import atomic_dir, atomic_path, read_json, save_label_png, voc_palette, write_text
+from stages.utils.io import atomic_dir, atomic_path, link_or_copy, read_json, save_label_png, voc_palette, write_text
 from stages.utils.progress import track
 
 log = logging.getLogger("stages")
@@ -221,14 +220,6 @@ def failed_csv(failed: list[tuple[str, str]]) -> str:
     w.writerow(["photo", "reason"])
     w.writerows(failed)
     return buf.getvalue()
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:  # a filesystem without hard links
-        shutil.copy2(src, dst)
 
 
 def segment_photos(photos: dict[str, Path], model_path: Path, cfg: dict, rt, out: Path, processes: int,

@@ -101,7 +101,7 @@ def training_job(rule: str, labels: Path, split: Path, out: Path, cfg: dict, che
 
 def run_stage(rule: str, **job) -> subprocess.CompletedProcess:
     """``python -m stages.<rule> JOB`` as the rule's shell line runs it (through launch), in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "stages.core.launch", rule, stage_job(rule, **job).to_json()],
+    return subprocess.run([sys.executable, "-m", "stages.core.launch", stage_job(rule, **job).to_json()],
                           capture_output=True, text=True, timeout=300)
 
 

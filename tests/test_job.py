@@ -32,6 +32,9 @@ def test_every_stage_rule_has_the_one_shell_line():
         n_rules = len(re.findall(r"^ *rule (?!fingerprint:)\w+:$", text, re.M))
         assert len(re.findall(r"^ *shell:\n *STAGE$", text, re.M)) == n_rules, path.name
         assert text.count("**stage(") == n_rules, path.name
+        # each rule runs the stage of its own name (the name travels in the job to stages.core.launch)
+        names = re.findall(r"^ *rule (?!fingerprint:)(\w+):$", text, re.M)
+        assert re.findall(r"\*\*stage\(\s*\"(\w+)\"", text) == names, path.name
 
 
 def test_a_job_round_trips_and_names_what_the_rule_lacks():

@@ -1,7 +1,7 @@
 """The one seam between a rule and its stage: the job.
 
-Every rule runs ``python -m stages.core.launch <rule> JOB``, which runs ``python -m stages.<rule> JOB``; JOB is
-the JSON that workflow/rules/pipeline/binding.py renders from the rule: its named ``input`` and ``output``
+Every rule runs ``python -m stages.core.launch JOB``, which runs ``python -m stages.<rule> JOB``; JOB is
+the JSON that workflow/rules/pipeline/binding.py renders from the rule: its ``rule``, named ``input`` and ``output``
 paths, its ``params`` (the stage's settings), ``threads``, ``resources`` and ``wildcards``. A stage reads them by
 name, as a Snakemake rule does (``job.input.labels``, ``job.params.cfg``, ``job.threads``), so adding an input
 touches the rule and the stage only.

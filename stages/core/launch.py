@@ -1,4 +1,4 @@
-"""Run a rule's stage on the GPUs of its job: ``python -m stages.core.launch <rule> JOB`` (every rule's shell line).
+"""Run a rule's stage on the GPUs of its job: ``python -m stages.core.launch JOB`` (every rule's shell line).
 
 Snakemake's ``--resources gpu=N`` bounds how many GPUs the running jobs hold together, but does not say which:
 every job would open device 0. Here a job takes the N slots its ``resources.gpu`` asks for in the host's GPU pool,
@@ -215,21 +215,22 @@ def stage_command(rule: str, job: str, nproc: int, python: str = sys.executable)
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print(f"{__doc__.splitlines()[0]}\nusage: python -m stages.core.launch RULE JOB", file=sys.stderr)
+    if len(argv) != 1:
+        print(f"{__doc__.splitlines()[0]}\nusage: python -m stages.core.launch JOB", file=sys.stderr)
         sys.exit(2)
-    rule, text = argv
     try:
-        job = Job.from_json(text)
+        job = Job.from_json(argv[0])
+        if not job.rule:
+            raise ValueError("the job names no rule")
         env, fds = pinned_env(int(job.resources.get("gpu", 0)))
     except (StageError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    rule = job.rule
     if fds:
         log.info("launch: %s on CUDA_VISIBLE_DEVICES=%s", rule, env["CUDA_VISIBLE_DEVICES"])
     for fd in fds:  # the stage holds the locks: they are released when it ends
         os.set_inheritable(fd, True)
-    job = Job(rule, job.input, job.output, job.params, job.wildcards, job.threads, job.resources)
     command = stage_command(rule, job.to_json(), processes(env) if fds else 1)
     os.execve(command[0], command, env)
 

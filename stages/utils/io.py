@@ -181,3 +181,12 @@ def load_model(path):
         raise StageError(f"{path}: model file not found")
     meta = read_json(path.with_suffix(".json"))
     return load_tensors(path, "model file"), meta
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (no copy of the bytes), or a copy where the filesystem has no hard links."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

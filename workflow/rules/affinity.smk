@@ -15,7 +15,7 @@ rule affinity_labels:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     params:
-        **stage(cfg=config["affinity_labels"]),
+        **stage("affinity_labels", cfg=config["affinity_labels"]),
     shell:
         STAGE
 
@@ -48,6 +48,7 @@ rule train_affinity:
         workers=WORKERS,
     params:
         **stage(
+            "train_affinity",
             cfg=config["affinity"],
             runtime=training_runtime,
             checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_affinity/affinity.pt",
@@ -79,7 +80,7 @@ rule random_walk:
     resources:
         gpu=GPU,
     params:
-        **stage(cfg=config["random_walk"], runtime=RUNTIME),
+        **stage("random_walk", cfg=config["random_walk"], runtime=RUNTIME),
     shell:
         STAGE
 

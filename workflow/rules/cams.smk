@@ -1,9 +1,3 @@
-def cams_split(wildcards):
-    """The variant the later stages use needs CAMs on the training split; the other ablation variants only on
-    the split they are scored on."""
-    return DATA["train_split"] if wildcards.variant == VARIANT else DATA["cam_split"]
-
-
 rule make_cams:
     input:
         images=dataset_files(cams_split, "images"),
@@ -23,7 +17,7 @@ rule make_cams:
     resources:
         gpu=GPU,
     params:
-        **stage(cfg=config["cams"], runtime=RUNTIME),
+        **stage("make_cams", cfg=config["cams"], runtime=RUNTIME),
     shell:
         STAGE
 
@@ -47,7 +41,7 @@ rule eval_cams:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage(cfg=config["eval_cams"], protocol=config["eval"]["protocol"]),
+        **stage("eval_cams", cfg=config["eval_cams"], protocol=config["eval"]["protocol"]),
     shell:
         STAGE
 

@@ -20,6 +20,7 @@ rule train_classifier:
         workers=WORKERS,
     params:
         **stage(
+            "train_classifier",
             cfg=section("classifier", without=("variants", "variant")),
             runtime=training_runtime,
             checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_classifier/{wildcards.variant}.pt",

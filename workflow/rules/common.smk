@@ -90,7 +90,7 @@ def split_list(split):
 
 
 def dataset_files(split, aspect):
-    """The input of a rule that reads the images or masks (``aspect``) of ``split`` itself: a file named after
+    """The input of a rule that reads the images or masks (``aspect``) of ``split`` itself, a file named after
     their fingerprint, so that the rule reruns when they change (workflow/rules/pipeline/dataset.py)."""
     return lambda wildcards: DATASET.files(split(wildcards) if callable(split) else split, aspect)
 
@@ -133,6 +133,11 @@ def sharded_output(folder):
     return directory(f"{S}/{folder}" if SHARDS == 1 else f"{S}/shards/{folder}/{{shard}}")
 
 
+def unsharded(shard_pattern):
+    """The folder gather_shards joins a sharded output's shards into: ``sharded_output``'s path without its shards."""
+    return str(Path(shard_pattern.replace(f"{S}/shards", S)).parent)
+
+
 # The jobs of the run: every rule file adds the outputs and logs of the jobs it plans (`plan`), rule all asks for
 # every output, and the summary reads every log's warnings.
 PLANNED, PLANNED_LOGS = [], []
@@ -153,7 +158,39 @@ def plan(rule, jobs):
             PLANNED.extend(expand(list(rule.output), **values))
             PLANNED_LOGS.extend(expand(list(rule.log), **values))
         if sharded:
-            folder = expand(rule.output[0].replace("/shards/", "/").removesuffix("/{shard}"), **wildcards)[0]
+            folder = expand(unsharded(rule.output[0]), **wildcards)[0]
             PLANNED.append(folder)
             seed_folder = expand(S, seed=wildcards["seed"])[0]
-            PLANNED_LOGS.append(f"{seed_folder}/logs/gather_shards/{folder.removeprefix(seed_folder + '/')}.log")
+            PLANNED_LOGS.append(f"{seed_folder}/logs/gather_shards/{folder.removeprefix(f'{seed_folder}/')}.log")
+
+
+# Input functions of the stage rules (here, so that each rule file holds rules only)
+
+
+def cams_split(wildcards):
+    """The variant the later stages use needs CAMs on the training split; the other ablation variants only on
+    the split they are scored on."""
+    return DATA["train_split"] if wildcards.variant == VARIANT else DATA["cam_split"]
+
+
+def segmentation_inputs(wildcards):
+    """The training masks: the pseudo labels' folder, or for the upper bound the ground truth (read through the
+    index: the masks' fingerprint); and, where the encoder starts from it, the classifier."""
+    if wildcards.masks == "pseudo_labels":
+        inputs = {"masks": f"{seed_dir(wildcards)}/pseudo_labels"}
+    else:
+        inputs = {"ground_truth": DATASET.files(DATA["train_split"], "masks")}
+    if config["segmentation"]["init_from_classifier"]:
+        inputs["classifier"] = f"{seed_dir(wildcards)}/classifier/{VARIANT}/model.pt"
+    return inputs
+
+
+def gathered_split(wildcards):
+    """The split a gathered folder covers: cams/<variant> make_cams's, predictions/<masks>/<split> its own, the
+    others the training split."""
+    stage, *names = wildcards.folder.split("/")
+    if stage == "cams":
+        split = cams_split(SimpleNamespace(variant=names[0]))
+    else:
+        split = names[-1] if stage == "predictions" else DATA["train_split"]
+    return f"{R}/labels/splits/{split}.txt"

@@ -8,9 +8,7 @@ try:
     # embedded dataset's keys (data.generate) never leak into a run on other data.
     if not workflow.overwrite_configfiles:
         load_yaml("config/config.yaml")  # a YAML mistake names the file and line, before Snakemake reads it
-
-        configfile: "config/config.yaml"
-
+        workflow.configfile("config/config.yaml")  # the configfile directive, which a formatter can parse here
     # Every problem of the config, one line each, before any job runs; the schema's defaults filled in.
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 except ConfigError as e:

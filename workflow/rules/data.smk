@@ -12,7 +12,7 @@ if LAYOUT.generated is not None:
         conda:
             "../../envs/wsss.yaml"
         params:
-            **stage(generate=DATA["generate"], classes=DATA["classes"]),
+            **stage("make_dataset", generate=DATA["generate"], classes=DATA["classes"]),
         shell:
             STAGE
 
@@ -33,7 +33,7 @@ if LAYOUT.sbd_masks_converted:
         conda:
             "../../envs/wsss.yaml"
         params:
-            **stage(classes=DATA["classes"]),
+            **stage("convert_sbd", classes=DATA["classes"]),
         shell:
             STAGE
 
@@ -56,7 +56,7 @@ if LAYOUT.coco:
         conda:
             "../../envs/wsss.yaml"
         params:
-            **stage(classes=DATA["classes"], splits=list(LAYOUT.coco)),
+            **stage("convert_coco", classes=DATA["classes"], splits=list(LAYOUT.coco)),
         shell:
             STAGE
 
@@ -86,7 +86,7 @@ rule image_labels:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage(data=DATA, data_root=config.get("data_root"), run=config["run"]),
+        **stage("image_labels", data=DATA, data_root=config.get("data_root"), run=config["run"]),
     shell:
         STAGE
 

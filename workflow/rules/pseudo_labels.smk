@@ -15,7 +15,7 @@ rule pseudo_labels:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
     params:
-        **stage(cfg=config["pseudo_labels"]),
+        **stage("pseudo_labels", cfg=config["pseudo_labels"]),
     shell:
         STAGE
 
@@ -38,7 +38,7 @@ rule eval_pseudo_labels:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage(protocol=config["eval"]["protocol"]),
+        **stage("eval_pseudo_labels", protocol=config["eval"]["protocol"]),
     shell:
         STAGE
 

@@ -32,7 +32,7 @@ rule report:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage(variant=VARIANT, left_out=LEFT_OUT),
+        **stage("report", variant=VARIANT, left_out=LEFT_OUT),
     shell:
         STAGE
 
@@ -59,7 +59,7 @@ rule summary:
         "../../envs/wsss.yaml"
     params:
         # the logs of every job of the run: their warnings go under the table (those that exist when it is made)
-        **stage(seeds=SEEDS, left_out=LEFT_OUT, logs=PLANNED_LOGS),
+        **stage("summary", seeds=SEEDS, left_out=LEFT_OUT, logs=PLANNED_LOGS),
     shell:
         STAGE
 
@@ -99,7 +99,7 @@ rule figures:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage(histories=list(HISTORIES), seed=FIRST_SEED, examples=6),
+        **stage("figures", histories=list(HISTORIES), seed=FIRST_SEED, examples=6),
     shell:
         STAGE
 
@@ -127,7 +127,7 @@ rule ablation:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage(seeds=SEEDS, variants=VARIANTS),
+        **stage("ablation", seeds=SEEDS, variants=VARIANTS),
     shell:
         STAGE
 

@@ -12,9 +12,9 @@ if config["segment_images"]:
 
     rule segment:
         input:
+            **({"classifier": f"{R}/seed_{USED_SEED}/classifier/{VARIANT}/model.pt"} if config["segment_cams"] else {}),
             photos=lambda wildcards: DATASET.photos(PHOTOS),
             model=TRAINED,
-            **({"classifier": f"{R}/seed_{USED_SEED}/classifier/{VARIANT}/model.pt"} if config["segment_cams"] else {}),
         output:
             folder=directory(f"{R}/segmented/{Path(PHOTOS).resolve().name}"),
         log:
@@ -28,6 +28,7 @@ if config["segment_images"]:
             gpu=GPU,
         params:
             **stage(
+                "segment",
                 images=str(Path(PHOTOS).resolve()),
                 cfg=config["predict_segmentation"],
                 runtime=RUNTIME,
@@ -52,6 +53,6 @@ rule export_model:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage(),
+        **stage("export_model"),
     shell:
         STAGE

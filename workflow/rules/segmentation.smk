@@ -1,18 +1,6 @@
 SEG_STAGE = {"pseudo_labels": "segmentation", "ground_truth": "upper_bound"}
 
 
-def segmentation_inputs(wildcards):
-    """The training masks: the pseudo labels' folder, or for the upper bound the ground truth (read through the
-    index: the masks' fingerprint); and, where the encoder starts from it, the classifier."""
-    if wildcards.masks == "pseudo_labels":
-        inputs = {"masks": f"{seed_dir(wildcards)}/pseudo_labels"}
-    else:
-        inputs = {"ground_truth": DATASET.files(DATA["train_split"], "masks")}
-    if config["segmentation"]["init_from_classifier"]:
-        inputs["classifier"] = f"{seed_dir(wildcards)}/classifier/{VARIANT}/model.pt"
-    return inputs
-
-
 rule train_segmentation:
     input:
         unpack(segmentation_inputs),
@@ -36,6 +24,7 @@ rule train_segmentation:
         workers=WORKERS,
     params:
         **stage(
+            "train_segmentation",
             cfg=section("segmentation", without=("upper_bound",)),
             runtime=training_runtime,
             checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_segmentation/{wildcards.masks}.pt",
@@ -79,7 +68,7 @@ rule predict_segmentation:
     resources:
         gpu=GPU,
     params:
-        **stage(cfg=config["predict_segmentation"], runtime=RUNTIME),
+        **stage("predict_segmentation", cfg=config["predict_segmentation"], runtime=RUNTIME),
     shell:
         STAGE
 
@@ -106,7 +95,11 @@ rule eval_segmentation:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage(stage=lambda wildcards: SEG_STAGE[wildcards.masks], protocol=config["eval"]["protocol"]),
+        **stage(
+            "eval_segmentation",
+            stage=lambda wildcards: SEG_STAGE[wildcards.masks],
+            protocol=config["eval"]["protocol"],
+        ),
     shell:
         STAGE
 
@@ -134,7 +127,7 @@ if TEST_SPLITS:
         conda:
             "../../envs/wsss.yaml"
         params:
-            **stage(),
+            **stage("pack_test"),
         shell:
             STAGE
 

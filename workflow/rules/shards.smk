@@ -2,17 +2,6 @@
 SHARDED_FOLDERS = r"cams/[^/]+|affinity_labels|rw|pseudo_labels|predictions/[^/]+/[^/]+"
 
 
-def gathered_split(wildcards):
-    """The split a gathered folder covers: cams/<variant> make_cams's, predictions/<masks>/<split> its own, the
-    others the training split."""
-    stage, *names = wildcards.folder.split("/")
-    if stage == "cams":
-        split = cams_split(SimpleNamespace(variant=names[0]))
-    else:
-        split = names[-1] if stage == "predictions" else DATA["train_split"]
-    return f"{R}/labels/splits/{split}.txt"
-
-
 if SHARDS > 1:
 
     # joining is hard links: it runs where Snakemake runs, not in a cluster's queue
@@ -38,6 +27,6 @@ if SHARDS > 1:
         conda:
             "../../envs/wsss.yaml"
         params:
-            **stage(),
+            **stage("gather_shards"),
         shell:
             STAGE
