@@ -85,11 +85,7 @@ def build_index(layout: DatasetLayout) -> tuple[DatasetIndex, dict[str, list[str
         records[str(layout.root / rel)] = record(layout.root / rel, sizes[image_id])
     labelled = list(dict.fromkeys(i for split in layout.splits for i in ids_by_split[split]))
     if layout.label_source == "masks":
-        labels = {}
-        for image_id in track(labelled, "image_labels (masks)"):
-            path = layout.mask_path(image_id)
-            labels[image_id] = image_level_labels(read_mask(path, sizes[image_id], len(classes)), len(classes))
-            records[str(path)] = record(path, labels[image_id])
+        labels = mask_classes(layout, labelled, sizes, records)
     elif layout.label_source == "tags":
         labels = tag_labels(layout, labelled)
     else:
@@ -99,24 +95,32 @@ def build_index(layout: DatasetLayout) -> tuple[DatasetIndex, dict[str, list[str
         if untagged and layout.label_source != "masks":
             raise StageError(f"{layout.tags or layout.annotations}: image {untagged[0]!r} of the training split "
                              f"{split!r} has no labels ({len(untagged)} such); tag it or drop it from the list")
-    disagreement = ({split: label_disagreement(layout, ids_by_split[split], labels, sizes, records)
-                     for split in layout.mask_splits} if layout.label_source != "masks" else {})
+    disagreement = {}
+    if layout.label_source != "masks":  # tags or XML train; the masks there are only score, and are compared
+        compared = list(dict.fromkeys(i for split in layout.mask_splits for i in ids_by_split[split]))
+        in_masks = mask_classes(layout, compared, sizes, records)
+        disagreement = {split: label_disagreement(ids_by_split[split], labels, in_masks) for split in layout.mask_splits}
     rest = frozenset(images) - labels.keys()
     index = DatasetIndex(layout, classes, labels, rest, images, sizes, layout.max_side, layout.label_source, records,
                          disagreement)
     return index, ids_by_split
 
 
-def label_disagreement(layout: DatasetLayout, ids: list[str], labels: dict, sizes: dict, records: dict) -> dict:
+def mask_classes(layout: DatasetLayout, ids: list[str], sizes: dict, records: dict) -> dict[str, list[int]]:
+    """The classes in each id's mask, each mask read (and checked against its image's size) once."""
+    n = len(layout.classes)
+    found = {}
+    for image_id in track(ids, "image_labels (masks)"):
+        path = layout.mask_path(image_id)
+        found[image_id] = image_level_labels(read_mask(path, sizes[image_id], n), n)
+        records[str(path)] = record(path, found[image_id])
+    return found
+
+
+def label_disagreement(ids: list[str], labels: dict, in_masks: dict) -> dict:
     """How many images of a split with masks have image-level labels (from tags or XML) other than the classes of
     their mask, and the first of them."""
-    differ = []
-    for image_id in track(ids, "image_labels (labels against masks)"):
-        path = layout.mask_path(image_id)
-        in_mask = image_level_labels(read_mask(path, sizes[image_id], len(layout.classes)), len(layout.classes))
-        records[str(path)] = record(path, in_mask)
-        if in_mask != labels[image_id]:
-            differ.append(image_id)
+    differ = [i for i in ids if labels[i] != in_masks[i]]
     return {"images": len(ids), "disagree": len(differ), "first": differ[0] if differ else None}
 
 
