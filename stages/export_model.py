@@ -27,7 +27,6 @@ from stages.utils.io import atomic_path, read_json, voc_palette, write_json
 log = logging.getLogger("stages")
 
 OPSET = 18
-MULTIPLE = PAD_TO  # smp's DeepLabv3+ needs sizes divisible by it
 
 
 class Exported(nn.Module):
@@ -42,7 +41,7 @@ class Exported(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         h, w = image.shape[-2:]
         x = (image - self.mean) / self.std
-        x = F.pad(x, (0, (MULTIPLE - w % MULTIPLE) % MULTIPLE, 0, (MULTIPLE - h % MULTIPLE) % MULTIPLE))
+        x = F.pad(x, (0, (PAD_TO - w % PAD_TO) % PAD_TO, 0, (PAD_TO - h % PAD_TO) % PAD_TO))
         return self.model(x)[..., :h, :w]
 
 
@@ -56,9 +55,9 @@ def exported(model_path: Path) -> tuple[Exported, dict]:
 
 
 def export_onnx(module: Exported, path: Path) -> None:
-    example = torch.rand(1, 3, 2 * MULTIPLE, 2 * MULTIPLE) * 255
-    dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height", min=MULTIPLE // 2),
-            3: torch.export.Dim("width", min=MULTIPLE // 2)}
+    example = torch.rand(1, 3, 2 * PAD_TO, 2 * PAD_TO) * 255
+    dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height", min=PAD_TO // 2),
+            3: torch.export.Dim("width", min=PAD_TO // 2)}
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
         torch.onnx.export(module, (example,), str(tmp), input_names=["image"], output_names=["logits"],
@@ -67,7 +66,7 @@ def export_onnx(module: Exported, path: Path) -> None:
 
 
 def export_torchscript(module: Exported, path: Path) -> None:
-    example = torch.rand(1, 3, 2 * MULTIPLE, 2 * MULTIPLE) * 255
+    example = torch.rand(1, 3, 2 * PAD_TO, 2 * PAD_TO) * 255
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer warns of the shape arithmetic, which it records as such
         traced = torch.jit.trace(module, example)

@@ -44,12 +44,11 @@ class AffinityNet(nn.Module):
         backbone's own 3x3/2 pool: the reference's first stage ends with it), deeper maps upsampled by their integer
         factor after the head and before the ReLU. With ``stem="strided"`` the stem's head sees its stride-2
         features and its map is resized to the pooled size instead."""
-        if reduction < EDGE_STRIDE:
+        if reduction < EDGE_STRIDE and self.stem == "strided":
             pooled_size = tuple(-(-n * reduction // EDGE_STRIDE) for n in f.shape[-2:])
-            if self.stem == "pooled":
-                f = F.max_pool2d(f, 3, EDGE_STRIDE // reduction, 1)
-            else:
-                return F.relu(F.interpolate(head(f), size=pooled_size, mode="bilinear", align_corners=False))
+            return F.relu(F.interpolate(head(f), size=pooled_size, mode="bilinear", align_corners=False))
+        if reduction < EDGE_STRIDE:
+            f = F.max_pool2d(f, 3, EDGE_STRIDE // reduction, 1)
         m = head(f)
         if reduction > EDGE_STRIDE:
             m = F.interpolate(m, scale_factor=reduction // EDGE_STRIDE, mode="bilinear", align_corners=False)
