@@ -1,9 +1,17 @@
 """The ablation table: the paper's Table 1 layout from the per-variant CAM tables."""
 import json
 import math
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
+import jinja2
 import pytest
-from conftest import run_stage
+from conftest import ROOT, run_stage
+from pipeline.config import merged
 
 from stages import StageError
 from stages.ablation import CSV_FIELDS, ablation_rows, to_markdown
@@ -97,3 +105,46 @@ def test_without_a_baseline_there_are_no_differences():
 def test_seeds_without_spread_give_a_standard_error_of_zero_and_no_t():
     rows = ablation_rows({seed: [cam_table("baseline", 40.0), cam_table("re", 42.0)] for seed in (0, 1, 2)})
     assert (rows[1]["diff"], rows[1]["diff_se"], rows[1]["welch_t"]) == (2.0, 0.0, None)
+
+
+def make_ablation_commands() -> list[list[str]]:
+    """The Snakemake arguments of each command ``make ablation`` runs, as make prints them."""
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run(["make", "-s", "-n", "-C", str(ROOT), "ablation", f"BIN={bin_dir}"],
+                          capture_output=True, text=True, check=True)
+    return [shlex.split(line)[1:] for line in proc.stdout.splitlines() if line.startswith(f"{bin_dir}/snakemake ")]
+
+
+def test_make_ablation_trains_four_variants_by_three_seeds_and_nothing_after_their_cams(snakemake, planned_jobs,
+                                                                                       workdir):
+    """The ablation's plan, pinned: the run make ablation starts trains the four classifier variants once per seed
+    and scores their CAMs, and nothing of the pipeline after the CAMs; it writes only its own run and dataset."""
+    run, report = make_ablation_commands()
+    args = run[run.index("--configfile"):]
+    config = merged(ROOT / f for f in args[1:])
+    assert config["classifier"]["variants"] == ["baseline", "pcls", "re", "puzzle"] and config["seeds"] == [0, 1, 2]
+    assert report[report.index("--configfile"):report.index("--report")] == args
+
+    proc = snakemake(workdir, "-n", *args)
+    assert planned_jobs(proc) == {"fingerprint": 3, "make_dataset": 1, "image_labels": 1, "train_classifier": 12, "all": 1,
+                                  "make_cams": 12, "eval_cams": 12, "ablation": 1}
+    outputs = {p for line in re.findall(r"^ +output: (.+)$", proc.stdout, re.M) for p in line.split(", ")}
+    own = (f"results/{config['run']}/", config["data"]["root"])
+    assert outputs and all(p.startswith(own) for p in outputs), sorted(p for p in outputs if not p.startswith(own))
+    embedded = merged([ROOT / "config/config.yaml"])
+    assert config["run"] != embedded["run"] and config["data"]["root"] != embedded["data"]["root"]
+
+
+@pytest.mark.parametrize("until, variants, shown", [("all", ["puzzle"], "overview.csv"),
+                                                     ("all", ["baseline", "puzzle"], "overview.csv"),
+                                                     ("cams", ["baseline", "puzzle"], "ablation.csv"),
+                                                     ("cams", ["puzzle"], None)])
+def test_the_reports_front_page_shows_the_ablation_of_a_run_that_stops_after_the_cams(until, variants, shown):
+    """A run with until: cams has no overview table (nothing after the CAMs is scored): its report's front page
+    shows the ablation table instead, where there is one, and names no file it lacks."""
+    config = {"run": "r", "seed": 0, "until": until, "classifier": {"variants": variants}}
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)  # as Snakemake renders the page
+    page = env.from_string((ROOT / "workflow/report/workflow.rst").read_text()).render(
+        snakemake=SimpleNamespace(config=config))
+    assert re.findall(r":file: results/r/tables/(\S+)", page) == ([shown] if shown else [])
+    assert page.count(".. csv-table::") == page.count("\n\n.. csv-table::")  # a directive needs a blank line before

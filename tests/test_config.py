@@ -30,7 +30,7 @@ def changed(text: str) -> dict:
 
 
 @pytest.mark.parametrize("names", [("config.yaml",), ("micro.yaml",), ("voc2012.yaml",), ("coco2014.yaml",), ("custom.yaml",),
-                                   ("voc2012.yaml", "voc2012_resnet50.yaml")])
+                                   ("voc2012.yaml", "voc2012_resnet50.yaml"), ("config.yaml", "ablation.yaml")])
 def test_the_shipped_configs_pass(names):
     check_config(merged(*names), SCHEMA)
 

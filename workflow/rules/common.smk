@@ -148,9 +148,25 @@ def combinations(**values):
     return [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
 
 
+# `until: cams` plans the dataset, the classifiers and their CAMs' scores only (the ablation's run); the rules after
+# them stay defined for a target named on the command line.
+UNTIL_CAMS = {
+    "make_dataset",
+    "convert_sbd",
+    "convert_coco",
+    "image_labels",
+    "train_classifier",
+    "make_cams",
+    "eval_cams",
+    "ablation",
+}
+
+
 def plan(rule, jobs):
     """Add the outputs and logs of ``rule``'s jobs, one dict of wildcard values each; a sharded rule's jobs get
-    every shard, and the folder gather_shards joins them into."""
+    every shard, and the folder gather_shards joins them into. Under ``until: cams``, only the rules of UNTIL_CAMS."""
+    if config["until"] == "cams" and rule.rule.name not in UNTIL_CAMS:
+        return
     sharded = SHARDS > 1 and "{shard}" in rule.output[0]
     for wildcards in jobs:
         for shard in SHARD_NAMES if sharded else [None]:
