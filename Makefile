@@ -10,7 +10,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed-$(shell cksum envs/requirements.txt | cut -d' ' -f1)
-RUN := $(shell sed -n 's/^run: *\([^ #]*\).*/\1/p' config/config.yaml)
+# The run a config file names (its `run:` line), read without the venv, which may not exist yet
+run_of = $(shell sed -n 's/^run: *\([^ #]*\).*/\1/p' $(1))
+RUN := $(call run_of,config/config.yaml)
 CORES ?= all
 
 CONFIG ?= config/config.yaml
@@ -36,7 +38,7 @@ run: $(STAMP) check-config
 
 # config/ablation.yaml stops the run after the CAMs (until: cams): the classifiers, their CAMs and the tables.
 ABLATION := config/config.yaml config/ablation.yaml
-ABLATION_RUN := $(shell sed -n 's/^run: *\([^ #]*\).*/\1/p' config/ablation.yaml)
+ABLATION_RUN := $(call run_of,config/ablation.yaml)
 ablation: $(STAMP)
 	@$(CHECK_CONFIG) $(ABLATION)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(ABLATION) $(ARGS)
