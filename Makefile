@@ -1,7 +1,7 @@
 # make run   create .venv, install the pinned dependencies, run the whole pipeline on the embedded dataset
 #            (CONFIG="config/voc2012.yaml" ARGS="--config data_root=/data": other config files and Snakemake arguments)
 # make test  the test suite (unit tests and the whole DAG on a micro config)
-# make ablation  the paper's Table 1 on generated data (config/ablation.yaml): 4 classifier variants x 3 seeds, CAMs
+# make ablation  the paper's Table 1 on the embedded data (config/ablation.yaml): 4 classifier variants x 3 seeds, CAMs
 #                scored; results/ablation/tables/ablation.md and results/ablation/report.html
 # make lint  snakemake --lint, ruff and snakefmt (what CI runs before the tests)
 # make gpu-check  the GPU paths on this machine's GPU (bench/gpu_check.py): a table in bench/gpu_check.md

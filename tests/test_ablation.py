@@ -118,7 +118,8 @@ def make_ablation_commands() -> list[list[str]]:
 def test_make_ablation_trains_four_variants_by_three_seeds_and_nothing_after_their_cams(snakemake, planned_jobs,
                                                                                        workdir):
     """The ablation's plan, pinned: the run make ablation starts trains the four classifier variants once per seed
-    and scores their CAMs, and nothing of the pipeline after the CAMs; it writes only its own run and dataset."""
+    and scores their CAMs, and nothing of the pipeline after the CAMs, on the embedded data generated in a folder of
+    its own; it writes only its own run and dataset."""
     run, report = make_ablation_commands()
     args = run[run.index("--configfile"):]
     config = merged(ROOT / f for f in args[1:])
@@ -133,6 +134,7 @@ def test_make_ablation_trains_four_variants_by_three_seeds_and_nothing_after_the
     assert outputs and all(p.startswith(own) for p in outputs), sorted(p for p in outputs if not p.startswith(own))
     embedded = merged([ROOT / "config/config.yaml"])
     assert config["run"] != embedded["run"] and config["data"]["root"] != embedded["data"]["root"]
+    assert {**config["data"], "root": None} == {**embedded["data"], "root": None}  # the same generated data
 
 
 @pytest.mark.parametrize("until, variants, shown", [("all", ["puzzle"], "overview.csv"),
