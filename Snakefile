@@ -46,8 +46,8 @@ rule all:
 
 
 onsuccess:
-    show_warnings(R, START)
+    show_warnings(RUN_DIR, START)
 
 
 onerror:
-    show_warnings(R, START)
+    show_warnings(RUN_DIR, START)

@@ -24,14 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from pipeline.config import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow" / "rules"))  # the workflow's config check: the micro config as a run sees it
-from pipeline.config import check_config  # noqa: E402
-
-MICRO = check_config(yaml.safe_load((ROOT / "config" / "micro.yaml").read_text()),
-                     ROOT / "workflow" / "schemas" / "config.schema.yaml")
+MICRO = run_config(["--configfile", ROOT / "config" / "micro.yaml"])  # the micro config as a run sees it
 # the rules whose stages compute on the GPU: each log must say so
 GPU_RULES = ("train_classifier", "make_cams", "train_affinity", "random_walk", "train_segmentation",
              "predict_segmentation")

@@ -9,7 +9,7 @@ from stages.data.synthetic import SHAPES, make_sample
 
 NUM_CLASSES = 20  # VOC's foreground classes: the classifier and DeepLabv3+ heads have VOC's width
 SAMPLE = {"max_objects": 3, "max_clutter": 5, "p_cooccur": 0.4, "p_class_colour": 0.85,
-          "object_scale": [0.15, 0.32], "min_visible": 0.02}
+          "object_scale": [0.15, 0.32], "min_visible": 0.02, "body_saturation": [140, 255], "part_scale": None}
 
 
 @dataclass(frozen=True)

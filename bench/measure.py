@@ -84,11 +84,15 @@ class TreePeak:
             total += max(0, rss - self._first.setdefault(child.pid, own))
         return total, total - own
 
+    def sample(self) -> None:
+        """One sample now (the sampler thread takes one every ``interval`` s)."""
+        total, children = self._rss()
+        self.peak, self.children_peak = max(self.peak, total), max(self.children_peak, children)
+
     def _run(self):
         while not self._stop.is_set():
-            total, children = self._rss()
-            self.peak, self.children_peak = max(self.peak, total), max(self.children_peak, children)
-            time.sleep(self.interval)
+            self.sample()
+            self._stop.wait(self.interval)
 
     def __enter__(self):
         self._thread.start()

@@ -107,3 +107,72 @@ def segmentation_logits(model, images, scales, flip: bool = True):
             total = total + F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)[0]
         out.append(total.cpu())
     return out
+
+
+# -- training steps: the reference's loss terms, written from its scripts ----------------------------------------
+
+def puzzle_terms(model, image, label, p_cls: bool = True, re: bool = True, alpha: float = 0.0) -> dict:
+    """train_classification_with_puzzle.py: the raw class maps of the images and of their 2x2 tiles (the batch's
+    tiles in one forward, tile by tile) put back side by side; MultiLabelSoftMargin of their global average pools
+    (L_cls, L_p-cls) and the mean L1 distance of the two maps over the images' classes (L_re); total = L_cls + L_p-cls
+    + alpha L_re. Without L_p-cls and L_re, train_classification.py (the full image alone)."""
+    mlsm = torch.nn.MultiLabelSoftMarginLoss()
+    features = model(image)
+    terms = {"cls": mlsm(features.float().mean((2, 3)), label)}
+    total = terms["cls"]
+    if p_cls or re:
+        b, h, w = image.shape[0], image.shape[2] // 2, image.shape[3] // 2
+        tiles = torch.cat([image[:, :, i * h:(i + 1) * h, j * w:(j + 1) * w] for i in range(2) for j in range(2)])
+        t = model(tiles).float()
+        t = [t[k * b:(k + 1) * b] for k in range(4)]
+        re_features = torch.cat([torch.cat([t[0], t[1]], 3), torch.cat([t[2], t[3]], 3)], 2)
+        if p_cls:
+            terms["p_cls"] = mlsm(re_features.mean((2, 3)), label)
+            total = total + terms["p_cls"]
+        if re:
+            terms["re"] = ((features.float() - re_features).abs() * label[:, :, None, None]).mean()
+            total = total + alpha * terms["re"]
+    return {**terms, "total": total}
+
+
+def deeplab_terms(model, image, mask) -> dict:
+    """The reference's segmentation loss: cross-entropy of the logits, the 255 outline ignored."""
+    return {"total": F.cross_entropy(model(image).float(), mask, ignore_index=255)}
+
+
+def affinity_terms(model, image, mask, radius: int, eps: float = 1e-5) -> dict:
+    """IRN's AffinityNet loss: the labels at the boundary map's size by PIL's nearest rule (each cell the centre
+    pixel of its block); from the sources of IRN's crop (rows [0, h - r + 1), columns [r - 1, w - r + 1)), each pair
+    within ``radius`` with both labels known is a background pair, a foreground pair (same class) or a negative
+    one; -log(affinity) for the first two, -log(1 - affinity) for negatives; (bg/2 + fg/2 + neg)/2 of the means."""
+    aff = path_affinity(model(image).float().sigmoid(), radius)
+    h, w = aff.shape[-2:]
+    big_h, big_w = mask.shape[-2:]
+    rows = ((torch.arange(h, device=mask.device) + 0.5) * big_h / h).long()
+    cols = ((torch.arange(w, device=mask.device) + 0.5) * big_w / w).long()
+    label = mask[:, rows][:, :, cols]
+    f = radius - 1
+    src = label[:, : h - f, f: w - f]
+    bg, fg, neg = [], [], []
+    for k, (dy, dx) in enumerate(displacements(radius)):
+        dst = label[:, dy: dy + h - f, f + dx: w - f + dx]
+        a = aff[:, k, : h - f, f: w - f]
+        known = (src != 255) & (dst != 255)
+        bg.append(a[known & (src == dst) & (src == 0)])
+        fg.append(a[known & (src == dst) & (src != 0)])
+        neg.append(a[known & (src != dst)])
+    bg, fg, neg = torch.cat(bg), torch.cat(fg), torch.cat(neg)
+    terms = {"bg_pos": -torch.log(bg + eps).sum() / (len(bg) + eps), "fg_pos": -torch.log(fg + eps).sum() / (len(fg) + eps),
+             "neg": -torch.log(1 + eps - neg).sum() / (len(neg) + eps)}
+    return {**terms, "total": (terms["bg_pos"] / 2 + terms["fg_pos"] / 2 + terms["neg"]) / 2}
+
+
+def train_step(model, terms, batch: dict, optimizer) -> list:
+    """One step in fp32 on contiguous tensors: the loss ``terms(model, batch)``, its backward, ``optimizer``'s step;
+    returns the terms' values before the step."""
+    model.train()
+    values = terms(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    values["total"].backward()
+    optimizer.step()
+    return [float(v.detach()) for v in values.values()]

@@ -13,16 +13,14 @@ Writes bench/reference_gaps.md (or --out). CPU only: the numbers are exact there
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from pipeline.config import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow" / "rules"))  # the workflow's config pass: the config as a run sees it
-from pipeline.config import check_config, merged  # noqa: E402
 
 from stages.core.metrics import PROTOCOLS, score_label_maps  # noqa: E402
 from stages.core.runtime import make_runtime  # noqa: E402
@@ -42,7 +40,7 @@ class Run:
     """The paths and settings of one seed of a finished run."""
 
     def __init__(self, configfiles: list[str], seed: int, threads: int):
-        self.config = check_config(merged(configfiles), ROOT / "workflow/schemas/config.schema.yaml")
+        self.config = run_config(["--configfile", *configfiles])  # the config as the run saw it
         self.root = ROOT / "results" / self.config["run"]
         self.seed_dir = self.root / f"seed_{seed}"
         self.index = load_index(self.root / "labels/image_labels.json")

@@ -119,7 +119,7 @@ def embedded_projection(rows: list[Row], device: str) -> list[str]:
             continue
         cfg = config[spec.section]
         # DeepLabv3+ trains twice where the upper bound is on: on the pseudo labels and on the ground truth
-        runs = 2 if spec.section == "segmentation" and cfg.get("upper_bound") else 1
+        runs = 2 if spec.section == "segmentation" and cfg["upper_bound"] else 1
         steps = cfg["epochs"] * (train // min(cfg["batch_size"], train))
         images = runs * steps * cfg["batch_size"]
         total += images / r.rate

@@ -16,13 +16,13 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from PIL import Image
+from pipeline.config import run_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import naive
 from bench.inputs import NUM_CLASSES, noisy_labels, samples
-from stages.core.engine import make_sgd, reference_param_groups
+from stages.core.engine import make_sgd
 from stages.core.parallel import imap
 from stages.core.runtime import make_runtime, resolve_precision, seed_everything
 from stages.core.segmenter import BATCH_SIZE as SEGMENTER_BATCH
@@ -33,15 +33,13 @@ from stages.data.transforms import normalize
 from stages.make_cams import BATCH_SIZE, batched_cams
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
-from stages.models.factory import build_affinity_net, build_classifier, build_deeplab
 from stages.models.segmentation import create_deeplab, multiscale_logits
-from stages.models.segmentation import is_new as segmentation_is_new
 from stages.ops.crf import crf_labels
 from stages.ops.puzzle import VARIANTS
 from stages.ops.random_walk import random_walk
-from stages.train_affinity import affinity_step
-from stages.train_classifier import puzzle_step
-from stages.train_segmentation import segmentation_step
+from stages.train_affinity import affinity_recipe, affinity_step
+from stages.train_classifier import classifier_recipe, puzzle_step
+from stages.train_segmentation import segmentation_recipe, segmentation_step
 from stages.utils.io import save_label_png
 
 CAM_SCALES = (1.0, 0.5, 1.5, 2.0)
@@ -73,7 +71,7 @@ def precision(s: Settings) -> str:
     return resolve_precision(s.precision, torch.device(s.device))
 
 
-def runtime(s: Settings, autotune: bool = False):
+def case_runtime(s: Settings, autotune: bool = False):
     """The project's runtime; ``autotune`` for the training steps, as the training stages ask for it."""
     return make_runtime(s.device, s.seed, precision=s.precision, autotune=autotune)
 
@@ -140,15 +138,14 @@ def train_batch(s: Settings) -> dict:
             "mask": torch.from_numpy(np.stack([d.mask for d in data]).astype(np.int64))}
 
 
-def one_step(model, step, batch, rt, fp32: bool) -> list:
-    """One SGD step as stages.core.engine.fit runs it; ``fp32``: no autocast, no channels_last."""
-    model = copy.deepcopy(model)  # both versions start from the same weights
-    model = model.to(rt.device) if fp32 else rt.place(model)
+def one_step(model, step, batch, rt) -> list:
+    """One SGD step as stages.core.engine.fit runs it: the runtime's placement and autocast."""
+    model = rt.place(copy.deepcopy(model))  # both versions start from the same weights
     model.train()
-    optimizer = make_sgd(model.parameters(), {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4})
+    optimizer = make_sgd(model.parameters(), {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4})
     batch = {k: v.to(rt.device) for k, v in batch.items()}
     torch.manual_seed(rt.seed)  # the same dropout masks for both versions
-    with torch.autocast(rt.device.type, enabled=False) if fp32 else rt.autocast():
+    with rt.autocast():
         terms = step(model, batch)
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
@@ -158,17 +155,27 @@ def one_step(model, step, batch, rt, fp32: bool) -> list:
     return [np.array([float(v.detach()) for v in terms.values()])]
 
 
-def train_case(name: str, build, make_step) -> Case:
+def naive_step(state, terms) -> list:
+    """The same step with the reference's loss terms (bench/naive.py), in fp32 on contiguous tensors."""
+    rt = state["rt"]
+    model = copy.deepcopy(state["model"]).to(rt.device)
+    batch = {k: v.to(rt.device) for k, v in state["batch"].items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    torch.manual_seed(rt.seed)
+    out = naive.train_step(model, terms, batch, optimizer)
+    if rt.cuda:
+        torch.cuda.synchronize()
+    return [np.array(out)]
+
+
+def train_case(name: str, build, make_step, naive_terms) -> Case:
     def setup(s):
         seed_everything(s.seed)
-        return {"model": build(s), "batch": train_batch(s), "rt": runtime(s, autotune=True)}
+        return {"model": build(s), "batch": train_batch(s), "rt": case_runtime(s, autotune=True)}
 
-    def run(state, fp32):
-        return one_step(state["model"], make_step, state["batch"], state["rt"], fp32)
-
-    return Case(name, setup, functools.partial(run, fp32=False), functools.partial(run, fp32=True), max_rel,
-                half_or(1e-4, 3e-2), n_images, crop_size, "relative difference of the loss terms",
-                "fp32, contiguous")
+    return Case(name, setup, lambda state: one_step(state["model"], make_step, state["batch"], state["rt"]),
+                functools.partial(naive_step, terms=naive_terms), max_rel, half_or(1e-4, 3e-2), n_images, crop_size,
+                "relative difference of the loss terms", "the reference's loss terms, fp32, contiguous")
 
 
 def classifier_step(model, batch):
@@ -176,7 +183,8 @@ def classifier_step(model, batch):
 
 
 register(train_case("classifier training step (puzzle)",
-                    lambda s: CAMClassifier(s.backbone, NUM_CLASSES), classifier_step))
+                    lambda s: CAMClassifier(s.backbone, NUM_CLASSES), classifier_step,
+                    lambda m, b: naive.puzzle_terms(m, b["image"], b["label"], alpha=0.0)))  # alpha at iteration 0
 
 
 def deeplab_step(model, batch):
@@ -184,7 +192,8 @@ def deeplab_step(model, batch):
 
 
 register(train_case("DeepLabv3+ training step",
-                    lambda s: create_deeplab(s.backbone, NUM_CLASSES + 1, 256), deeplab_step))
+                    lambda s: create_deeplab(s.backbone, NUM_CLASSES + 1, 256), deeplab_step,
+                    lambda m, b: naive.deeplab_terms(m, b["image"], b["mask"])))
 
 
 def affinity_train_setup(s: Settings) -> dict:
@@ -192,11 +201,11 @@ def affinity_train_setup(s: Settings) -> dict:
     batch = train_batch(s)
     rng = np.random.default_rng(s.seed)
     batch["mask"] = torch.where(torch.from_numpy(rng.random(batch["mask"].shape) < 0.3), 255, batch["mask"])
-    return {"model": AffinityNet(s.backbone), "batch": batch, "rt": runtime(s, autotune=True)}
+    return {"model": AffinityNet(s.backbone), "batch": batch, "rt": case_runtime(s, autotune=True)}
 
 
 register(Case("AffinityNet training step", affinity_train_setup,
-              lambda st: one_step(st["model"], lambda m, b: affinity_step(m, 10)(b, 0, 100), st["batch"], st["rt"], False),
+              lambda st: one_step(st["model"], lambda m, b: affinity_step(m, 10)(b, 0, 100), st["batch"], st["rt"]),
               None, None, None, n_images, crop_size))
 
 
@@ -220,7 +229,7 @@ def cam_setup(s: Settings) -> dict:
     seed_everything(s.seed)
     model = CAMClassifier(s.backbone, NUM_CLASSES).eval()
     shapes = [(2, 3, max(1, round(s.height * sc)), max(1, round(s.width * sc))) for sc in CAM_SCALES]
-    return {"model": model, "data": samples(cam_images(s), s.height, s.width, s.seed), "rt": runtime(s),
+    return {"model": model, "data": samples(cam_images(s), s.height, s.width, s.seed), "rt": case_runtime(s),
             "flops": model_flops(model, shapes) * cam_images(s)}
 
 
@@ -324,7 +333,7 @@ register(Case("dense CRF (10 iterations)", crf_setup, crf_project, crf_naive, di
 def seg_setup(s: Settings) -> dict:
     seed_everything(s.seed)
     return {"model": create_deeplab(s.backbone, NUM_CLASSES + 1, 256).eval(), "data": samples(s.n, s.height, s.width, s.seed),
-            "rt": runtime(s)}
+            "rt": case_runtime(s)}
 
 
 def seg_project(state) -> list:
@@ -354,7 +363,7 @@ SEGMENT_CFG = {"scales": list(SEG_SCALES), "flip": True, "crf": {**CRF, "bilater
 def segment_setup(s: Settings) -> dict:
     """A folder's worth of photos of one size (VOC's sizes repeat: most batches fill up), a DeepLabv3+."""
     seed_everything(s.seed)
-    return {"model": create_deeplab(s.backbone, NUM_CLASSES + 1, 256).eval(), "rt": runtime(s), "processes": s.threads,
+    return {"model": create_deeplab(s.backbone, NUM_CLASSES + 1, 256).eval(), "rt": case_runtime(s), "processes": s.threads,
             "data": samples(cam_images(s), s.height, s.width, s.seed)}
 
 
@@ -385,8 +394,8 @@ EMBEDDED_STEPS = 2  # whole steps timed per version: the first one's one-off set
 
 
 def embedded_config() -> dict:
-    """config/config.yaml, the embedded default that ``make run`` trains."""
-    return yaml.safe_load(EMBEDDED_CONFIG.read_text())
+    """config/config.yaml, the embedded default that ``make run`` trains, as the run reads it (the config pass)."""
+    return run_config(["--configfile", EMBEDDED_CONFIG])
 
 
 def embedded_files(folder: Path, cfg: dict, n: int, seed: int) -> tuple[list[Path], list[Path], list[list[int]]]:
@@ -412,31 +421,30 @@ def embedded_setup(s: Settings, model: str) -> dict:
     folder = tempfile.TemporaryDirectory()  # removed with the state, when the worker is done
     n = EMBEDDED_STEPS * section["batch_size"]
     images, masks, labels = embedded_files(Path(folder.name), config, n, s.seed)
-    build, step, groups, with_masks = EMBEDDED_MODELS[model].parts(section, config, num_classes)
+    recipe, with_masks, naive_terms = EMBEDDED_MODELS[model].parts(section, config, num_classes)
     if model == "affinity":  # affinity labels: confident regions, the rest ignored
         rng = np.random.default_rng(s.seed)
         for path in masks:
             mask = np.array(Image.open(path))
             save_label_png(path, np.where(rng.random(mask.shape) < 0.3, 255, mask).astype(np.uint8))
     data = TrainSamples(images, section, s.seed, masks=masks if with_masks else None, labels=labels, num_classes=num_classes)
-    return {"model": build(), "step": step, "groups": groups, "data": data, "cfg": section, "rt": runtime(s, autotune=True),
-            "folder": folder}
+    return {"model": recipe.build(), "recipe": recipe, "naive_terms": naive_terms, "data": data, "cfg": section,
+            "rt": case_runtime(s, autotune=True), "folder": folder}
 
 
-def whole_steps(state, fp32: bool) -> list:
+def whole_steps(state) -> list:
     """EMBEDDED_STEPS steps as stages.core.engine.fit runs them: batches from the loader (read, augment, collate),
-    forward and backward under the runtime's autocast, the section's optimizer; ``fp32``: no autocast, contiguous."""
+    forward and backward under the runtime's autocast, the section's optimizer."""
     rt, cfg = state["rt"], state["cfg"]
-    model = copy.deepcopy(state["model"])
-    model = model.to(rt.device) if fp32 else rt.place(model)
+    model = rt.place(copy.deepcopy(state["model"]))
     model.train()
-    optimizer = make_sgd(state["groups"](model), cfg)
+    optimizer = make_sgd(state["recipe"].param_groups(model), cfg)
     torch.manual_seed(rt.seed)  # the same dropout masks for both versions
     out = []
     for batch in epoch_loader(state["data"], cfg["batch_size"], 0, rt.seed, rt.loader_kwargs()):
         batch = {k: v.to(rt.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        with torch.autocast(rt.device.type, enabled=False) if fp32 else rt.autocast():
-            terms = state["step"](model)(batch, 0, 100)
+        with rt.autocast():
+            terms = state["recipe"].make_step(model)(batch, 0, 100)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimizer.step()
@@ -446,26 +454,48 @@ def whole_steps(state, fp32: bool) -> list:
     return out
 
 
+def naive_whole_steps(state) -> list:
+    """The same batches through the reference's loss terms (bench/naive.py), fp32, contiguous, plain SGD."""
+    rt, cfg = state["rt"], state["cfg"]
+    model = copy.deepcopy(state["model"]).to(rt.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    torch.manual_seed(rt.seed)
+    out = []
+    for batch in epoch_loader(state["data"], cfg["batch_size"], 0, rt.seed, rt.loader_kwargs()):
+        batch = {k: v.to(rt.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        out.append(np.array(naive.train_step(model, state["naive_terms"], batch, optimizer)))
+    if rt.cuda:
+        torch.cuda.synchronize()
+    return out
+
+
+def first_step_rel(a: list, b: list) -> float:
+    """:func:`max_rel` of the first step's loss terms: later steps follow each version's own optimizer (the
+    reference's parameter groups are the project's, tested in tests/test_engine.py)."""
+    return max_rel(a[:1], b[:1])
+
+
 @dataclass(frozen=True)
 class EmbeddedModel:
     section: str
-    parts: Callable  # (section, config, num_classes) -> (build, step(model), groups(model), with_masks)
+    # (section, config, num_classes) -> (the stage's recipe, with_masks, the reference's loss terms)
+    parts: Callable
 
 
 def classifier_parts(cfg, config, num_classes):
-    return (lambda: build_classifier(cfg, num_classes),
-            lambda m: puzzle_step(m, VARIANTS[config["classifier"]["variant"]], cfg["alpha_max"], cfg["alpha_ramp"]),
-            lambda m: reference_param_groups(m, m.is_new, cfg), False)
+    variant = config["classifier"]["variant"]
+    return (classifier_recipe(cfg, num_classes, variant), False,
+            lambda m, b: naive.puzzle_terms(m, b["image"], b["label"], VARIANTS[variant].p_cls, VARIANTS[variant].re,
+                                            0.0))  # iteration 0
 
 
 def affinity_parts(cfg, config, num_classes):
-    return (lambda: build_affinity_net(cfg, config["classifier"]["backbone"]), lambda m: affinity_step(m, cfg["radius"]),
-            lambda m: [{"params": m.head_parameters(), "lr": cfg["lr"], "weight_decay": cfg["weight_decay"]}], True)
+    return (affinity_recipe(cfg, config["classifier"]["backbone"]), True,
+            lambda m, b: naive.affinity_terms(m, b["image"], b["mask"], cfg["radius"]))
 
 
 def deeplab_parts(cfg, config, num_classes):
-    return (lambda: build_deeplab(cfg, num_classes), segmentation_step,
-            lambda m: reference_param_groups(m, segmentation_is_new, cfg), True)
+    return (segmentation_recipe(cfg, num_classes), True, lambda m, b: naive.deeplab_terms(m, b["image"], b["mask"]))
 
 
 # what train_classifier, train_affinity and train_segmentation build from their section
@@ -485,7 +515,6 @@ def embedded_size(s: Settings, model: str) -> str:
 
 for _model in EMBEDDED_MODELS:
     register(Case(f"embedded {_model} training step", functools.partial(embedded_setup, model=_model),
-                  functools.partial(whole_steps, fp32=False), functools.partial(whole_steps, fp32=True), max_rel,
-                  half_or(1e-4, 3e-2), functools.partial(embedded_images, model=_model),
-                  functools.partial(embedded_size, model=_model), "relative difference of the loss terms",
-                  "fp32, contiguous"))
+                  whole_steps, naive_whole_steps, first_step_rel, half_or(1e-4, 3e-2),
+                  functools.partial(embedded_images, model=_model), functools.partial(embedded_size, model=_model),
+                  "relative difference of the first step's loss terms", "the reference's loss terms, fp32, contiguous"))

@@ -11,6 +11,7 @@ from stages import StageError
 from stages.core.job import Job, main
 from stages.core.metrics import spread, welch
 from stages.ops.puzzle import VARIANTS
+from stages.utils.cells import cell, min_max, plus_minus
 from stages.utils.io import read_json, write_json, write_text
 
 # CAM mIoU (%) on VOC 2012 train, ResNet-50 (the paper's Table 1); +L_p-cls alone has no exact figure there.
@@ -55,8 +56,7 @@ def ablation_rows(cam_tables: dict[int, list[dict]]) -> list[dict]:
     return rows
 
 
-def _num(v, fmt: str = ".2f", sign: bool = False) -> str:
-    return "-" if v is None else format(v, ("+" if sign else "") + fmt)
+LOSSES = ("L_cls", "L_p-cls", "L_re")
 
 
 def to_markdown(rows: list[dict]) -> str:
@@ -74,12 +74,10 @@ def to_markdown(rows: list[dict]) -> str:
                if many else []),
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        marks = [CHECK if r[k] else "" for k in ("L_cls", "L_p-cls", "L_re")]
-        miou = _num(r["miou"]) if r["miou_std"] is None else f"{r['miou']:.2f} ± {r['miou_std']:.2f}"
-        span = "-" if r["miou_std"] is None else f"{r['miou_min']:.2f}-{r['miou_max']:.2f}"
-        cells = [r["variant"], *marks, r["split"], str(r["images"]), "/".join(f"{t:.2f}" for t in r["thresholds"]), miou,
-                 span, _num(r["diff"], sign=True), _num(r["diff_se"]), _num(r["welch_t"], ".1f", sign=True),
-                 _num(r["paper_miou"]), _num(r["paper_diff"], sign=True)]
+        marks = [CHECK if r[k] else "" for k in LOSSES]
+        cells = [r["variant"], *marks, r["split"], cell(r["images"]), "/".join(map(cell, r["thresholds"])),
+                 plus_minus(r["miou"], r["miou_std"]), min_max(r), cell(r["diff"], sign=True), cell(r["diff_se"]),
+                 cell(r["welch_t"], 1, sign=True), cell(r["paper_miou"]), cell(r["paper_diff"], sign=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -101,6 +99,18 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def overview_csv(rows: list[dict]) -> str:
+    """The report's front-page table, the columns a reader compares (ablation.csv holds them all): each variant, its
+    losses, its CAM mIoU, its difference from the baseline with Welch's t, and the paper's figure."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["variant", "losses", "CAM mIoU", "Δ baseline", "Welch t", "paper"])
+    for r in rows:
+        w.writerow([r["variant"], " + ".join(k for k in LOSSES if r[k]), plus_minus(r["miou"], r["miou_std"]),
+                    cell(r["diff"], sign=True), cell(r["welch_t"], 1, sign=True), cell(r["paper_miou"])])
+    return buf.getvalue()
+
+
 def run(job: Job) -> None:
     paths = iter(job.input.tables)  # seed by seed, each seed's variants in order (the rule lists them so)
     tables = {seed: [read_json(next(paths)) for _ in job.params.variants] for seed in job.params.seeds}
@@ -112,6 +122,7 @@ def run(job: Job) -> None:
     write_json(job.output.json, rows)
     write_text(job.output.md, to_markdown(rows))
     write_text(job.output.csv, to_csv(rows))
+    write_text(job.output.overview, overview_csv(rows))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import scipy.io
 
 from stages import StageError
 from stages.core.job import Job, main
-from stages.core.staging import StagedOutputs, inputs_key
+from stages.core.staging import StagedOutputs
 from stages.data.voc import VOC_CLASSES, check_label_values
 from stages.utils.io import save_label_png
 from stages.utils.progress import track
@@ -43,7 +43,7 @@ def convert_sbd(sbd: Path, out: Path, num_classes: int = len(VOC_CLASSES)) -> in
     mats = sorted(cls.glob("*.mat"))
     if not mats:
         raise StageError(f"{cls}: no .mat files")
-    staged = StagedOutputs(Path(out), ".png", "convert_sbd", num_classes, inputs_key(cls))
+    staged = StagedOutputs(Path(out), ".png", "convert_sbd", num_classes, sources={m.stem: [m] for m in mats})
     todo = set(staged.todo([path.stem for path in mats]))
     for path in track([m for m in mats if m.stem in todo], "convert_sbd"):
         seg = read_sbd_mask(path)

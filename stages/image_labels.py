@@ -4,9 +4,9 @@ Labels come from the masks, a tags file or VOC XML annotations (``data.labels``)
 and every mask it takes labels from read and checked, before anything is written, so a bad file stops the run
 here, before any training, with its path in the message. (Masks that only score are checked where they are
 scored; how often tags or XML disagree with them is counted there too.) The index also records what it read of
-each image, mask and XML file (``records``: size, modification time, and the image's size or the file's classes),
-so that a dry run tells an edit that changes the index from one that does not without reading the rest
-(stages/data/fingerprint.py).
+each image, mask and XML file (``records``: size, modification and status-change time, the sha256 of its bytes, and
+the image's size or the file's classes), so that a dry run tells an edit that changes the index from one that does
+not without reading the rest (stages/data/fingerprint.py).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stages import StageError
 from stages.core.job import Job, main
-from stages.data.fingerprint import stat
+from stages.data.fingerprint import record
 from stages.data.index import DatasetIndex
 from stages.data.labels import read_tags, xml_labels
 from stages.data.layout import DatasetLayout
@@ -46,11 +46,6 @@ def locate_images(layout: DatasetLayout, ids_by_split: dict[str, list[str]]) -> 
                 raise StageError(f"{paths[0]}: id {image_id!r} has {len(paths)} images ({', '.join(p.name for p in paths)}); keep one")
             images[image_id] = paths[0].relative_to(layout.root).as_posix()
     return images
-
-
-def record(path: Path, value) -> list:
-    """What a dry run compares a file with: its size and mtime, and what was read from it."""
-    return [*stat(path), value]
 
 
 def tag_labels(layout: DatasetLayout, ids: list[str]) -> dict[str, list[int]]:

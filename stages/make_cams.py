@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.core.job import Job, main, runtime, split_index
+from stages.core.job import Job, main, split_index
+from stages.core.runtime import job_runtime
 from stages.core.staging import StagedOutputs, inputs_key
 from stages.data.transforms import normalize
 from stages.models.factory import load_classifier
@@ -29,7 +30,8 @@ def batched_cams(model, images, classes: dict, cfg: dict, rt, batch_size: int = 
 
 
 def make_cams(index, ids, model_path: Path, cfg: dict, rt, out: Path, batch_size: int = BATCH_SIZE) -> None:
-    staged = StagedOutputs(out, ".npz", cfg, ids, inputs_key(model_path))
+    staged = StagedOutputs(out, ".npz", cfg, ids, inputs_key(model_path),
+                           sources={i: [index.image_path(i)] for i in ids})
     model = load_classifier(model_path, index.num_classes, rt)
     todo = staged.todo(ids)
     images = ((i, index.read_image(i)) for i in todo)
@@ -41,7 +43,7 @@ def make_cams(index, ids, model_path: Path, cfg: dict, rt, out: Path, batch_size
 
 
 def run(job: Job) -> None:
-    rt = runtime(job)
+    rt = job_runtime(job)
     index, ids = split_index(job)
     make_cams(index, ids, job.input.model, job.params.cfg, rt, job.output.cams)
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from stages import StageError
 from stages.core.job import Job, main
-from stages.data.synthetic import PART_SHAPE, SHAPES, make_sample, unknown_shapes
+from stages.data.synthetic import SHAPES, make_sample, unknown_shapes
 from stages.utils.io import atomic_dir, save_label_png
 from stages.utils.progress import track
 
@@ -18,7 +18,7 @@ def make_dataset(out: Path, classes: list[str], cfg: dict, seed: int) -> None:
     bad = unknown_shapes(classes)
     if bad:
         raise StageError(f"data.classes: {bad} have no generator shape (known: {sorted(SHAPES)})")
-    if cfg.get("part_scale") and unknown_shapes([cfg.get("part_shape", PART_SHAPE)]):
+    if cfg["part_scale"] and unknown_shapes([cfg["part_shape"]]):
         raise StageError(f"data.generate.part_shape: {cfg['part_shape']!r} is not a generator shape (known: {sorted(SHAPES)})")
     with atomic_dir(out) as tmp:
         for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.core.job import Job, main, runtime, split_index
+from stages.core.job import Job, main, split_index
+from stages.core.runtime import job_runtime
 from stages.core.segmenter import segment
 from stages.core.staging import StagedOutputs, inputs_key
 from stages.data.voc import resize_labels
@@ -22,7 +23,8 @@ def _save(key: tuple[Path, tuple[int, int]], image: np.ndarray, label: np.ndarra
 
 
 def predict_segmentation(index, ids, model_path: Path, cfg: dict, rt, out: Path, processes: int) -> None:
-    staged = StagedOutputs(out, ".png", cfg, ids, inputs_key(model_path))
+    staged = StagedOutputs(out, ".png", cfg, ids, inputs_key(model_path),
+                           sources={i: [index.image_path(i)] for i in ids})
     todo = staged.todo(ids)
     model = load_deeplab(model_path, index.num_classes, rt)
     images = (((staged.path(i), index.size(i)), index.read_image(i)) for i in todo)
@@ -32,7 +34,7 @@ def predict_segmentation(index, ids, model_path: Path, cfg: dict, rt, out: Path,
 
 
 def run(job: Job) -> None:
-    rt = runtime(job)
+    rt = job_runtime(job)
     index, ids = split_index(job)
     predict_segmentation(index, ids, job.input.model, job.params.cfg, rt, job.output.predictions, job.threads)
 

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages.core.job import Job, main, runtime, split_index
+from stages.core.job import Job, main, split_index
+from stages.core.runtime import job_runtime
 from stages.core.staging import StagedOutputs, inputs_key
 from stages.data.transforms import normalize
 from stages.models.factory import load_affinity_net
@@ -33,7 +34,8 @@ def propagate_cams(model, img: np.ndarray, cam_s4: np.ndarray, cfg: dict, rt) ->
 
 
 def run_random_walk(index, ids, cams: Path, model_path: Path, cfg: dict, rt, out: Path) -> None:
-    staged = StagedOutputs(out, ".npz", cfg, ids, inputs_key(model_path, cams))
+    staged = StagedOutputs(out, ".npz", cfg, ids, inputs_key(model_path),
+                           sources={i: [index.image_path(i), cams / f"{i}.npz"] for i in ids})
     model = load_affinity_net(model_path, rt)
     for image_id in track(staged.todo(ids), "random_walk"):
         d = load_npz(cams / f"{image_id}.npz")
@@ -43,7 +45,7 @@ def run_random_walk(index, ids, cams: Path, model_path: Path, cfg: dict, rt, out
 
 
 def run(job: Job) -> None:
-    rt = runtime(job)
+    rt = job_runtime(job)
     index, ids = split_index(job)
     run_random_walk(index, ids, job.input.cams, job.input.model, job.params.cfg, rt, job.output.rw)
 

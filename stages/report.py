@@ -8,6 +8,7 @@ import logging
 from stages.core.job import Job, main, split_index
 from stages.core.metrics import PROTOCOLS
 from stages.data.index import missing_classes_warning
+from stages.utils.cells import cell
 from stages.utils.io import read_json, write_json, write_text
 
 log = logging.getLogger("stages")
@@ -29,10 +30,6 @@ def rows_from_tables(cam_tables, mask_tables, variant: str) -> list[dict]:
                      **agreement_of(t)})
     rows.sort(key=lambda r: (ORDER.index(r["stage"]) if r["stage"] in ORDER else len(ORDER), str(r["variant"]), r["split"]))
     return rows
-
-
-def _fmt(v) -> str:
-    return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
 
 def agreement_of(table: dict) -> dict:
@@ -63,7 +60,7 @@ def to_markdown(rows: list[dict], left_out: list[str] = (), notes: list[str] = (
     lines = ["# mIoU (%)", "", *protocol_lines(rows), "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["stage"], r["split"], r["variant"], r["images"], r.get("threshold"), r["miou"], *(r["per_class"][c] for c in classes)]
-        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(map(cell, cells)) + " |")
     return "\n".join(lines + table_footer(left_out, notes, warnings)) + "\n"
 
 

@@ -1,20 +1,28 @@
 """Rule segment: a folder of new photos segmented by a run's trained DeepLabv3+, and where the classifier looks.
 
-For each photo ``<id>`` (its path below the folder without the extension; subfolders are kept) the output folder
-holds
+For each photo ``<id>`` (its path below the folder without the extension, subfolders kept; stages.data.photos says
+how ids stay unique whatever the names) the output folder holds, one folder per kind so that no photo's name can
+meet another's file:
 
-    <id>.png            the class mask at the photo's own size (EXIF orientation applied), VOC palette
-    <id>.overlay.jpg    the photo with the mask blended over it and a legend of the classes present
-    <id>.cams.jpg       with ``cams``: the classifier's CAM of each tag it predicts, over the photo, with its score
-    classes.csv         one row per photo: its size and the fraction of its pixels of each class
-    failed.csv          the photos that could not be read, each with the reason
-    index.html          thumbnails of each photo and its overlay side by side (open it from disk)
-    thumbs/             the thumbnails
+    masks/<id>.png              the class mask at the photo's own size (EXIF orientation applied), VOC palette
+    overlays/<id>.jpg           the photo with the mask blended over it and a legend of the classes present
+    cams/<id>.jpg               with ``cams``: the classifier's CAM of each tag it predicts, with its score
+    thumbs/photos/<id>.jpg      the thumbnails of index.html
+    thumbs/overlays/<id>.jpg
+    classes.csv                 one row per photo: its size and the fraction of its pixels of each class
+    failed.csv                  the photos that could not be read or segmented, each with the reason
+    index.html                  thumbnails of each photo and its overlay side by side (open it from disk)
+    .segmented                  the list of the files above: what a later call may replace
 
-with the run's multi-scale, flip and dense CRF settings (``predict_segmentation``) and ``data.max_side``. A photo
-that fails to decode is listed with its reason (and warned about) and the others are segmented. Each photo's
-results are kept in a cache beside the output folder, keyed by the photo's size and modification time, the
-model's bytes and the settings: segmenting the folder again with one photo added computes that photo only.
+with the run's multi-scale, flip and dense CRF settings (``predict_segmentation``), at most ``max_side`` pixels on
+the longest side (by default the longest side of the images the model was trained on, from its model.json; the
+mask is then brought back to the photo's own size). A photo that fails to decode, or that would not fit in the
+memory there is, is listed with its reason (and warned about) and the others are segmented. Each photo's results
+are kept in a cache beside the output folder, keyed by the sha256 of the photo's bytes, the model's bytes and the
+settings: segmenting the folder again with one photo added computes that photo only.
+
+Nothing of the user's is removed: an output folder that holds a file this command did not write, or that is a
+folder of the photos, lies inside one or holds one, is refused before anything is computed.
 
 The same without Snakemake, on an installed package:
 
@@ -23,50 +31,88 @@ The same without Snakemake, on an installed package:
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import html
-import io
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from stages import StageError
-from stages.core.job import LOG_FORMAT, Job, main, runtime
-from stages.core.segmenter import segment
+from stages.core.gallery import (
+    KINDS,
+    cam_panel,
+    class_fractions,
+    classes_csv,
+    failed_csv,
+    index_html,
+    kinds,
+    output,
+    overlay,
+    save_jpeg,
+    thumbnail,
+)
+from stages.core.job import Job, main
+from stages.core.runtime import job_runtime
+from stages.core.segmenter import BATCH_SIZE, memory_per_pixel, segment, too_large
 from stages.core.staging import file_digest, settings_key
-from stages.data.voc import capped_size, find_images, open_image, resize_labels
-from stages.utils.io import atomic_dir, atomic_path, link_or_copy, read_json, save_label_png, voc_palette, write_text
+from stages.data.fingerprint import identity
+from stages.data.photos import cache_of, find_photos, photo_digest, shown
+from stages.data.voc import capped_size, open_image, resize_labels
+from stages.utils.io import atomic_dir, link_or_copy, read_json, save_label_png, write_text
 from stages.utils.progress import track
 
 log = logging.getLogger("stages")
 
-PALETTE = np.array(voc_palette(), np.uint8).reshape(256, 3)
-OVERLAY_ALPHA = 0.5  # the mask's weight where it is not background
-THUMB = 256  # longest side of a thumbnail, in pixels
-# what the files of one photo are called, by the kind of result
-SUFFIXES = {"mask": ".png", "overlay": ".overlay.jpg", "cams": ".cams.jpg"}
+MANIFEST = ".segmented"  # in the output folder: the files segment wrote there, each a line
+CACHE_MARK = ".segment-cache"  # in the cache folder: the folder is segment's
 
 
-def photos_of(paths) -> dict[str, Path]:
-    """id -> file of the photos named: folders are searched (any format PIL reads; the id is the path below the
-    folder without the extension), files taken as they are (the id is the file's name without the extension)."""
-    found: dict[str, Path] = {}
-    for path in map(Path, paths):
-        if path.is_dir():
-            for image_id, files in find_images(path).items():
-                for f in files:  # two formats of one name: both kept, told apart by their extension
-                    found[image_id if len(files) == 1 else f.relative_to(path).as_posix()] = f
-        elif path.is_file():
-            found[path.stem] = path
-        else:
-            raise StageError(f"{path}: no such photo or folder")
-    return dict(sorted(found.items()))
+def clashes(ids: list[str], cams: bool) -> dict[str, str]:
+    """id -> the id whose files would be in its way: one's file is a folder of the other's (a photo ``x`` beside
+    a folder ``x.png`` of photos). The later of the two in order is the one reported."""
+    files: dict[str, str] = {}
+    folders: dict[str, str] = {}
+    found = {}
+    for image_id in ids:
+        paths = [output(k, image_id) for k in kinds(cams)]
+        parents = [str(p) for path in paths for p in Path(path).parents]
+        other = next((o for o in [*(files.get(p) or folders.get(p) for p in paths), *map(files.get, parents)] if o), None)
+        if other is not None:
+            found[image_id] = other
+            continue
+        files.update(dict.fromkeys(paths, image_id))
+        folders.update(dict.fromkeys(parents, image_id))
+    return found
+
+
+def refuse_output(out: Path, sources: list[Path]) -> None:
+    """Stop, before anything is computed, where writing ``out`` could remove or hide a file of the user's: it is
+    (or is inside, or holds) a photo or folder of photos, or it holds a file that segment did not write there, or
+    its cache beside it is a folder segment did not make."""
+    target = out.resolve()
+    for src in sources:
+        s = Path(src).resolve()
+        if s == target or target.is_relative_to(s) or s.is_relative_to(target):
+            where = "is" if s == target else "lies inside" if target.is_relative_to(s) else "holds"
+            raise StageError(f"{shown(str(out))}: the output folder {where} the photos' {shown(str(src))}; "
+                             "give a folder of its own")
+    if out.exists() and not out.is_dir():
+        raise StageError(f"{shown(str(out))}: not a folder; give a new or empty folder for the results")
+    if out.is_dir() and any(out.iterdir()):
+        manifest = out / MANIFEST
+        written = set(map(os.fsdecode, manifest.read_bytes().splitlines())) if manifest.is_file() else set()
+        extra = next((p for p in sorted(out.rglob("*")) if (p.is_file() or p.is_symlink()) and p != manifest
+                      and p.relative_to(out).as_posix() not in written), None)
+        if extra is not None or not written:
+            first = f" (first: {shown(str(extra))})" if extra is not None else ""
+            raise StageError(f"{shown(str(out))}: holds files segment did not write{first}; give a new or empty "
+                             "folder for the results")
+    cache = cache_of(out)
+    if cache.exists() and not (cache / CACHE_MARK).is_file():
+        raise StageError(f"{shown(str(cache))}: segment keeps its cache there, but it is not segment's; move it")
 
 
 def read_photo(path: Path, max_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -79,81 +125,38 @@ def read_photo(path: Path, max_side: int | None) -> tuple[np.ndarray, tuple[int,
     return np.ascontiguousarray(img), size
 
 
-def legend(names: list[str], classes: list[int], width: int) -> np.ndarray:
-    """A strip of colour boxes and class names, one per class present, wrapped to ``width``."""
-    font, scale, thick, pad = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1, 6
-    entries = [(PALETTE[c], names[c]) for c in classes] or [((0, 0, 0), "nothing found")]
-    rows, row, x = [], [], pad
-    for colour, name in entries:
-        w = 14 + 4 + cv2.getTextSize(name, font, scale, thick)[0][0] + 2 * pad
-        if row and x + w > width:
-            rows.append(row)
-            row, x = [], pad
-        row.append((x, colour, name))
-        x += w
-    rows.append(row)
-    strip = np.full((22 * len(rows) + pad, max(width, 1), 3), 255, np.uint8)
-    for r, entries_of_row in enumerate(rows):
-        y = pad + 22 * r
-        for x, colour, name in entries_of_row:
-            cv2.rectangle(strip, (x, y), (x + 14, y + 14), tuple(int(c) for c in colour), -1)
-            cv2.rectangle(strip, (x, y), (x + 14, y + 14), (0, 0, 0), 1)
-            cv2.putText(strip, name, (x + 18, y + 12), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
-    return strip
-
-
-def overlay(image: np.ndarray, label: np.ndarray, names: list[str]) -> np.ndarray:
-    """The photo with the mask's colours blended over every pixel that is not background, and a legend below."""
-    colours = PALETTE[label].astype(np.float32)
-    blend = np.where((label > 0)[..., None], (1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * colours, image)
-    present = [int(c) for c in np.unique(label) if 0 < c < len(names)]
-    return np.concatenate([blend.astype(np.uint8), legend(names, present, image.shape[1])])
-
-
-def save_jpeg(path: Path, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data.tobytes())
-
-
-def thumbnail(rgb: np.ndarray) -> np.ndarray:
-    h, w = capped_size(rgb.shape[:2], THUMB)
-    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != rgb.shape[:2] else rgb
-
-
-def class_fractions(label: np.ndarray, n: int) -> list[float]:
-    """The fraction of the mask's pixels of each class 0..n-1."""
-    counts = np.bincount(label.ravel(), minlength=n)[:n]
-    return (counts / max(label.size, 1)).round(6).tolist()
-
-
 def _finish(item: tuple[str, dict], image: np.ndarray, label: np.ndarray, names: list[str]) -> str:
     """In a pool worker: a photo's mask at its own size, its overlay and thumbnails, into its cache entry
     (``item``: the photo's id and what its record holds)."""
     image_id, entry = item
     cache = Path(entry.pop("cache"))
     own = resize_labels(label, entry["size"])
-    save_label_png(cache / f"{image_id}.png", own)
-    shown = overlay(image, resize_labels(own, image.shape[:2]), names)
-    save_jpeg(cache / f"{image_id}.overlay.jpg", shown)
-    save_jpeg(cache / "thumbs" / f"{image_id}.jpg", thumbnail(image))
-    save_jpeg(cache / "thumbs" / f"{image_id}.overlay.jpg", thumbnail(shown))
-    write_text(cache / f"{image_id}.json", json.dumps({**entry, "fractions": class_fractions(own, len(names))}))
+    save_label_png(cache / output("mask", image_id), own)
+    drawn = overlay(image, resize_labels(own, image.shape[:2]), names)
+    save_jpeg(cache / output("overlay", image_id), drawn)
+    save_jpeg(cache / output("thumb", image_id), thumbnail(image))
+    save_jpeg(cache / output("thumb_overlay", image_id), thumbnail(drawn))
+    write_text(record_path(cache, image_id), json.dumps({**entry, "fractions": class_fractions(own, len(names))}))
     return image_id
 
 
-def stat_of(path: Path) -> list[int]:
-    st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns]
+def record_path(cache: Path, image_id: str) -> Path:
+    return cache / "records" / f"{image_id}.json"
 
 
-def cached_record(cache: Path, image_id: str, key: str, stat: list[int]) -> dict | None:
-    """The cached results of a photo, where they were computed from the same photo, model and settings."""
+def read_record(cache: Path, image_id: str) -> dict | None:
     try:
-        record = json.loads((cache / f"{image_id}.json").read_text())
+        return json.loads(record_path(cache, image_id).read_text())
     except (OSError, ValueError):
         return None
-    return record if record.get("key") == key and record.get("stat") == stat else None
+
+
+def cached_record(cache: Path, image_id: str, key: str, digest: str, cams: bool) -> dict | None:
+    """The cached results of a photo, where they were computed from the same bytes, model and settings."""
+    record = read_record(cache, image_id)
+    if record is None or record.get("key") != key or record.get("sha256") != digest:
+        return None
+    return record if all((cache / output(k, image_id)).is_file() for k in kinds(cams)) else None
 
 
 def cam_panels(classifier, image: np.ndarray, names: list[str], cam_cfg: dict, rt) -> np.ndarray:
@@ -169,131 +172,114 @@ def cam_panels(classifier, image: np.ndarray, names: list[str], cam_cfg: dict, r
         scores = torch.sigmoid(classifier(x).float().mean(dim=(2, 3)))[0].cpu()
     tags = [int(c) + 1 for c in torch.nonzero(scores >= 0.5).flatten()] or [int(scores.argmax()) + 1]
     cams, _ = multiscale_cams(classifier, x, cam_cfg["scales"], cam_cfg["flip"], [tags], rt.autocast)[0]
-    panels = []
-    for k, c in enumerate(tags):
-        heat = cv2.applyColorMap((cams[k].numpy() * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-        panel = (0.5 * image + 0.5 * heat).astype(np.uint8)
-        title = np.full((24, image.shape[1], 3), 255, np.uint8)
-        cv2.putText(title, f"{names[c]} {float(scores[c - 1]):.2f}", (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                    (0, 0, 0), 1, cv2.LINE_AA)
-        panels.append(np.concatenate([title, panel]))
+    panels = [cam_panel(image, cams[k].numpy(), f"{names[c]} {float(scores[c - 1]):.2f}") for k, c in enumerate(tags)]
     return np.concatenate(panels, axis=1)
-
-
-def index_html(title: str, rows: list[dict], failed: list[tuple[str, str]], names: list[str], cams: bool) -> str:
-    """Thumbnails of each photo and its overlay side by side, each linking to the full overlay; the classes found
-    with their share of the photo; the photos that could not be read."""
-    esc = html.escape
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>",
-           "body{font-family:sans-serif;margin:1em} td{padding:4px;vertical-align:top} img{max-width:256px}",
-           ".classes{font-size:90%;color:#333}</style></head><body>",
-           f"<h1>{esc(title)}</h1><p>{len(rows)} photos segmented"
-           + (f", {len(failed)} could not be read (below)" if failed else "") + ".</p><table>"]
-    for row in rows:
-        i = row["id"]
-        found = ", ".join(f"{esc(names[c])} {f:.0%}" for c, f in enumerate(row["fractions"]) if c and f > 0)
-        links = f"<a href='{esc(i)}.overlay.jpg'>overlay</a> · <a href='{esc(i)}.png'>mask</a>"
-        links += f" · <a href='{esc(i)}.cams.jpg'>CAMs</a>" if cams else ""
-        out.append(f"<tr class='photo'><td><img src='thumbs/{esc(i)}.jpg' alt='{esc(i)}'></td>"
-                   f"<td><a href='{esc(i)}.overlay.jpg'><img src='thumbs/{esc(i)}.overlay.jpg' alt='{esc(i)} segmented'>"
-                   f"</a></td><td><b>{esc(i)}</b><br><span class='classes'>{found or 'background only'}</span><br>"
-                   f"{links}</td></tr>")
-    out.append("</table>")
-    if failed:
-        out.append("<h2>Not read</h2><ul>" + "".join(f"<li class='failed'>{esc(p)}: {esc(r)}</li>" for p, r in failed)
-                   + "</ul>")
-    return "\n".join(out) + "\n</body></html>\n"
-
-
-def classes_csv(rows: list[dict], names: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "height", "width", *names])
-    for row in rows:
-        w.writerow([row["id"], *row["size"], *row["fractions"]])
-    return buf.getvalue()
-
-
-def failed_csv(failed: list[tuple[str, str]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["photo", "reason"])
-    w.writerows(failed)
-    return buf.getvalue()
 
 
 def segment_photos(photos: dict[str, Path], model_path: Path, cfg: dict, rt, out: Path, processes: int,
                    max_side: int | None = None, classifier: Path | None = None, cam_cfg: dict | None = None,
-                   title: str | None = None) -> list[dict]:
+                   title: str | None = None, failed: list[tuple[str, str]] | None = None,
+                   sources: list[Path] | None = None) -> list[dict]:
     """Segment ``photos`` (id -> file) into the folder ``out`` (written whole, in one rename); returns the rows of
-    classes.csv. ``classifier`` and ``cam_cfg``: also the CAM panels."""
+    classes.csv. ``failed``: photos already found unreadable (warned about here); ``sources``: the folders and files
+    the photos were found in (the output may be none of them, nor inside or around one). ``classifier`` and
+    ``cam_cfg``: also the CAM panels."""
     from stages.models.factory import load_classifier, load_deeplab
 
+    out, cams = Path(out), classifier is not None
+    refuse_output(out, [Path(p) for p in (sources if sources is not None else photos.values())])
     meta = read_json(Path(model_path).with_suffix(".json"))
     names = ["background", *meta["classes"]]
-    key = settings_key(cfg, max_side, file_digest(model_path), file_digest(classifier) if classifier else None, cam_cfg)
-    cache = out.parent / f".{out.name}.cache"
-    rows, failed, todo = [], [], {}
+    max_side = max_side or meta.get("image_max_side")
+    key = settings_key(cfg, max_side, file_digest(model_path), file_digest(classifier) if cams else None, cam_cfg)
+    cache = cache_of(out)
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / CACHE_MARK).touch()
+    failed = list(failed or [])
+    for path, reason in failed:
+        log.warning("segment: %s: %s", shown(path), reason)
+    in_the_way = clashes(list(photos), cams)
+    failed += [(str(photos[i]), f"its results would be written where those of {shown(str(photos[o]))} are")
+               for i, o in in_the_way.items()]
+    rows, todo = [], {}
     for image_id, path in photos.items():
-        stat = stat_of(path)
-        if (record := cached_record(cache, image_id, key, stat)) is not None:
+        if image_id in in_the_way:
+            continue
+        digest = photo_digest(path)
+        if (record := cached_record(cache, image_id, key, digest, cams)) is not None:
             rows.append({"id": image_id, **record})
         else:
-            todo[image_id] = (path, stat)
-    if len(todo) < len(photos):
+            todo[image_id] = (path, digest)
+    if rows:
         log.info("segment: %d of %d photos as segmented before (same photo, model and settings); segmenting %d",
-                 len(photos) - len(todo), len(photos), len(todo))
+                 len(rows), len(rows) + len(todo), len(todo))
     model = load_deeplab(model_path, len(meta["classes"]), rt) if todo else None
-    net = load_classifier(classifier, len(meta["classes"]), rt) if classifier is not None and todo else None
+    net = load_classifier(classifier, len(meta["classes"]), rt) if cams and todo else None
+    forward = memory_per_pixel(model, rt) if todo else (0.0, 0.0)
+    # photos of one size go through the network together: as many as fit at the largest size there can be
+    fits = lambda b: max_side is not None and too_large((max_side, max_side), len(names), cfg, forward, rt,  # noqa: E731
+                                                         processes, b) is None
+    batch = max([b for b in range(1, BATCH_SIZE + 1) if fits(b)], default=1) if todo else 1
 
     def readable():
-        for image_id, (path, stat) in todo.items():
+        for image_id, (path, digest) in todo.items():
             try:
                 image, size = read_photo(path, max_side)
+                if (reason := too_large(image.shape[:2], len(names), cfg, forward, rt, processes)) is not None:
+                    raise StageError(f"{path}: {reason}")
             except StageError as e:
                 failed.append((str(path), str(e).removeprefix(f"{path}: ")))
-                log.warning("segment: %s", e)
+                log.warning("segment: %s", shown(str(e)))
                 continue
             if net is not None:
-                save_jpeg(cache / f"{image_id}.cams.jpg", cam_panels(net, image, names, cam_cfg, rt))
-            yield (image_id, {"key": key, "stat": stat, "size": list(size), "cache": str(cache)}), image
+                save_jpeg(cache / output("cams", image_id), cam_panels(net, image, names, cam_cfg, rt))
+            entry = {"key": key, "sha256": digest, "identity": identity(path), "size": list(size), "cache": str(cache)}
+            yield (image_id, entry), image
 
     finish = functools.partial(_finish, names=names)
-    for image_id in track(segment(model, readable(), cfg, rt, processes, finish) if todo else [], "segment",
+    for image_id in track(segment(model, readable(), cfg, rt, processes, finish, batch) if todo else [], "segment",
                           total=len(todo)):
-        rows.append({"id": image_id, **json.loads((cache / f"{image_id}.json").read_text())})
+        rows.append({"id": image_id, **read_record(cache, image_id)})
     rows.sort(key=lambda r: r["id"])
-    with atomic_dir(out) as tmp:
-        for row in rows:
-            i = row["id"]
-            for suffix in (".png", ".overlay.jpg", *((".cams.jpg",) if classifier else ())):
-                link_or_copy(cache / f"{i}{suffix}", tmp / f"{i}{suffix}")
-            for suffix in (".jpg", ".overlay.jpg"):
-                link_or_copy(cache / "thumbs" / f"{i}{suffix}", tmp / "thumbs" / f"{i}{suffix}")
-        (tmp / "classes.csv").write_text(classes_csv(rows, names))
-        (tmp / "failed.csv").write_text(failed_csv(failed))
-        (tmp / "index.html").write_text(index_html(title or out.name, rows, failed, names, classifier is not None))
-    prune(cache, {r["id"] for r in rows}, key)
-    log.info("segment: %d photos into %s (%d could not be read)", len(rows), out, len(failed))
+    write_results(out, cache, rows, failed, names, cams, title or out.name)
+    prune(cache, {r["id"] for r in rows})
+    log.info("segment: %d photos into %s (%d could not be segmented)", len(rows), shown(str(out)), len(failed))
     return rows
 
 
-def prune(cache: Path, kept: set[str], key: str) -> None:
-    """Drop the cache entries of photos no longer in the folder or of other models and settings."""
-    for record in cache.rglob("*.json") if cache.is_dir() else []:
-        image_id = record.relative_to(cache).with_suffix("").as_posix()
+def write_results(out: Path, cache: Path, rows: list[dict], failed: list[tuple[str, str]], names: list[str],
+                  cams: bool, title: str) -> None:
+    """The output folder from the cache, replaced whole in one rename, with the list of what it holds."""
+    files = [output(k, r["id"]) for r in rows for k in kinds(cams)]
+    with atomic_dir(out) as tmp:
+        for f in files:
+            link_or_copy(cache / f, tmp / f)
+        (tmp / "classes.csv").write_text(classes_csv(rows, names))
+        (tmp / "failed.csv").write_text(failed_csv(failed))
+        (tmp / "index.html").write_text(index_html(title, rows, failed, names, cams))
+        listing = [*files, "classes.csv", "failed.csv", "index.html"]
+        (tmp / MANIFEST).write_bytes(b"".join(os.fsencode(f) + b"\n" for f in listing))
+
+
+def prune(cache: Path, kept: set[str]) -> None:
+    """Drop the cache entries of photos no longer in the folder (the records of other models and settings are
+    overwritten as their photos are segmented again)."""
+    records = cache / "records"
+    for record in records.rglob("*.json") if records.is_dir() else []:
+        image_id = record.relative_to(records).with_suffix("").as_posix()
         if image_id not in kept:
-            for suffix in (".json", *SUFFIXES.values()):
-                (cache / f"{image_id}{suffix}").unlink(missing_ok=True)
-            for suffix in (".jpg", ".overlay.jpg"):
-                (cache / "thumbs" / f"{image_id}{suffix}").unlink(missing_ok=True)
+            record.unlink()
+            for kind in KINDS:
+                (cache / output(kind, image_id)).unlink(missing_ok=True)
 
 
 def run(job: Job) -> None:
-    rt = runtime(job)
+    rt = job_runtime(job)
     p = job.params
-    segment_photos(photos_of([p.images]), job.input.model, p.cfg, rt, job.output.folder, job.threads, p.max_side,
-                   job.input.get("classifier"), p.get("cams"), title=f"{Path(p.images).name}: segmented by {job.input.model}")
+    photos, failed = find_photos([p.images])
+    segment_photos(photos, job.input.model, p.cfg, rt, job.output.folder, job.threads, p.max_side,
+                   job.input.get("classifier"), p.get("cams"), failed=failed, sources=[Path(p.images)],
+                   title=f"{Path(p.images).name}: segmented by {job.input.model}")
 
 
 def standalone(argv=None) -> None:
@@ -307,7 +293,8 @@ def standalone(argv=None) -> None:
     p.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0], help="inference scales")
     p.add_argument("--no-flip", action="store_true", help="without each scale's horizontal flip")
     p.add_argument("--crf-iterations", type=int, default=10, help="dense CRF iterations (0: none)")
-    p.add_argument("--max-side", type=int, default=None, help="the longest side photos are segmented at")
+    p.add_argument("--max-side", type=int, default=None,
+                   help="the longest side photos are segmented at (default: the model's, from its model.json)")
     p.add_argument("--classifier", type=Path, default=None, help="a classifier model.pt: also its CAMs of each photo")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
@@ -317,18 +304,11 @@ def standalone(argv=None) -> None:
            "bilateral": {"sxy": 80, "srgb": 13, "compat": 10}}  # the reference's test-time CRF
     cfg = {"scales": args.scales, "flip": not args.no_flip, "crf": crf}
     cam_cfg = {"scales": args.scales, "flip": not args.no_flip} if args.classifier else None
+    photos, failed = find_photos(args.photos)
     rt = make_runtime(args.device, 0, 0, args.threads, args.precision)
-    segment_photos(photos_of(args.photos), args.model, cfg, rt, args.out, args.threads, args.max_side,
-                   args.classifier, cam_cfg)
+    segment_photos(photos, args.model, cfg, rt, args.out, args.threads, args.max_side, args.classifier, cam_cfg,
+                   failed=failed, sources=args.photos)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 2 and sys.argv[1].lstrip().startswith("{"):  # a rule's job
-        main(run)
-    else:
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
-        try:
-            standalone()
-        except StageError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+    main(run, standalone=standalone)

@@ -14,6 +14,7 @@ from stages import StageError
 from stages.core.job import Job, main, warnings_in
 from stages.core.metrics import spread
 from stages.report import agreement_of, label_notes, protocol_lines, table_footer
+from stages.utils.cells import EMPTY, cell, min_max, plus_minus
 from stages.utils.io import read_json, write_json, write_text
 
 STATS = ("std", "min", "max")
@@ -48,19 +49,11 @@ def summary_rows(tables: dict[int, list[dict]]) -> list[dict]:
     return out
 
 
-def _num(v) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
-def _plus_minus(mean, std) -> str:
-    return _num(mean) if std is None else f"{mean:.2f} ± {std:.2f}"
-
-
 def spread_cell(row: dict) -> str:
     """The mIoU's spread in one cell: std and min-max, '-' with one seed."""
     if row["miou_std"] is None:
         return "-"
-    return f"± {row['miou_std']:.2f} ({row['miou_min']:.2f}-{row['miou_max']:.2f})"
+    return f"± {cell(row['miou_std'])} ({min_max(row)})"
 
 
 def to_markdown(rows: list[dict], left_out=(), notes=(), warnings=()) -> str:
@@ -72,10 +65,9 @@ def to_markdown(rows: list[dict], left_out=(), notes=(), warnings=()) -> str:
              if len(seeds) > 1 else f"# mIoU (%), seed {seeds[0]}" if seeds else "# mIoU (%)")
     lines = [title, "", *protocol_lines(rows), "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        span = "-" if r["miou_std"] is None else f"{r['miou_min']:.2f}-{r['miou_max']:.2f}"
-        cells = [r["stage"], r["split"], r["variant"] or "-", str(r["images"]), "/".join(f"{t:.2f}" for t in r["thresholds"]) or "-",
-                 _num(r["miou"]), _num(r["miou_std"]), span,
-                 *(_plus_minus(r["per_class"][c], r["per_class_std"][c]) for c in classes)]
+        cells = [r["stage"], r["split"], cell(r["variant"]), cell(r["images"]), "/".join(map(cell, r["thresholds"])) or EMPTY,
+                 cell(r["miou"]), cell(r["miou_std"]), min_max(r),
+                 *(plus_minus(r["per_class"][c], r["per_class_std"][c]) for c in classes)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + table_footer(left_out, notes, warnings)) + "\n"
 
@@ -103,7 +95,7 @@ def overview_csv(rows: list[dict]) -> str:
     w.writerow(["stage", "split", "mIoU", "spread"])
     for r in rows:
         stage = f"{r['stage']} ({r['variant']})" if r["stage"] == "cam" else r["stage"]
-        w.writerow([stage, r["split"], _num(r["miou"]), spread_cell(r)])
+        w.writerow([stage, r["split"], cell(r["miou"]), spread_cell(r)])
     return buf.getvalue()
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 from stages import StageError
-from stages.core.engine import reference_param_groups
+from stages.core.engine import Terms, reference_param_groups
 from stages.core.job import Job, main
 from stages.core.metrics import confusion, score
-from stages.core.trainer import Training, scored_ids, train
+from stages.core.trainer import Recipe, Training, scored_ids, train
 from stages.data.datasets import TrainSamples
 from stages.data.index import missing_classes_warning
 from stages.data.transforms import normalize
@@ -27,14 +27,15 @@ EVAL_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 17))
 
 
 def puzzle_step(model, variant, alpha_max: float, ramp: float):
-    """One training step's loss terms: full image, and (for puzzle variants) its 4 tiles merged back."""
+    """One training step's loss terms: full image, and (for puzzle variants) its 4 tiles merged back; L_re weighted
+    by alpha, ramped from 0 to ``alpha_max`` over the first ``ramp`` of the iterations, and reported with them."""
 
     def step(batch, iteration, max_iteration):
         x, y = batch["image"], batch["label"]
         cam = model(x)
         cam_re = merge(model(tile(x))) if variant.puzzle else None
         alpha = alpha_at(iteration, max_iteration, alpha_max, ramp)
-        return puzzle_losses(cam, cam_re, y, variant, alpha)
+        return Terms(puzzle_losses(cam, cam_re, y, variant, alpha), {"alpha": alpha})
 
     return step
 
@@ -54,25 +55,29 @@ def cam_scores(model, index, ids: list[str], rt) -> dict[str, float]:
     return {"cam_miou": best}
 
 
+def classifier_recipe(cfg: dict, num_classes: int, variant: str) -> Recipe:
+    """The classifier of a variant of the ``classifier`` section, its parameter groups and its step."""
+    if variant not in VARIANTS:
+        raise StageError(f"variant: unknown {variant!r} (known: {', '.join(VARIANTS)})")
+    return Recipe(lambda: build_classifier(cfg, num_classes), lambda m: reference_param_groups(m, m.is_new, cfg),
+                  lambda net: puzzle_step(net, VARIANTS[variant], cfg["alpha_max"], cfg["alpha_ramp"]))
+
+
 def classifier_training(job: Job, index, ids, rt) -> Training:
-    name = job.wildcards.variant
-    if name not in VARIANTS:
-        raise StageError(f"variant: unknown {name!r} (known: {', '.join(VARIANTS)})")
-    variant, cfg = VARIANTS[name], job.params.cfg
+    name, cfg = job.wildcards.variant, job.params.cfg
+    recipe = classifier_recipe(cfg, index.num_classes, name)
     missing = index.classes_without_images(ids)
     if missing:
         log.warning("train_classifier[%s]: %s", name, missing_classes_warning(missing, "the training images"))
-    model = build_classifier(cfg, index.num_classes)
+    model = recipe.build()
     data = TrainSamples([index.image_path(i) for i in ids], cfg, rt.seed, labels=[index.labels[i] for i in ids],
                         num_classes=index.num_classes, max_side=index.max_side)
     scored = scored_ids(index, ids)
     return Training(
-        model, reference_param_groups(model, model.is_new, cfg), data,
-        lambda net: puzzle_step(net, variant, cfg["alpha_max"], cfg["alpha_ramp"]),
+        model, recipe.param_groups(model), data, recipe.make_step,
         meta={"variant": name, "backbone": cfg["backbone"],
               "pretrained": weights_tag(cfg["backbone"], cfg["pretrained"], cfg["pretrained_path"])},
         key=(name,),
-        scalars=lambda it, max_it: {"alpha": alpha_at(it, max_it, cfg["alpha_max"], cfg["alpha_ramp"])},
         evaluate=(lambda m: cam_scores(m, index, scored, rt)) if scored else None)
 
 

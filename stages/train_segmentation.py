@@ -12,7 +12,7 @@ from stages.core.engine import reference_param_groups
 from stages.core.job import Job, main
 from stages.core.metrics import confusion, score
 from stages.core.staging import file_digest
-from stages.core.trainer import Training, scored_ids, train
+from stages.core.trainer import Recipe, Training, scored_ids, train
 from stages.data.datasets import TrainSamples
 from stages.data.transforms import normalize
 from stages.data.voc import IGNORE, read_mask, resize_labels
@@ -45,10 +45,17 @@ def segmentation_scores(model, index, ids: list[str], rt) -> dict[str, float]:
     return {"miou": score(conf, index.names_with_background)["miou"]}
 
 
+def segmentation_recipe(cfg: dict, num_classes: int) -> Recipe:
+    """DeepLabv3+ of the ``segmentation`` section, its parameter groups and its step."""
+    return Recipe(lambda: build_deeplab(cfg, num_classes), lambda m: reference_param_groups(m, is_new, cfg),
+                  segmentation_step)
+
+
 def segmentation_training(job: Job, index, ids, rt) -> Training:
     """Training masks: the pseudo-label folder (input ``masks``), or the ground truth where the rule gives none."""
     cfg = job.params.cfg
-    model = build_deeplab(cfg, index.num_classes)
+    recipe = segmentation_recipe(cfg, index.num_classes)
+    model = recipe.build()
     classifier = job.input.get("classifier")
     if classifier is not None:
         state, _ = load_model(classifier)
@@ -59,8 +66,10 @@ def segmentation_training(job: Job, index, ids, rt) -> Training:
     start = (f"classifier:{classifier}" if classifier is not None
              else weights_tag(cfg["encoder"], cfg["pretrained"], cfg["pretrained_path"]))
     scored = scored_ids(index, ids)
-    return Training(model, reference_param_groups(model, is_new, cfg), data, segmentation_step,
-                    meta={"masks": str(masks) if masks else "ground_truth", "encoder": cfg["encoder"], "pretrained": start},
+    return Training(model, recipe.param_groups(model), data, recipe.make_step,
+                    meta={"masks": str(masks) if masks else "ground_truth", "encoder": cfg["encoder"], "pretrained": start,
+                          # new photos are segmented at most this size by default (rule segment)
+                          "image_max_side": max(max(index.work_size(i)) for i in ids)},
                     key=(file_digest(classifier) if classifier is not None else None,),
                     evaluate=(lambda m: segmentation_scores(m, index, scored, rt)) if scored else None)
 

@@ -47,6 +47,9 @@ TINY = {
     "p_class_colour": 0.8,
     "object_scale": [0.2, 0.32],
     "min_visible": 0.03,
+    "body_saturation": [140, 255],
+    "part_scale": None,
+    "part_shape": "disc",
 }
 
 torch.set_num_threads(2)
@@ -429,3 +432,17 @@ def on_meta():
     """``with on_meta() as device:`` the meta device, standing for a GPU on a machine without one: a CPU tensor
     mixed into its computation raises as on CUDA."""
     return _on_meta
+
+
+def seed_table(cam: float, disc: float | None, seg: float) -> list[dict]:
+    """One seed's miou.json: the CAM row (train) and the segmentation row (val)."""
+    return [
+        {"stage": "cam", "split": "train", "variant": "puzzle", "images": 10, "protocol": "full", "threshold": 0.3,
+         "miou": cam, "per_class": {"background": 80.0, "disc": disc}},
+        {"stage": "segmentation", "split": "val", "variant": "puzzle", "images": 5, "protocol": "full", "miou": seg,
+         "per_class": {"background": 90.0, "disc": disc}},
+    ]
+
+
+# three seeds' tables (summary, figures); seed 2 has no disc score: its mean and spread are over seeds 0 and 1
+SEED_TABLES = {0: seed_table(70.0, 50.0, 60.0), 1: seed_table(72.0, 56.0, 61.0), 2: seed_table(77.0, None, 65.0)}

@@ -61,3 +61,14 @@ def test_crf_unary_clips_probabilities_at_1e_5_as_the_reference(monkeypatch):
     crf_probs(square_image()[:1, :1], p, CRF)
     expected = -np.log(np.array([1e-5, 1e-5, 1e-5, 0.3, p[4, 0, 0]], np.float32))
     np.testing.assert_allclose(seen["unary"].ravel(), expected, rtol=1e-6)
+
+
+def test_crf_takes_an_image_of_any_numeric_type_as_its_uint8_values():
+    # pydensecrf's bilateral term reads 8-bit RGB only: a float image of the same values gives the same result
+    img = square_image()
+    labels = np.zeros((32, 32), np.int64)
+    labels[10:26, 10:26] = 1
+    np.testing.assert_array_equal(crf_labels(img.astype(np.float64), labels, 2, CRF), crf_labels(img, labels, 2, CRF))
+    p = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    p /= p.sum(0, keepdims=True)
+    np.testing.assert_array_equal(crf_probs(img.astype(np.float32), p, CRF), crf_probs(img, p, CRF))

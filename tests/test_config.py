@@ -5,16 +5,16 @@ import re
 import pytest
 import yaml
 from conftest import ROOT
-from pipeline.config import CONSTRAINTS, ConfigError, check_config, constraint_errors, load_yaml
-
-SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
-
-
-def merge(base: dict, extra: dict) -> dict:
-    """``extra`` merged into ``base``, as Snakemake merges a later --configfile into an earlier one."""
-    for k, v in extra.items():
-        base[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return base
+from pipeline.config import (
+    CONSTRAINTS,
+    SCHEMA,
+    ConfigError,
+    check_config,
+    constraint_errors,
+    load_yaml,
+    merge,
+    run_config,
+)
 
 
 def merged(*names) -> dict:
@@ -149,3 +149,51 @@ def test_a_yaml_mistake_names_the_file_and_line(tmp_path):
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}:3:6: not valid YAML: mapping values are not allowed here"):
         load_yaml(bad)
     assert constraint_errors({}) == []  # nothing to judge: the schema names what is missing
+
+
+def test_the_run_of_a_command_line_is_its_files_then_its_overrides(monkeypatch):
+    """What make run and make ablation print: the run Snakemake ran, --config run=X included."""
+    monkeypatch.chdir(ROOT)
+    assert run_config([])["run"] == merged("config.yaml")["run"]
+    ablation = ["--configfile", "config/config.yaml", "config/ablation.yaml", "--cores", "2"]
+    assert run_config(ablation)["run"] == merged("config.yaml", "ablation.yaml")["run"]
+    config = run_config([*ablation, "--config", "run=other", "seeds=[0,1]", "--forcerun", "make_cams"])
+    assert config["run"] == "other" and config["seeds"] == [0, 1]  # read as the workflow reads them
+    assert config["shards"] == 1  # the schema's defaults filled in
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("random_walk: {beta: '30'}", ("random_walk", "beta"), 30), ("random_walk: {beta: '30.0'}", ("random_walk", "beta"), 30.0),
+    ("classifier: {lr: '0.05'}", ("classifier", "lr"), 0.05), ("classifier: {lr: '.5e-1'}", ("classifier", "lr"), 0.05),
+    ("classifier: {epochs: '+3'}", ("classifier", "epochs"), 3)])
+def test_every_number_the_command_line_hands_over_as_text_is_a_number(text, key, value):
+    """`--config 'random_walk={beta: 30}'`: Snakemake hands the values inside a mapping over as strings."""
+    config = changed(text)
+    check_config(config, SCHEMA)
+    assert config[key[0]][key[1]] == value and type(config[key[0]][key[1]]) is type(value)
+
+
+def test_a_number_out_of_range_from_the_command_line_says_so():
+    with pytest.raises(ConfigError, match=r"config classifier\.epochs: -1 is less than the minimum of 1"):
+        check_config(changed("classifier: {epochs: '-1'}"), SCHEMA)
+
+
+@pytest.mark.parametrize("folder", [".", "..", "results", "results/micro/segmented"])
+def test_a_photo_folder_that_holds_the_runs_results_is_refused(tmp_path, monkeypatch, folder):
+    """segment_images=. (or its parent, or results/): the second call would read its own results as photos."""
+    (tmp_path / "wf" / folder).mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(tmp_path / "wf")
+    errors = constraint_errors({**changed("{}"), "segment_images": folder})
+    assert [e for e in errors if "segment_images" in e] == [
+        f"config segment_images: {folder} holds the run's results (results/micro/segmented), which would be read "
+        "as photos; give a folder of photos only"]
+
+
+def test_two_photo_folders_of_one_name_keep_their_results_apart(tmp_path):
+    from stages.data.photos import results_name
+
+    (tmp_path / "a/holiday").mkdir(parents=True)
+    (tmp_path / "b/holiday").mkdir(parents=True)
+    names = {results_name(tmp_path / "a/holiday"), results_name(tmp_path / "b/holiday")}
+    assert len(names) == 2 and all(n.startswith("holiday-") for n in names)
+    assert constraint_errors({**changed("{}"), "segment_images": str(tmp_path / "a/holiday")}) == []

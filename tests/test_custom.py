@@ -10,6 +10,8 @@ import pytest
 from conftest import CLASSES
 from PIL import Image
 
+from stages.data.photos import results_name
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium")
 BIG = (150, 200)  # (height, width) of the one large photo; the stages compute it at max_side 64
@@ -117,13 +119,13 @@ def test_a_tag_added_reruns_what_the_labels_feed_and_a_resaved_tags_file_nothing
     assert planned() == set()
 
 
-def test_new_photos_as_users_have_them_are_segmented_and_one_added_is_the_only_one_segmented_again(
-        snakemake, photos, custom_run, workdir, tmp_path, exif_jpeg):
-    """A folder with a corrupt file, an EXIF-rotated photo, a PNG with alpha and a 4000x3000 photo in a subfolder:
-    each mask at its photo's own size, the corrupt one listed with its reason, the rest segmented; then one photo
-    added, and only it is segmented."""
+@pytest.fixture(scope="module")
+def holiday(snakemake, photos, custom_run, workdir, tmp_path_factory, exif_jpeg):
+    """A folder as users have photos, segmented by rule segment: a corrupt file, an EXIF-rotated photo, a PNG with
+    alpha and a 4000x3000 photo in a subfolder. Returns the folder, where its masks went, the run's arguments and
+    its process."""
     root, _, _ = photos
-    folder = tmp_path / "holiday"
+    folder = tmp_path_factory.mktemp("photos") / "holiday"
     (folder / "day 2").mkdir(parents=True)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a photo")
     rng = np.random.default_rng(0)
@@ -133,25 +135,39 @@ def test_new_photos_as_users_have_them_are_segmented_and_one_added_is_the_only_o
     args = ["segment", "--configfile", "config/custom.yaml", "tiny.yaml", "--config", f"data_root={root}", "device=cpu",
             f"segment_images={folder}"]
     proc = snakemake(workdir, "--cores", "2", *args)
-    out = custom_run / "segmented/holiday"
-    sizes = {i: Image.open(out / f"{i}.png").size for i in ("turned", "alpha", "day 2/big")}
+    return folder, custom_run / "segmented" / results_name(folder), args, proc
+
+
+def test_new_photos_as_users_have_them_are_segmented_and_one_added_is_the_only_one_segmented_again(
+        snakemake, custom_run, workdir, holiday):
+    """Each mask at its photo's own size, the corrupt one listed with its reason, the rest segmented; then one photo
+    added, and only it is segmented."""
+    folder, out, args, proc = holiday
+    sizes = {i: Image.open(out / f"masks/{i}.png").size for i in ("turned", "alpha", "day 2/big")}
     assert sizes == {"turned": (40, 60), "alpha": (30, 50), "day 2/big": (4000, 3000)}  # (width, height)
     failed = (out / "failed.csv").read_text().splitlines()
     assert failed[0] == "photo,reason" and len(failed) == 2 and failed[1].startswith(f"{folder / 'broken.jpg'},corrupt image")
     assert f"warning: segment: {folder / 'broken.jpg'}: corrupt image" in proc.stderr  # shown at the end of the run
     rows = (out / "classes.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["alpha", "day 2/big", "turned"]
-    made = {i: (out / f"{i}.png").stat().st_mtime_ns for i in ("turned", "alpha", "day 2/big")}
+    made = {i: (out / f"masks/{i}.png").stat().st_mtime_ns for i in ("turned", "alpha", "day 2/big")}
+    rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(folder / "added.png")
     snakemake(workdir, "--cores", "2", *args)
     log = (custom_run / "logs/segment/segment.log").read_text()
     # the added photo, and the unreadable one tried again (it may have been fixed); the others as they were
     assert "segment: 3 of 5 photos as segmented before (same photo, model and settings); segmenting 2" in log
-    assert {i: (out / f"{i}.png").stat().st_mtime_ns for i in made} == made
-    assert (out / "added.png").exists() and len((out / "classes.csv").read_text().splitlines()) == 5
-    if CHROMIUM:
-        dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                              f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=5000", "--dump-dom",
-                              (out / "index.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
-        assert dom.count("<tr class=\"photo\">") == 4 and dom.count("class=\"failed\"") == 1
-        assert 'src="thumbs/day 2/big.overlay.jpg"' in dom
+    assert {i: (out / f"masks/{i}.png").stat().st_mtime_ns for i in made} == made
+    assert (out / "masks/added.png").exists() and len((out / "classes.csv").read_text().splitlines()) == 5
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_the_segmented_folders_page_renders_each_photo_and_the_failed_one(holiday, tmp_path):
+    """The folder's page as a browser renders it: a row for each photo segmented, one for the photo that failed."""
+    _, out, _, _ = holiday
+    photos = len((out / "classes.csv").read_text().splitlines()) - 1
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=5000", "--dump-dom",
+                          (out / "index.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert photos >= 3 and dom.count("<tr class=\"photo\">") == photos and dom.count("class=\"failed\"") == 1
+    assert 'src="./thumbs/overlays/day%202/big.jpg"' in dom

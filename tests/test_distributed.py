@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from stages.core import distributed
 from stages.data.datasets import epoch_order
-from stages.core.engine import load_checkpoint, saved_rng
+from stages.core.checkpoint import load_checkpoint, saved_rng
 from stages.core.runtime import rng_state, set_rng_state
 
 folder = Path(sys.argv[1])

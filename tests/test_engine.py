@@ -1,8 +1,11 @@
-"""The optimisers and parameter groups of the training loop, against the reference's definitions."""
+"""The optimisers and parameter groups of the training loop, against the reference's definitions; what each step
+reports."""
 import pytest
 import torch
 
-from stages.core.engine import make_sgd, poly_lambda, reference_param_groups
+from stages.core.checkpoint import TrainState
+from stages.core.engine import Terms, make_sgd, poly_lambda, reference_param_groups, train_one_epoch
+from stages.core.runtime import make_runtime
 from stages.models.classifier import CAMClassifier
 
 
@@ -91,3 +94,26 @@ def test_classifier_head_is_kaiming_normal():
 def test_poly_decay_power():
     f = poly_lambda(100)
     assert f(0) == 1.0 and f(50) == pytest.approx(0.5**0.9) and f(100) == 0.0
+
+
+def test_each_step_reports_the_loss_terms_and_the_scalars_its_loss_used():
+    """What TensorBoard shows of a step (the classifier's alpha) is the value its loss was computed with."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    cfg = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9}
+    optimizer = make_sgd([{"params": list(model.parameters()), "lr": 0.1, "weight_decay": 0.0}], cfg)
+    rt = make_runtime("cpu", precision="fp32")
+    train = TrainState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(4)), rt.grad_scaler())
+
+    def step(batch, iteration, max_iteration):
+        weight = iteration / max_iteration
+        loss = model(batch["x"]).pow(2).mean()
+        return Terms({"loss": loss, "total": weight * loss}, {"weight": weight})
+
+    reported = []
+    batches = [{"x": torch.randn(2, 2)} for _ in range(4)]  # two optimizer steps of two micro-steps
+    sums = train_one_epoch(model, step, train, batches, 2, 4, 2, rt,
+                           lambda it, values, lr, scalars: reported.append((it, set(values), lr, scalars)))
+    assert reported == [(2, {"loss", "total"}, 0.1, {"weight": 0.5}),
+                        (3, {"loss", "total"}, pytest.approx(0.1 * 0.75 ** 0.9), {"weight": 0.75})]
+    assert set(sums) == {"loss", "total"}  # the history holds the loss terms only

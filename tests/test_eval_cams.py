@@ -30,6 +30,48 @@ def test_perfect_cams_score_100_at_every_threshold(tiny_index, tmp_path):
     assert all(row["miou"] == 100.0 for row in result["sweep"])
 
 
+def direct_miou(cams: list[tuple[np.ndarray, np.ndarray]], masks: list[np.ndarray], threshold: float, n: int) -> float:
+    """The reference's CAM labels (a constant background map at ``threshold`` before the class maps, the argmax:
+    a pixel is its best class only where that class's map is above the threshold), scored by counting pixels:
+    per class, the pixels predicted and labelled with it over those predicted or labelled with it, outside the
+    masks' 255 outline; the mean over the classes that occur."""
+    inter, union = np.zeros(n), np.zeros(n)
+    for (keys, cam), gt in zip(cams, masks):
+        pred = np.where(cam.max(0) > threshold, keys[cam.argmax(0)], 0)
+        scored = gt != 255
+        for c in range(n):
+            inter[c] += np.sum((pred == c) & (gt == c) & scored)
+            union[c] += np.sum(((pred == c) | (gt == c)) & scored)
+    return 100 * float(np.mean(inter[union > 0] / union[union > 0]))
+
+
+def test_the_sweep_on_graded_cams_is_a_direct_count_at_each_threshold_and_keeps_the_best(tiny_index, tmp_path):
+    """CAMs of graded values: each object's map between 0.45 and 1 inside it, noise up to 0.55 elsewhere, so that
+    low thresholds give background pixels to the classes, high ones objects to the background, and every threshold
+    scores differently. Fails if the background channel is not the threshold, a score is taken at another threshold
+    than its row's, or the best row is not the highest."""
+    ids = tiny_index.ids(tiny_index.layout.split_file("train"))
+    rng = np.random.default_rng(0)
+    cams, masks = [], []
+    for image_id in ids:
+        mask = read_mask(tiny_index.layout.mask_path(image_id))
+        keys = np.asarray(tiny_index.labels[image_id])
+        cam = np.stack([np.where(mask == k, rng.uniform(0.45, 1.0, mask.shape), rng.uniform(0, 0.55, mask.shape))
+                        for k in keys]).astype(np.float16)  # as make_cams stores them
+        save_npz(tmp_path / f"{image_id}.npz", keys=keys, cam=cam, cam_s4=cam[:, ::4, ::4])
+        cams.append((keys, cam.astype(np.float32)))
+        masks.append(mask)
+    result = eval_cams(tiny_index, ids, tmp_path, SWEEP)
+    n = tiny_index.num_classes + 1
+    expected = {t: direct_miou(cams, masks, t, n) for t in thresholds(SWEEP)}
+    assert [row["threshold"] for row in result["sweep"]] == list(expected)
+    assert [row["miou"] for row in result["sweep"]] == pytest.approx(list(expected.values()), abs=0.006)
+    assert len({round(v, 2) for v in expected.values()}) == len(expected)  # every threshold scores differently
+    best = max(expected, key=expected.get)
+    assert 0.05 < best < 0.8 and result["best"]["threshold"] == best
+    assert result["best"]["miou"] == pytest.approx(expected[best], abs=0.006)
+
+
 def test_label_maps_score_as_a_direct_count(tiny_index, tmp_path):
     ids = tiny_index.ids(tiny_index.layout.split_file("val"))
     rng = np.random.default_rng(0)

@@ -393,3 +393,28 @@ def test_xml_objects_whose_clipped_box_has_no_area_are_dropped_as_the_reference(
     path.write_text(f"<annotation><size><width>64</width><height>48</height></size>{''.join(objects)}</annotation>")
     # cat: xmin == xmax; bird: ymin == ymax; cow: both x past the right edge, clipped to 63; boat: both x clipped to 0
     assert xml_label_names(path) == ["dog", "horse", "sheep"]
+
+
+def test_the_fingerprint_of_a_splits_images_and_masks_follows_their_bytes_not_their_size_and_time(tiny_voc, tmp_path):
+    """An image or a mask replaced by another of the same byte size and mtime (``cp -p``, a restore) changes the
+    fingerprint that reruns the stages reading it; a file touched without a change of its bytes does not."""
+    import os
+
+    from stages.data.fingerprint import files_fingerprint
+
+    root = tmp_path / "VOC2012"
+    shutil.copytree(tiny_voc, root)
+    layout = layout_of(root)
+    index, ids = build_index(layout)
+    fingerprint = lambda aspect: files_fingerprint(layout, "train", aspect, records=index.records)  # noqa: E731
+    before = {a: fingerprint(a) for a in ("images", "masks")}
+    image = index.image_path(ids["train"][0])
+    os.utime(image, ns=(1, image.stat().st_mtime_ns + 10**9))
+    assert {a: fingerprint(a) for a in ("images", "masks")} == before  # touched: same bytes
+    for aspect, path, other in [("images", image, index.image_path(ids["train"][1])),
+                                ("masks", index.mask_path(ids["train"][0]), index.mask_path(ids["train"][1]))]:
+        st = path.stat()
+        data = other.read_bytes()
+        path.write_bytes(data[: st.st_size].ljust(st.st_size, b"\0"))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert fingerprint(aspect) != before[aspect]

@@ -103,3 +103,26 @@ def test_a_folder_appears_whole_with_the_umasks_mode_or_not_at_all(tmp_path):
         (tmp / "a.txt").write_text("a")
     assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
+
+
+def test_what_a_killed_writer_left_beside_a_file_is_removed_when_the_file_is_written_again(tmp_path):
+    """A SIGKILL skips the clean-up: the next write of the same file removes the dead process's temporary file
+    and folder, and leaves a live writer's alone."""
+    import subprocess
+    import sys
+
+    from stages.utils.io import HOST
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    left = tmp_path / f".model.onnx.{HOST}-{pid}.abc123.tmp"
+    left.write_bytes(b"x" * 1000)
+    left_dir = tmp_path / f".model.onnx.{HOST}-{pid}.def456.tmp"
+    left_dir.mkdir()
+    live = tmp_path / f".model.onnx.{HOST}-{os.getpid()}.live.tmp"
+    live.write_bytes(b"y")
+    other_file = tmp_path / f".other.{HOST}-{pid}.abc.tmp"
+    other_file.write_bytes(b"z")
+    with atomic_path(tmp_path / "model.onnx") as tmp:
+        tmp.write_bytes(b"model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.onnx", live.name, other_file.name])

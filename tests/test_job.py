@@ -30,7 +30,7 @@ def test_every_stage_rule_has_the_one_shell_line():
     for path in (ROOT / "workflow/rules").glob("*.smk"):
         text = path.read_text()
         n_rules = len(re.findall(r"^ *rule (?!fingerprint:)\w+:$", text, re.M))
-        assert len(re.findall(r"^ *shell:\n *STAGE$", text, re.M)) == n_rules, path.name
+        assert len(re.findall(r"^ *shell:\n *LAUNCH$", text, re.M)) == n_rules, path.name
         assert text.count("**stage(") == n_rules, path.name
         # each rule runs the stage of its own name (the name travels in the job to stages.core.launch)
         names = re.findall(r"^ *rule (?!fingerprint:)(\w+):$", text, re.M)

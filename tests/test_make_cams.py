@@ -140,3 +140,113 @@ def test_cams_compute_on_the_device_of_the_model(on_meta):
         out = list(batched_cams(model, images, {"a": [1, 3], "b": [2]}, {"scales": [1.0, 0.5], "flip": True}, Runtime(device)))
     assert [(i, keys, cam.shape, cam_s4.shape) for i, keys, (cam, cam_s4) in out] == \
         [("a", [1, 3], (2, 40, 56), (2, 10, 14)), ("b", [2], (1, 40, 56), (1, 10, 14))]
+
+
+def test_a_cam_value_at_the_threshold_is_background_in_float32():
+    # the reference pads float32 CAMs with a float32 threshold channel and argmax gives a tie to the background;
+    # 0.1 has no exact float32 value, so a float64 threshold channel would lose that tie to a CAM of float32(0.1)
+    cam = np.full((1, 1, 2), 0.1, np.float32)
+    cam[0, 0, 1] = np.nextafter(np.float32(0.1), np.float32(1))
+    assert cam_to_label(cam, [4], 0.1).tolist() == [[0, 4]]
+    assert cam_to_label(cam, [4], 0.1).dtype == np.uint8  # class ids, as the palette PNG stores them
+
+
+def test_the_low_resolution_cam_is_at_the_stride_asked_for():
+    # the random walk reads the CAMs at its boundary map's stride: ceil(50 / 8) x ceil(70 / 8) at stride 8
+    _, low = multiscale_cam(OneCell((1, 2)), torch.zeros(3, 50, 70), [1.0], False, [1], contextlib.nullcontext, s4_stride=8)
+    assert low.shape == (1, 7, 9)
+
+
+def test_strided_sizes_are_the_ceilings_of_every_size():
+    import math
+
+    from stages.ops.cam import strided_up_size
+
+    for stride in (4, 16):
+        for h, w in [(n, 41 - n) for n in range(1, 41)]:
+            assert strided_size(h, w, stride) == (math.ceil(h / stride), math.ceil(w / stride))
+            assert strided_up_size(h, w, stride) == (stride * math.ceil(h / stride), stride * math.ceil(w / stride))
+
+
+class Cells(nn.Module):
+    """A stand-in classifier at stride 16 with three class maps: map c is zero but for cell (1, c)."""
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 3, -(-x.shape[-2] // 16), -(-x.shape[-1] // 16))
+        for c in range(3):
+            out[:, c, 1, c] = 1.0
+        return out
+
+
+def test_class_k_takes_the_classifiers_map_k_minus_1():
+    # class ids count from 1 over the classifier's maps, which count from 0: class 3 is the map with the cell (1, 2)
+    img = torch.zeros(3, 40, 56)
+    cam, low = multiscale_cam(Cells(), img, [1.0], False, [1, 3], contextlib.nullcontext)
+    for i, cell in enumerate([(1, 0), (1, 2)]):
+        one, one_low = multiscale_cam(OneCell(cell), img, [1.0], False, [1], contextlib.nullcontext)
+        torch.testing.assert_close(cam[i], one[0])
+        torch.testing.assert_close(low[i], one_low[0])
+
+
+def test_a_batch_without_any_class_gets_empty_maps():
+    # a mask of background alone gives an image no class; a batch of such images has no map to compute
+    from stages.ops.cam import multiscale_cams
+
+    images = torch.zeros(2, 3, 40, 56)
+    out = multiscale_cams(Cells(), images, [1.0, 1.5], True, [[], []], contextlib.nullcontext)
+    assert [(c.shape, low.shape) for c, low in out] == [((0, 40, 56), (0, 10, 14))] * 2
+    mixed = multiscale_cams(Cells(), images, [1.0, 1.5], True, [[], [2]], contextlib.nullcontext)
+    assert [(c.shape, low.shape) for c, low in mixed] == [((0, 40, 56), (0, 10, 14)), ((1, 40, 56), (1, 10, 14))]
+
+
+def plain_cams(model, img, scales, flip, classes):
+    """The reference's multi-scale CAM of one normalised image, written out one scale, flip and class at a time: each
+    ReLU'd map, flipped back, resized to the image's size rounded up to 16 and cropped, and resized to stride 4; the
+    sums, max-normalised."""
+    import math
+
+    import torch.nn.functional as F
+
+    from stages.data.transforms import resize_normalized
+
+    _, h, w = img.shape
+    up, s4 = (16 * math.ceil(h / 16), 16 * math.ceil(w / 16)), (math.ceil(h / 4), math.ceil(w / 4))
+    full, low = torch.zeros(len(classes), *up), torch.zeros(len(classes), *s4)
+    for s in scales:
+        x = resize_normalized(img[None], (round(h * s), round(w * s)))
+        for flipped in ([False, True] if flip else [False]):
+            a = F.relu(model(x.flip(-1) if flipped else x)[0])
+            a = a.flip(-1) if flipped else a
+            for i, k in enumerate(classes):
+                full[i] += F.interpolate(a[None, k - 1 : k], size=up, mode="bilinear", align_corners=False)[0, 0]
+                low[i] += F.interpolate(a[None, k - 1 : k], size=s4, mode="bilinear", align_corners=False)[0, 0]
+    full = full[:, :h, :w]
+    return [m / (m.flatten(1).max(1).values[:, None, None] + 1e-5) for m in (full, low)]
+
+
+def test_multiscale_flip_cams_are_the_sum_over_each_scale_and_flip():
+    model = Conv().eval()
+    img = normalize(np.random.default_rng(1).integers(0, 256, (45, 61, 3), dtype=np.uint8))
+    with torch.no_grad():
+        expected = plain_cams(model, img, [1.0, 0.5, 1.5], True, [1, 3])
+    got = multiscale_cam(model, img, [1.0, 0.5, 1.5], True, [1, 3], contextlib.nullcontext)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-4)
+
+
+class PerPixel(nn.Module):
+    """A stand-in classifier at stride 1: its two class maps are the input's first two channels."""
+
+    def forward(self, x):
+        return x[:, :2]
+
+
+def test_a_scale_that_leaves_one_row_or_column_runs_on_one():
+    # 2 rows (or columns) at scale 0.5 are one, not two: the one-pixel maps are what the sums are made of
+    rng = np.random.default_rng(2)
+    for shape in ((2, 40, 3), (40, 2, 3)):
+        img = normalize(rng.integers(0, 256, shape, dtype=np.uint8))
+        expected = plain_cams(PerPixel(), img, [0.5, 1.0], False, [1, 2])
+        got = multiscale_cam(PerPixel(), img, [0.5, 1.0], False, [1, 2], contextlib.nullcontext)
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-4)

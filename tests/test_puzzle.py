@@ -49,10 +49,10 @@ def test_reconstruction_loss_counts_only_present_classes():
 
 
 def test_alpha_ramps_linearly_over_half_of_training_then_stays():
-    assert alpha_at(0, 100, 4.0) == 0.0
-    assert alpha_at(25, 100, 4.0) == pytest.approx(2.0)
-    assert alpha_at(50, 100, 4.0) == pytest.approx(4.0)
-    assert alpha_at(90, 100, 4.0) == pytest.approx(4.0)
+    assert alpha_at(0, 100, 4.0, 0.5) == 0.0
+    assert alpha_at(25, 100, 4.0, 0.5) == pytest.approx(2.0)
+    assert alpha_at(50, 100, 4.0, 0.5) == pytest.approx(4.0)
+    assert alpha_at(90, 100, 4.0, 0.5) == pytest.approx(4.0)
 
 
 def test_puzzle_total_is_cls_plus_pcls_plus_alpha_re():
@@ -90,3 +90,9 @@ def test_the_losses_and_step_compute_on_the_device_of_their_inputs(on_meta):
         terms = puzzle_step(model, VARIANTS["puzzle"], 4.0, 0.5)({"image": torch.randn(2, 3, 32, 32, device=device), "label": y}, 1, 10)
         terms["total"].backward()
         assert terms["total"].device == device
+
+
+def test_reconstruction_loss_is_the_absolute_difference_of_two_nonzero_maps():
+    # |2 - 3| = 1 for the present class; a sum (5) or a signed difference (-1) would show
+    cam, cam_re = torch.full((1, 2, 2, 2), 2.0), torch.full((1, 2, 2, 2), 3.0)
+    assert reconstruction_loss(cam, cam_re, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(0.5)

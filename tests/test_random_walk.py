@@ -135,3 +135,16 @@ def test_the_walk_and_the_stage_compute_on_the_device_of_their_inputs(on_meta):
         model = AffinityNet("resnet18").eval().to(device)
         img, cam_s4 = np.zeros((40, 56, 3), np.uint8), np.ones((2, 10, 14), np.float16)
         assert propagate_cams(model, img, cam_s4, {"radius": 5, "beta": 10, "exp_times": 2}, Runtime(device)).shape == (2, 40, 56)
+
+
+def test_the_sparse_operator_holds_the_in_map_entries_of_any_weights():
+    # weights of displacements leaving the map are zero in a walk, so a stray entry would pass unseen there: with
+    # arbitrary nonzero weights every entry must be T's transpose, and each column index inside the map
+    from stages.ops.random_walk import transition_matrix
+
+    radius, h, w = 1, 3, 4
+    weights = torch.arange(1.0, 1.0 + 9 * h * w, dtype=torch.float64).reshape(9, h * w)
+    t = transition_matrix(weights, radius, h, w)
+    assert t._nnz() == 4 * 4 + 6 * (2 * (w - 2) + 2 * (h - 2)) + 9 * (h - 2) * (w - 2)  # corners, edges, inside
+    assert 0 <= int(t.col_indices().min()) and int(t.col_indices().max()) < h * w
+    assert torch.equal(t.to_dense(), dense_transition(weights, radius, h, w).T)

@@ -7,9 +7,8 @@ import torch
 from conftest import stage_job
 
 from stages import StageError
-from stages.core.job import runtime
-from stages.core.launch import PINNED
-from stages.core.runtime import make_runtime
+from stages.core.host import PINNED
+from stages.core.runtime import job_runtime, make_runtime
 
 # the torch.backends switches a runtime sets on CUDA
 BACKENDS = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "deterministic"),
@@ -85,9 +84,9 @@ def test_the_training_stages_ask_for_autotuning_and_the_per_image_stages_do_not(
         raise Stop  # the stage's work is not the point
 
     module = importlib.import_module(f"stages.{stage}")
-    monkeypatch.setattr("stages.core.trainer.runtime", asking)
-    if hasattr(module, "runtime"):
-        monkeypatch.setattr(module, "runtime", asking)
+    monkeypatch.setattr("stages.core.trainer.job_runtime", asking)
+    if hasattr(module, "job_runtime"):
+        monkeypatch.setattr(module, "job_runtime", asking)
     with pytest.raises(Stop):
         module.run(stage_job(stage, wildcards={"variant": "puzzle"}))
     assert asked == [autotune]
@@ -138,7 +137,7 @@ RUNTIME = {"device": "cpu", "precision": "fp16", "deterministic": True, "seed": 
 def test_the_runtime_of_the_job_reaches_the_runtime(monkeypatch):
     made = []
     monkeypatch.setattr("stages.core.runtime.make_runtime", lambda *a: made.append(a))
-    runtime(stage_job("make_cams", params={"runtime": RUNTIME}, threads=4, resources={"workers": 2}), autotune=True)
+    job_runtime(stage_job("make_cams", params={"runtime": RUNTIME}, threads=4, resources={"workers": 2}), autotune=True)
     assert made == [("cpu", 3, 2, 4, "fp16", True, True)]
 
 
@@ -148,7 +147,7 @@ def test_the_processes_of_a_torchrun_job_share_its_threads_and_workers(monkeypat
     made = []
     monkeypatch.setattr("stages.core.runtime.make_runtime", lambda *a: made.append(a))
     monkeypatch.setenv("WORLD_SIZE", "2")
-    runtime(stage_job("train_classifier", params={"runtime": RUNTIME}, threads=threads, resources={"workers": workers}))
+    job_runtime(stage_job("train_classifier", params={"runtime": RUNTIME}, threads=threads, resources={"workers": workers}))
     assert (made[0][3], made[0][2]) == expected
 
 

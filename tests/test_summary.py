@@ -5,22 +5,11 @@ import json
 import statistics
 
 import pytest
-from conftest import index_file, run_stage
+from conftest import SEED_TABLES as TABLES
+from conftest import index_file, run_stage, seed_table
 
 from stages import StageError
 from stages.summary import overview_csv, summary_rows, to_csv, to_markdown
-
-
-def seed_table(cam: float, disc: float | None, seg: float) -> list[dict]:
-    return [
-        {"stage": "cam", "split": "train", "variant": "puzzle", "images": 10, "protocol": "full", "threshold": 0.3, "miou": cam,
-         "per_class": {"background": 80.0, "disc": disc}},
-        {"stage": "segmentation", "split": "val", "variant": "puzzle", "images": 5, "protocol": "full", "miou": seg,
-         "per_class": {"background": 90.0, "disc": disc}},
-    ]
-
-
-TABLES = {0: seed_table(70.0, 50.0, 60.0), 1: seed_table(72.0, 56.0, 61.0), 2: seed_table(77.0, None, 65.0)}
 
 
 def test_each_row_holds_mean_std_min_max_and_the_per_seed_values():

@@ -1,12 +1,12 @@
 """Classifier training: the artifact, and a killed run resuming to the same weights."""
+import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from conftest import Executes, classifier_cfg, index_file, training_job
+from conftest import ROOT, Executes, classifier_cfg, index_file, training_job
 
 from stages import StageError
 from stages.core.engine import fit, reference_param_groups
@@ -94,24 +94,39 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tiny_in
     assert torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] == 1
 
 
+# The stage's command line, stopped (SIGSTOP) by itself as soon as its checkpoint is renamed into place: the test
+# then kills it at that point, whatever the machine's load
+STOPPED_AT_CHECKPOINT = """
+import os, runpy, signal, sys
+checkpoint, replace = sys.argv.pop(1), os.replace
+def replaced(src, dst, *args, **kwargs):
+    replace(src, dst, *args, **kwargs)
+    if os.fspath(dst) == checkpoint:
+        os.kill(os.getpid(), signal.SIGSTOP)
+os.replace = replaced
+runpy.run_module("stages.train_classifier", run_name="__main__")
+"""
+
+
 def test_a_sigkilled_training_process_resumes_from_its_checkpoint(tiny_index, tmp_path):
-    """The stage's command line, killed for real after its first checkpoint, then rerun."""
+    """The stage's command line, killed for real after its first epoch's checkpoint, then rerun."""
     cfg = classifier_cfg(epochs=4, batch_size=2)
 
-    def command(name):
-        job = classifier_job(tiny_index, tmp_path, name, cfg, f"{name}.ckpt")
-        return [sys.executable, "-m", "stages.train_classifier", job.to_json()]
+    def job(name):
+        return classifier_job(tiny_index, tmp_path, name, cfg, f"{name}.ckpt").to_json()
 
-    subprocess.run(command("straight"), check=True, capture_output=True)
-    proc = subprocess.Popen(command("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (tmp_path / "killed.ckpt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    subprocess.run([sys.executable, "-m", "stages.train_classifier", job("straight")], check=True, capture_output=True,
+                   cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED_AT_CHECKPOINT, str(tmp_path / "killed.ckpt"), job("killed")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status), "the training ended before its first checkpoint"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed" / "model.pt").exists()
-    assert torch.load(tmp_path / "killed.ckpt", weights_only=True)["epoch"] < 4
-    rerun = subprocess.run(command("killed"), check=True, capture_output=True, text=True)
+    assert torch.load(tmp_path / "killed.ckpt", weights_only=True)["epoch"] == 1
+    rerun = subprocess.run([sys.executable, "-m", "stages.train_classifier", job("killed")], check=True,
+                           capture_output=True, text=True, cwd=ROOT)
     assert "resumed from" in rerun.stderr
     straight, _ = load_model(tmp_path / "straight" / "model.pt")
     resumed, _ = load_model(tmp_path / "killed" / "model.pt")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,26 +19,10 @@ from timm.layers import convert_sync_batchnorm
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
+from stages.core.host import World, world_from_env
 from stages.core.runtime import seed_everything
 
 log = logging.getLogger("stages")
-
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        """Whether this process writes the artifacts (rank 0)."""
-        return self.rank == 0
-
-
-def world_from_env(environ=os.environ) -> World:
-    """The world torchrun describes in ``environ``; one process without it."""
-    return World(int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1)), int(environ.get("LOCAL_RANK", 0)))
 
 
 def world() -> World:

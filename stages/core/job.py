@@ -104,11 +104,22 @@ class Job:
                    Names({**self.resources, **resources}, "resource"))
 
 
-def main(run: Callable[[Job], None], argv: list[str] | None = None) -> None:
+def is_job(argv: list[str]) -> bool:
+    """Whether a stage's arguments are a job: one JSON object, as the workflow renders it."""
+    return len(argv) == 1 and argv[0].lstrip().startswith("{")
+
+
+def main(run: Callable[[Job], None], argv: list[str] | None = None,
+         standalone: Callable[[list[str]], None] | None = None) -> None:
     """``python -m stages.<rule> JOB``: set up logging, read the job, call ``run(job)``; a StageError exits 2 with one
-    line. The stages' warnings are log lines ``<time> WARNING <message>``: the workflow gathers them from the logs."""
+    line. The stages' warnings are log lines ``<time> WARNING <message>``: the workflow gathers them from the logs.
+    ``standalone``: the stage's own command line, for arguments that are not a job (``python -m stages.segment
+    --model ...``), with the same logging and errors."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     argv = sys.argv[1:] if argv is None else argv
+    if standalone is not None and not is_job(argv):
+        _stop_on_error(standalone, argv)
+        return
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         module = sys.modules[run.__module__]
         name = module.__spec__.name if module.__spec__ else run.__module__
@@ -120,8 +131,12 @@ def main(run: Callable[[Job], None], argv: list[str] | None = None) -> None:
     except (ValueError, KeyError, TypeError) as e:
         print(f"error: the job is not the JSON a rule renders ({e})", file=sys.stderr)
         sys.exit(2)
+    _stop_on_error(run, job)
+
+
+def _stop_on_error(fn, arg) -> None:
     try:
-        run(job)
+        fn(arg)
     except StageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -144,22 +159,8 @@ def shard_ids(ids: list[str], shard: tuple[int, int]) -> list[str]:
 
 def split_index(job: Job):
     """The image index (input ``labels``) and the ids of the job's split (input ``split``, its shard), in order."""
-    from stages.data.index import load_index
+    from stages.data.index import load_index  # numpy and PIL: launch, which imports this module, needs neither
 
     index = load_index(job.input.labels)
     return index, shard_ids(index.ids(job.input.split), shard_of(job))
 
-
-def runtime(job: Job, autotune: bool = False):
-    """Where and how the job computes: its params' ``runtime`` (device, precision, seed, deterministic), its threads
-    and its loader workers (resource ``workers``); ``autotune``: its input shapes repeat (training crops), see
-    :func:`stages.core.runtime.make_runtime`. Under torchrun the job's processes share its threads (at least one
-    each) and workers."""
-    # imported here: torch takes seconds to import, and the stages that count, convert or report never need it
-    from stages.core.distributed import world_from_env
-    from stages.core.runtime import make_runtime
-
-    r, processes = job.params.runtime, world_from_env().size
-    seed = r.get("seed", 0)  # inference depends on a seed only through its inputs: its runtime names none
-    return make_runtime(r["device"], seed, job.resources.get("workers", 0) // processes,
-                        max(1, job.threads // processes), r["precision"], r["deterministic"], autotune)

@@ -16,7 +16,6 @@ A training stage given more than one device runs under ``torchrun``, one process
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import logging
 import os
@@ -24,22 +23,18 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
 from stages import StageError
+from stages.core.host import PINNED, cuda_driver, visible_uuids
 from stages.core.job import LOG_FORMAT, Job
 
 log = logging.getLogger("stages")
 
 # how often a job that finds every slot taken looks again (a job started without --resources gpu=N)
 POLL_SECONDS = 1.0
-
-# set in the environment of a stage pinned to GPUs on a host with the CUDA driver: the stage must then find CUDA
-# (stages/core/runtime.py), rather than compute on the CPU
-PINNED = "STAGES_PINNED_GPUS"
 
 # the stages that train with DistributedDataParallel when they have several devices
 DISTRIBUTED_STAGES = {"train_classifier", "train_affinity", "train_segmentation"}
@@ -53,36 +48,6 @@ def gpu_pool(environ=os.environ) -> list[str]:
     return [str(i) for i in range(len(visible_uuids() or []))]
 
 
-def cuda_driver() -> bool:
-    """Whether the host has the CUDA driver library that torch.cuda needs to see any device."""
-    try:
-        ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    return True
-
-
-def visible_uuids() -> list[str] | None:
-    """The UUIDs of the devices the CUDA driver shows this process (CUDA_VISIBLE_DEVICES respected, in its order),
-    through the driver API: no torch import. None without the driver library, [] where the driver fails."""
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return None
-    count = ctypes.c_int()
-    if lib.cuInit(0) or lib.cuDeviceGetCount(ctypes.byref(count)):
-        return []
-    # _v2 (drivers since CUDA 11.4) gives a MIG instance its own UUID, the first version its GPU's
-    get_uuid = getattr(lib, "cuDeviceGetUuid_v2", None) or lib.cuDeviceGetUuid
-    uuids = []
-    for i in range(count.value):
-        device, raw = ctypes.c_int(), (ctypes.c_ubyte * 16)()
-        if lib.cuDeviceGet(ctypes.byref(device), i) or get_uuid(raw, device):
-            return []
-        uuids.append(str(uuid.UUID(bytes=bytes(raw))))
-    return uuids
-
-
 def device_uuids(entries: list[str], environ=os.environ) -> dict[str, str] | None:
     """The UUID of each of ``entries`` (CUDA_VISIBLE_DEVICES entries: indices, UUIDs or MIG ids), asked of the driver in
     a process that sees exactly those devices; None where the host has no CUDA driver, {} where it cannot tell."""
@@ -92,7 +57,7 @@ def device_uuids(entries: list[str], environ=os.environ) -> dict[str, str] | Non
     path = os.pathsep.join(p for p in (root, environ.get("PYTHONPATH")) if p)
     env = {**environ, "CUDA_VISIBLE_DEVICES": ",".join(entries), "PYTHONPATH": path}
     try:
-        proc = subprocess.run([sys.executable, "-c", "from stages.core.launch import visible_uuids; print(*visible_uuids() or [])"],
+        proc = subprocess.run([sys.executable, "-c", "from stages.core.host import visible_uuids; print(*visible_uuids() or [])"],
                               env=env, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
         return {}

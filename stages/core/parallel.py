@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.core.staging import StagedOutputs, inputs_key
+from stages.core.staging import StagedOutputs
 from stages.data.voc import read_image
 from stages.utils.io import load_npz, save_label_png
 from stages.utils.progress import track
@@ -36,7 +36,7 @@ def _label_one(job, label_fn, array: str, cfg: dict) -> None:
 
 def label_images(desc: str, label_fn, index, ids, maps: Path, array: str, cfg: dict, out: Path, processes: int) -> None:
     """For every image, ``label_fn(image, maps/<id>.npz[array], keys, cfg)`` -> ``out/<id>.png``, over the pool, staged."""
-    staged = StagedOutputs(out, ".png", cfg, ids, inputs_key(maps))
+    staged = StagedOutputs(out, ".png", cfg, ids, sources={i: [index.image_path(i), maps / f"{i}.npz"] for i in ids})
     jobs = [(index.image_path(i), index.max_side, maps / f"{i}.npz", staged.path(i)) for i in staged.todo(ids)]
     work = functools.partial(_label_one, label_fn=label_fn, array=array, cfg=cfg)
     for _ in track(imap(work, jobs, processes), desc, total=len(jobs)):

@@ -15,7 +15,8 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from stages import StageError
-from stages.core.launch import PINNED, cuda_driver
+from stages.core.host import PINNED, cuda_driver, world_from_env
+from stages.core.job import Job
 
 log = logging.getLogger("stages")
 
@@ -175,6 +176,16 @@ def make_runtime(device: str = "auto", seed: int = 0, num_workers: int = 0, thre
     rt = Runtime(device=dev, seed=seed, num_workers=num_workers, precision=precision, deterministic=deterministic)
     log.info("%s", describe(rt))
     return rt
+
+
+def job_runtime(job: Job, autotune: bool = False) -> Runtime:
+    """Where and how ``job`` computes: its params' ``runtime`` (device, precision, seed, deterministic), its threads
+    and its loader workers (resource ``workers``); ``autotune``: see :func:`make_runtime`. Under torchrun the job's
+    processes share its threads (at least one each) and workers."""
+    r, processes = job.params.runtime, world_from_env().size
+    seed = r.get("seed", 0)  # inference depends on a seed only through its inputs: its runtime names none
+    return make_runtime(r["device"], seed, job.resources.get("workers", 0) // processes,
+                        max(1, job.threads // processes), r["precision"], r["deterministic"], autotune)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -4,6 +4,12 @@ A per-image stage writes its files into a staging folder beside its output folde
 renames the staging folder onto the output only when every image is done. Snakemake
 never sees a half-filled output; a rerun after a kill keeps the staged files written
 with the same settings and inputs, and computes only the missing ones.
+
+What a staged file is computed from is known by its bytes, never by size and mtime: the
+settings and the models (the key: another key discards the whole staging folder), and
+each image's own files (its ``sources``: the image, the maps of it a stage reads), so an
+image replaced while the job was down, even by one of the same size and mtime, is computed
+again, and the other images' staged files are kept.
 """
 from __future__ import annotations
 
@@ -23,12 +29,10 @@ def settings_key(*parts) -> str:
 
 
 def inputs_key(*paths) -> list:
-    """What outputs depend on besides the settings: each input's path, size and mtime (a stat, cheap for 10k files)."""
-    out = []
-    for p in paths:
-        st = os.stat(p)
-        out.append([str(p), st.st_size, st.st_mtime_ns])
-    return out
+    """What outputs depend on besides the settings: each input's path and the sha256 of its bytes. The bytes, not
+    the size and mtime: a file replaced by another of the same size and time (``cp -p``, a restore) is another
+    input. Hashing is cheap next to the forward pass of each image."""
+    return [[str(p), file_digest(p)] for p in paths]
 
 
 def file_digest(path) -> str:
@@ -41,7 +45,10 @@ def file_digest(path) -> str:
 
 
 class StagedOutputs:
-    def __init__(self, out: Path, suffix: str, *key_parts):
+    """``out``'s images staged as ``<id><suffix>``; ``key_parts``: the settings and models; ``sources``: id -> the
+    files its output is computed from."""
+
+    def __init__(self, out: Path, suffix: str, *key_parts, sources: dict[str, list] | None = None):
         self.out = Path(out)
         self.suffix = suffix
         self.staging = self.out.parent / f".{self.out.name}.staging"
@@ -52,6 +59,25 @@ class StagedOutputs:
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True, exist_ok=True)
         key_file.write_text(self.key)
+        self._drop_changed({i: [file_digest(p) for p in paths] for i, paths in (sources or {}).items()})
+
+    def _drop_changed(self, digests: dict[str, list[str]]) -> None:
+        """Remove the staged files of images whose sources are not the bytes they were computed from (as an
+        earlier run recorded them), then record this run's."""
+        record = self.staging / ".sources"
+        try:
+            earlier = json.loads(record.read_text())
+        except (OSError, ValueError):
+            earlier = {}
+        changed = [i for i, d in digests.items() if self.path(i).exists() and earlier.get(i) != d]
+        for i in changed:
+            self.path(i).unlink()
+        if changed:
+            log.info("%s: %d staged images were computed from other files (first: %s); computing them again",
+                     self.out.name, len(changed), changed[0])
+        tmp = record.with_name(".sources.tmp")
+        tmp.write_text(json.dumps(digests))
+        os.replace(tmp, record)
 
     def path(self, image_id: str) -> Path:
         return self.staging / f"{image_id}{self.suffix}"
@@ -65,8 +91,11 @@ class StagedOutputs:
         return missing
 
     def commit(self) -> None:
-        """Move the complete set into place (one rename)."""
+        """Move the complete set into place (one rename), without the temporary files a killed run left."""
         (self.staging / ".key").unlink()
+        (self.staging / ".sources").unlink()
+        for tmp in self.staging.rglob(".*.tmp"):  # every file of this run is in place: these are a dead one's
+            tmp.unlink()
         if self.out.exists():
             shutil.rmtree(self.out)
         self.staging.rename(self.out)

@@ -3,8 +3,8 @@
 Each trainer declares what it trains, a :class:`Training`: the model, its parameter groups, the training samples,
 the step, what its sidecar and its checkpoint key add. :func:`train` does the rest, the same for all three: the
 runtime and the split, the process group under torchrun, the checkpoint key (settings and input contents), the
-loop with its resume (stages/core/engine.py), TensorBoard event files, and the model, sidecar and history written
-at the end. A change to how training saves, resumes or logs is one edit here.
+loop (stages/core/engine.py), TensorBoard event files, and the model, sidecar and history written at the end
+(stages/core/checkpoint.py, which also saves and resumes the loop). What training logs is one edit here.
 """
 from __future__ import annotations
 
@@ -15,14 +15,26 @@ from pathlib import Path
 import torch
 
 from stages.core import distributed
-from stages.core.engine import Step, fit, save_trained
-from stages.core.job import Job, runtime, split_index
+from stages.core.checkpoint import save_trained
+from stages.core.engine import Step, fit
+from stages.core.job import Job, split_index
+from stages.core.runtime import job_runtime
 from stages.core.staging import inputs_key, settings_key
 from stages.data.datasets import TrainSamples
 
 # images scored after each epoch for TensorBoard, the first of the training split that have masks: a view of the
 # training, never used to choose anything
 EVAL_IMAGES = 64
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a stage trains its model from its config section (the model, its parameter groups, its step): what
+    the stage and bench/ both build from."""
+
+    build: Callable[[], torch.nn.Module]
+    param_groups: Callable[[torch.nn.Module], list[dict]]
+    make_step: Callable[[torch.nn.Module], Step]
 
 
 @dataclass
@@ -33,13 +45,13 @@ class Training:
     make_step: Callable[[torch.nn.Module], Step]  # (the model, or its DistributedDataParallel wrapper) -> step
     meta: dict = field(default_factory=dict)  # the sidecar's entries besides stage, classes, config, seed, precision
     key: tuple = ()  # what the result depends on besides the settings and the files of ``data`` (a model's bytes)
-    scalars: Callable[[int, int], dict[str, float]] | None = None  # (iteration, max_iteration) -> e.g. the alpha ramp
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None  # per-epoch scores, where masks exist
 
 
 class TensorBoard:
-    """Event files under ``folder`` (rank 0 only): every loss term, the lr and the trainer's scalars per step; the
-    epoch means and scores per epoch. A resumed run logs the epochs it resumed after from the checkpoint's history."""
+    """Event files under ``folder`` (rank 0 only): every loss term, the lr and the scalars the step used (the
+    classifier's alpha) per step; the epoch means and scores per epoch. A resumed run logs the epochs it resumed
+    after from the checkpoint's history."""
 
     def __init__(self, folder: Path, training: Training):
         self.training = training
@@ -50,11 +62,10 @@ class TensorBoard:
             Path(folder).mkdir(parents=True, exist_ok=True)
             self.writer = SummaryWriter(str(folder))
 
-    def step(self, iteration: int, max_iteration: int, values: dict[str, float], lr: float) -> None:
+    def step(self, iteration: int, values: dict[str, float], lr: float, scalars: dict[str, float]) -> None:
         if self.writer is None:
             return
-        extra = self.training.scalars(iteration, max_iteration) if self.training.scalars else {}
-        for name, value in {**{f"loss/{k}": v for k, v in values.items()}, "lr": lr, **extra}.items():
+        for name, value in {**{f"loss/{k}": v for k, v in values.items()}, "lr": lr, **scalars}.items():
             self.writer.add_scalar(name, value, iteration)
 
     def epoch(self, row: dict, model: torch.nn.Module | None) -> None:
@@ -80,7 +91,7 @@ def train(job: Job, build: Callable[..., Training], desc: str | None = None, bac
     """Run the training ``build(job, index, ids, rt)`` declares, on the job's split; write the model (state_dict +
     sidecar) and history.csv beside it. Returns the history. ``backend``: the process group's under torchrun, where
     not the device's own (see :func:`stages.core.distributed.process_group`)."""
-    rt = runtime(job, autotune=True)  # the training crops repeat one shape
+    rt = job_runtime(job, autotune=True)  # the training crops repeat one shape
     index, ids = split_index(job)
     cfg = job.params.cfg
     with distributed.process_group(rt.device, rt.seed, backend=backend):

@@ -6,17 +6,21 @@ dataset changed. Two kinds:
   image's file and size, each image's image-level labels (the classes of its mask, its tags or its XML). A mask
   edited without changing its image's classes, or an image replaced by one of the same size, leaves it as it
   was: nothing that reads only the index reruns.
-- :func:`files_fingerprint`: the files of a split a rule reads itself: the images (size and modification time;
-  what every stage that looks at pixels reads) or the masks (what scoring and the upper bound read).
+- :func:`files_fingerprint`: the files of a split a rule reads itself: the images (what every stage that looks at
+  pixels reads) or the masks (what scoring and the upper bound read), each by the sha256 of its bytes. A file
+  replaced by another of the same size and modification time (``cp -p``, ``touch -r``, a restore from backup)
+  changes it; a file touched or copied without a change of its bytes does not.
 
 Only files the user provides are read. What a rule writes is covered by what it is written from: the generated
 dataset by ``data.generate``, SBD's converted masks by SBD's ``.mat`` files, COCO's masks, tags and lists by the
 instances files. (Reading a file a rule may rewrite in the same run would name a fingerprint that the next run
 no longer finds, and rerun everything once more.)
 
-Image sizes and the classes of masks and XML files are decoded only where the file's size or modification time
-differs from what image_labels recorded in ``image_labels.json`` (``records``): a dry run over VOC reads the
-headers of the images replaced and decodes the masks edited since.
+Digests, image sizes and the classes of masks and XML files are computed only where the file's size, modification
+time or status-change time differs from what image_labels recorded in ``image_labels.json`` (``records``): a dry
+run over VOC hashes and reads the headers of the images replaced and decodes the masks edited since. The
+status-change time (ctime) is what no copy or restore can set back: where size and mtime are kept, it still moves,
+and the bytes decide.
 """
 from __future__ import annotations
 
@@ -49,26 +53,64 @@ def stat(path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+def identity(path) -> list[int] | None:
+    """[size, mtime_ns, ctime_ns] of a file: while all three are unchanged its bytes are (the ctime moves with any
+    write and cannot be set back by a copy, ``touch`` or a restore); None where it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def sha256(path) -> str:
+    """The sha256 of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def record(path, value) -> list:
+    """What image_labels records of a file it read: its identity, its sha256 and what was read from it."""
+    if (ident := identity(path)) is None:
+        raise StageError(f"{path}: removed while the dataset was being read; rerun when it is complete")
+    return [*ident, sha256(path), value]
+
+
 def read_records(index_path) -> dict:
-    """``{path: [size, mtime_ns, value]}`` of what image_labels decoded; empty without an index."""
+    """``{path: record}`` of what image_labels read (:func:`record`); empty without an index."""
     try:
         return json.loads(Path(index_path).read_text()).get("records", {})
     except (OSError, ValueError, AttributeError):
         return {}
 
 
+def _recorded(path, records: dict) -> list | None:
+    """The file's record where its identity still matches it."""
+    record = records.get(str(path))
+    return record if record is not None and len(record) == 5 and record[:3] == identity(path) else None
+
+
 def cached(path: Path, records: dict, decode):
-    """``decode(path)``, or what the records hold for the file where its size and mtime still match."""
+    """``decode(path)``, or what the records hold for the file where its identity still matches."""
+    if (record := _recorded(path, records)) is not None:
+        return record[4]
     st = stat(path)
     if st is None:
         return None
-    record = records.get(str(path))
-    if record is not None and record[:2] == st:
-        return record[2]
     try:
         return decode(path)
     except Exception:  # an unreadable file: image_labels stops on it and names it; here it is only a change
         return ["unreadable", st]
+
+
+def content(path, records: dict) -> str | None:
+    """The sha256 of a file's bytes (the records' where its identity still matches); None where it is missing."""
+    if (record := _recorded(path, records)) is not None:
+        return record[3]
+    try:
+        return sha256(path)
+    except OSError:
+        return None
 
 
 # EXIF orientations that turn the picture by a quarter: the stored width is the shown height
@@ -145,8 +187,11 @@ def index_fingerprint(layout: DatasetLayout, index_path=None, images: dict | Non
     return digest(parts)
 
 
-def files_fingerprint(layout: DatasetLayout, split: str, aspect: str, images: dict | None = None) -> str:
-    """The size and modification time of each image (``aspect`` images) or mask (masks) of ``split``."""
+def files_fingerprint(layout: DatasetLayout, split: str, aspect: str, images: dict | None = None,
+                      records: dict | None = None) -> str:
+    """The bytes of each image (``aspect`` images) or mask (masks) of ``split``, as sha256 digests (``records``:
+    image_labels's, which spare hashing the files unchanged since)."""
+    records = records or {}
     if layout.generated is not None:
         return digest(["generated", layout.generated, layout.to_json(), split, aspect])
     if layout.coco and aspect == "masks":
@@ -155,7 +200,7 @@ def files_fingerprint(layout: DatasetLayout, split: str, aspect: str, images: di
     if aspect == "images":
         images = find_images(layout.images) if images is None else images
         ids = sorted(images) if ids is None else ids  # COCO: the folder's images
-        return digest([split, aspect, [[i, [[str(p), stat(p)] for p in images.get(i, [])]] for i in ids]])
+        return digest([split, aspect, [[i, [[str(p), content(p, records)] for p in images.get(i, [])]] for i in ids]])
     if ids is None:
         return digest([split, aspect, "unreadable list", [[str(p), stat(p)] for p in layout.list_files()]])
-    return digest([split, aspect, [[i, sbd_source(layout, i) or stat(layout.mask_path(i))] for i in ids]])
+    return digest([split, aspect, [[i, sbd_source(layout, i) or content(layout.mask_path(i), records)] for i in ids]])

@@ -22,7 +22,7 @@ class DatasetIndex:
     sizes: dict[str, list[int]] = field(default_factory=dict)  # image id -> (height, width) as decoded, EXIF applied
     max_side: int | None = None  # longest side the stages compute at (None: the image's own size)
     source: str = "masks"  # where the labels come from: masks, tags or xml
-    records: dict = field(default_factory=dict)  # file -> [size, mtime_ns, what was read: an image's size, classes]
+    records: dict = field(default_factory=dict)  # file -> [size, mtime_ns, ctime_ns, sha256, what was read] (fingerprint.record)
     # labels from tags or XML, per split with masks: {images, disagree (labels other than the mask's classes), first}
     disagreement: dict = field(default_factory=dict)
 

@@ -122,11 +122,6 @@ def texture(size: int, colour: np.ndarray, rng) -> np.ndarray:
     return colour[None, None, :] + amp * stripes[..., None]
 
 
-# Defaults of the optional data.generate keys (the schema holds the same): objects of one colour, no parts.
-BODY_SATURATION = (140, 255)
-PART_SHAPE = "disc"
-
-
 def class_hue(c: int, n_cls: int, rng) -> float:
     """A hue (OpenCV's 0..180) of class ``c``'s range: ``n_cls`` ranges spread over the hue circle."""
     return 180.0 * c / n_cls + rng.uniform(-8, 8)
@@ -136,7 +131,7 @@ def object_colour(c: int, n_cls: int, cfg: dict, rng) -> np.ndarray:
     """An object's body colour: its class's hue with probability ``p_class_colour`` (any hue otherwise), at a
     saturation drawn from ``body_saturation``: a low one leaves the body only a faint cast of its class's hue."""
     hue = class_hue(c, n_cls, rng) if rng.random() < cfg["p_class_colour"] else rng.uniform(0, 180)
-    return _hsv_to_rgb(hue, rng.uniform(*cfg.get("body_saturation", BODY_SATURATION)), rng.uniform(120, 255))
+    return _hsv_to_rgb(hue, rng.uniform(*cfg["body_saturation"]), rng.uniform(120, 255))
 
 
 def part_of(body: np.ndarray, cy: float, cx: float, r: float, scale, shape: str, rng) -> np.ndarray:
@@ -161,7 +156,7 @@ def make_sample(rng, classes, size: int, cfg: dict):
     it (the body) keeping its own colour: with a low ``body_saturation``, a classifier can tell an object from its
     part alone, while the body's shape and faint hue are weaker cues of the same class."""
     n_cls = len(classes)
-    part_scale = cfg.get("part_scale")
+    part_scale = cfg["part_scale"]
     for _ in range(100):
         img = background(size, rng)
         clutter(img, size, int(rng.integers(0, cfg["max_clutter"] + 1)), rng)
@@ -179,7 +174,7 @@ def make_sample(rng, classes, size: int, cfg: dict):
             img[shape > 0] = fill[shape > 0]
             mask[shape > 0] = c + 1
             if part_scale:
-                part = part_of(shape, cy, cx, r, part_scale, cfg.get("part_shape", PART_SHAPE), rng)
+                part = part_of(shape, cy, cx, r, part_scale, cfg["part_shape"], rng)
                 fill = texture(size, part_colour(c, n_cls, rng), rng)
                 img[part > 0] = fill[part > 0]
         min_px = cfg["min_visible"] * size * size

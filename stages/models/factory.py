@@ -8,25 +8,25 @@ import torch.nn as nn
 
 from stages.models.affinity import AffinityNet
 from stages.models.classifier import CAMClassifier
-from stages.models.segmentation import REFERENCE_DROPOUT, create_deeplab
+from stages.models.segmentation import create_deeplab
 from stages.utils.io import load_model
 
 
 def build_classifier(cfg: dict, num_classes: int) -> CAMClassifier:
-    return CAMClassifier(cfg["backbone"], num_classes, cfg.get("pretrained", False), cfg.get("pretrained_path"))
+    return CAMClassifier(cfg["backbone"], num_classes, cfg["pretrained"], cfg["pretrained_path"])
 
 
 def build_affinity_net(cfg: dict, backbone: str, pretrained: bool = False) -> AffinityNet:
-    return AffinityNet(backbone, cfg["head_channels"], pretrained, cfg.get("pretrained_path") if pretrained else None,
+    return AffinityNet(backbone, cfg["head_channels"], pretrained, cfg["pretrained_path"] if pretrained else None,
                        canvas=cfg["crop_size"], stem=cfg["stem"])
 
 
 def build_deeplab(cfg: dict, num_classes: int, pretrained: bool | None = None):
-    pretrained = cfg.get("pretrained", False) if pretrained is None else pretrained
+    pretrained = cfg["pretrained"] if pretrained is None else pretrained
     return create_deeplab(cfg["encoder"], num_classes + 1, cfg["decoder_channels"], pretrained,
-                          cfg.get("pretrained_path") if pretrained else None,
+                          cfg["pretrained_path"] if pretrained else None,
                           cfg["aspp_rates"], cfg["aspp_separable"], cfg["frozen_bn"],
-                          cfg.get("dropout", REFERENCE_DROPOUT))
+                          cfg["dropout"])
 
 
 def rebuild(path, build: Callable[[dict], nn.Module]) -> nn.Module:
@@ -48,5 +48,6 @@ def load_affinity_net(path, rt) -> nn.Module:
 
 
 def load_deeplab(path, num_classes: int, rt) -> nn.Module:
-    model = rebuild(path, lambda meta: build_deeplab(meta["config"], num_classes, pretrained=False))
+    no_dropout = {"dropout": [0.0, 0.0, 0.0]}  # inference computes in eval mode, where dropout does nothing
+    model = rebuild(path, lambda meta: build_deeplab({**meta["config"], **no_dropout}, num_classes, pretrained=False))
     return rt.place(model.eval())

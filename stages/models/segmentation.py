@@ -117,9 +117,10 @@ def multiscale_logits(model, images: torch.Tensor, scales, flip: bool, autocast)
     b, _, h, w = images.shape
     total = 0
     for s in scales:
-        sh, sw = max(PAD_TO, round(h * s)), max(PAD_TO, round(w * s))
+        sh, sw = max(1, round(h * s)), max(1, round(w * s))
         # smp's decoder upsamples the stride-16 features 4x onto the stride-4 ones: sizes must be multiples of 16, so
-        # the scaled image is padded and the logits cropped back (the reference's own DeepLabv3+ needs no padding)
+        # the scaled image is padded and the logits cropped back (the reference's own DeepLabv3+ needs no padding);
+        # an image under 16 pixels is padded too, never enlarged, as the exported model does it
         x = F.pad(resize_normalized(images, (sh, sw)), (0, (-sw) % PAD_TO, 0, (-sh) % PAD_TO))
         if flip:
             x = torch.cat([x, x.flip(-1)])

@@ -49,6 +49,8 @@ def multiscale_cams(model, images: torch.Tensor, scales, flip: bool, classes: li
     # the maps of every image's own classes, stacked along channels: one resize call serves the batch
     sample = torch.cat([torch.full((len(c),), i) for i, c in enumerate(classes)]).long().to(images.device)
     channel = torch.as_tensor([k - 1 for c in classes for k in c], dtype=torch.long, device=images.device)
+    if not len(channel):  # no image of the batch has a class (a mask of background alone): no map to resize
+        return [(torch.zeros(0, h, w), torch.zeros(0, *s4)) for _ in classes]
     full = torch.zeros(1, len(channel), *up, device=images.device)
     low = torch.zeros(1, len(channel), *s4, device=images.device)
     for s in scales:

@@ -48,7 +48,7 @@ VARIANTS = {
 }
 
 
-def alpha_at(iteration: int, max_iteration: int, alpha_max: float, ramp: float = 0.5) -> float:
+def alpha_at(iteration: int, max_iteration: int, alpha_max: float, ramp: float) -> float:
     """The reconstruction-loss weight: linear from 0 to ``alpha_max`` over ``ramp * max_iteration``."""
     return min(alpha_max * iteration / (max_iteration * ramp), alpha_max)
 

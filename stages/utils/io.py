@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -23,12 +25,40 @@ def umask_mode(folder: bool = False) -> int:
     return (0o777 if folder else 0o666) & ~umask
 
 
+# The temporary names carry the host and the process that writes them: what a killed process left is removed the
+# next time its file is written, and nothing of a live writer's (on a shared filesystem, another host's) is.
+HOST = socket.gethostname().replace(".", "_")
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}.{HOST}-{os.getpid()}."
+
+
+def remove_left_behind(path: Path) -> None:
+    """Remove the temporary files and folders of ``path`` that a killed process of this host left beside it."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(HOST)}-*.tmp"):
+        pid = tmp.name[len(f".{path.name}.{HOST}-"):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success, with the umask's mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_left_behind(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -49,7 +79,8 @@ def atomic_dir(path: str | os.PathLike):
     mode; on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_left_behind(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         if path.exists():

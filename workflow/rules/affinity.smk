@@ -3,13 +3,13 @@ rule affinity_labels:
         images=dataset_files(DATA["train_split"], "images"),
         labels=LABELS,
         split=split_list(DATA["train_split"]),
-        cams=f"{S}/cams/{VARIANT}",
+        cams=f"{SEED_DIR}/cams/{VARIANT}",
     output:
         labels=sharded_output("affinity_labels"),
     log:
-        log_of("affinity_labels", *SHARD_WILDCARDS, root=S),
+        log_of("affinity_labels", *SHARD_WILDCARDS, root=SEED_DIR),
     benchmark:
-        benchmark_of("affinity_labels", *SHARD_WILDCARDS, root=S)
+        benchmark_of("affinity_labels", *SHARD_WILDCARDS, root=SEED_DIR)
     priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
@@ -17,7 +17,7 @@ rule affinity_labels:
     params:
         **stage("affinity_labels", cfg=config["affinity_labels"]),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(rules.affinity_labels, combinations(seed=SEEDS))
@@ -28,17 +28,17 @@ rule train_affinity:
         images=dataset_files(DATA["train_split"], "images"),
         labels=LABELS,
         split=split_list(DATA["train_split"]),
-        affinity_labels=f"{S}/affinity_labels",
-        classifier=f"{S}/classifier/{VARIANT}/model.pt",
+        affinity_labels=f"{SEED_DIR}/affinity_labels",
+        classifier=f"{SEED_DIR}/classifier/{VARIANT}/model.pt",
     output:
-        model=f"{S}/affinity/model.pt",
-        meta=f"{S}/affinity/model.json",
-        history=f"{S}/affinity/history.csv",
-        tensorboard=directory(f"{S}/tensorboard/train_affinity"),
+        model=f"{SEED_DIR}/affinity/model.pt",
+        meta=f"{SEED_DIR}/affinity/model.json",
+        history=f"{SEED_DIR}/affinity/history.csv",
+        tensorboard=directory(f"{SEED_DIR}/tensorboard/train_affinity"),
     log:
-        log_of("train_affinity", root=S),
+        log_of("train_affinity", root=SEED_DIR),
     benchmark:
-        benchmark_of("train_affinity", root=S)
+        benchmark_of("train_affinity", root=SEED_DIR)
     priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
@@ -54,7 +54,7 @@ rule train_affinity:
             checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_affinity/affinity.pt",
         ),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(rules.train_affinity, combinations(seed=SEEDS))
@@ -65,14 +65,14 @@ rule random_walk:
         images=dataset_files(DATA["train_split"], "images"),
         labels=LABELS,
         split=split_list(DATA["train_split"]),
-        cams=f"{S}/cams/{VARIANT}",
-        model=f"{S}/affinity/model.pt",
+        cams=f"{SEED_DIR}/cams/{VARIANT}",
+        model=f"{SEED_DIR}/affinity/model.pt",
     output:
         rw=sharded_output("rw"),
     log:
-        log_of("random_walk", *SHARD_WILDCARDS, root=S),
+        log_of("random_walk", *SHARD_WILDCARDS, root=SEED_DIR),
     benchmark:
-        benchmark_of("random_walk", *SHARD_WILDCARDS, root=S)
+        benchmark_of("random_walk", *SHARD_WILDCARDS, root=SEED_DIR)
     priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
@@ -82,7 +82,7 @@ rule random_walk:
     params:
         **stage("random_walk", cfg=config["random_walk"], runtime=RUNTIME),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(rules.random_walk, combinations(seed=SEEDS))

@@ -4,14 +4,14 @@ rule train_classifier:
         labels=LABELS,
         split=split_list(DATA["train_split"]),
     output:
-        model=f"{S}/classifier/{{variant}}/model.pt",
-        meta=f"{S}/classifier/{{variant}}/model.json",
-        history=f"{S}/classifier/{{variant}}/history.csv",
-        tensorboard=directory(f"{S}/tensorboard/train_classifier/{{variant}}"),
+        model=f"{SEED_DIR}/classifier/{{variant}}/model.pt",
+        meta=f"{SEED_DIR}/classifier/{{variant}}/model.json",
+        history=f"{SEED_DIR}/classifier/{{variant}}/history.csv",
+        tensorboard=directory(f"{SEED_DIR}/tensorboard/train_classifier/{{variant}}"),
     log:
-        log_of("train_classifier", "variant", root=S),
+        log_of("train_classifier", "variant", root=SEED_DIR),
     benchmark:
-        benchmark_of("train_classifier", "variant", root=S)
+        benchmark_of("train_classifier", "variant", root=SEED_DIR)
     conda:
         "../../envs/wsss.yaml"
     threads: JOB_THREADS
@@ -26,7 +26,7 @@ rule train_classifier:
             checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_classifier/{wildcards.variant}.pt",
         ),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(rules.train_classifier, combinations(seed=SEEDS, variant=VARIANTS))

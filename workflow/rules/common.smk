@@ -8,11 +8,12 @@ from types import SimpleNamespace
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
-from pipeline.binding import STAGE, stage
+from pipeline.binding import LAUNCH, stage
 from pipeline.dataset import DatasetPlan
 from pipeline.run_end import show_warnings
 import stages
 from stages.data.layout import DatasetLayout
+from stages.data.photos import cache_of, results_name
 
 # The rules' `python` is the interpreter running Snakemake, not the first one on PATH (under --sdm conda, the
 # rule's environment's), and it finds `stages` where this workflow imported it from (the installed package or
@@ -29,12 +30,12 @@ START = time.time()
 DATA = config["data"]
 # Every artifact of a run lives under results/<run>/: what does not depend on the seed (image labels) and the
 # tables over all seeds there, what a seed changes under results/<run>/seed_<k>/.
-R = f"results/{config['run']}"
-S = f"{R}/seed_{{seed}}"
+RUN_DIR = f"results/{config['run']}"
+SEED_DIR = f"{RUN_DIR}/seed_{{seed}}"
 # The dataset's one owner: where its files are, for the rules' inputs here and for the stages' reading.
 LAYOUT = DatasetLayout.from_config(DATA, config.get("data_root"), config["run"])
-LABELS = f"{R}/labels/image_labels.json"
-DATASET = DatasetPlan(LAYOUT, LABELS, f"{R}/labels/fingerprints")
+LABELS = f"{RUN_DIR}/labels/image_labels.json"
+DATASET = DatasetPlan(LAYOUT, LABELS, f"{RUN_DIR}/labels/fingerprints")
 # The mask-less split (VOC test): listed by image_labels, predicted and packed for the evaluation server.
 TEST_SPLITS = list(LAYOUT.unlabeled)
 MASK_SPLITS = list(LAYOUT.mask_splits)
@@ -86,7 +87,7 @@ wildcard_constraints:
 
 def split_list(split):
     """The ids of ``split``, as image_labels lists them."""
-    return f"{R}/labels/splits/{split}.txt"
+    return f"{RUN_DIR}/labels/splits/{split}.txt"
 
 
 def dataset_files(split, aspect):
@@ -95,20 +96,20 @@ def dataset_files(split, aspect):
     return lambda wildcards: DATASET.files(split(wildcards) if callable(split) else split, aspect)
 
 
-def log_of(rule, *wildcards, root=R):
-    """The job's log; per-seed rules pass ``root=S`` so that each seed's logs sit in its own folder."""
+def log_of(rule, *wildcards, root=RUN_DIR):
+    """The job's log; per-seed rules pass ``root=SEED_DIR`` so that each seed's logs sit in its own folder."""
     name = "_".join(f"{{{w}}}" for w in wildcards) or rule
     return f"{root}/logs/{rule}/{name}.log"
 
 
-def benchmark_of(rule, *wildcards, root=R):
+def benchmark_of(rule, *wildcards, root=RUN_DIR):
     name = "_".join(f"{{{w}}}" for w in wildcards) or rule
     return f"{root}/benchmarks/{rule}/{name}.tsv"
 
 
 def seed_dir(wildcards):
-    """results/<run>/seed_<k> of a per-seed job (input functions get no wildcard expansion of ``S``)."""
-    return f"{R}/seed_{wildcards.seed}"
+    """results/<run>/seed_<k> of a per-seed job (input functions get no wildcard expansion of ``SEED_DIR``)."""
+    return f"{RUN_DIR}/seed_{wildcards.seed}"
 
 
 def seg_threads(wildcards):
@@ -130,12 +131,12 @@ SHARD_WILDCARDS = ("shard",) if SHARDS > 1 else ()
 
 def sharded_output(folder):
     """The output of a per-image stage's job: ``folder`` (under the seed's folder), or one shard of it."""
-    return directory(f"{S}/{folder}" if SHARDS == 1 else f"{S}/shards/{folder}/{{shard}}")
+    return directory(f"{SEED_DIR}/{folder}" if SHARDS == 1 else f"{SEED_DIR}/shards/{folder}/{{shard}}")
 
 
 def unsharded(shard_pattern):
     """The folder gather_shards joins a sharded output's shards into: ``sharded_output``'s path without its shards."""
-    return str(Path(shard_pattern.replace(f"{S}/shards", S)).parent)
+    return str(Path(shard_pattern.replace(f"{SEED_DIR}/shards", SEED_DIR)).parent)
 
 
 # The jobs of the run: every rule file adds the outputs and logs of the jobs it plans (`plan`), rule all asks for
@@ -176,7 +177,7 @@ def plan(rule, jobs):
         if sharded:
             folder = expand(unsharded(rule.output[0]), **wildcards)[0]
             PLANNED.append(folder)
-            seed_folder = expand(S, seed=wildcards["seed"])[0]
+            seed_folder = expand(SEED_DIR, seed=wildcards["seed"])[0]
             PLANNED_LOGS.append(f"{seed_folder}/logs/gather_shards/{folder.removeprefix(f'{seed_folder}/')}.log")
 
 
@@ -209,4 +210,4 @@ def gathered_split(wildcards):
         split = cams_split(SimpleNamespace(variant=names[0]))
     else:
         split = names[-1] if stage == "predictions" else DATA["train_split"]
-    return f"{R}/labels/splits/{split}.txt"
+    return f"{RUN_DIR}/labels/splits/{split}.txt"

@@ -14,7 +14,7 @@ if LAYOUT.generated is not None:
         params:
             **stage("make_dataset", generate=DATA["generate"], classes=DATA["classes"]),
         shell:
-            STAGE
+            LAUNCH
 
     plan(rules.make_dataset, [{}])
 
@@ -35,7 +35,7 @@ if LAYOUT.sbd_masks_converted:
         params:
             **stage("convert_sbd", classes=DATA["classes"]),
         shell:
-            STAGE
+            LAUNCH
 
     plan(rules.convert_sbd, [{}])
 
@@ -58,7 +58,7 @@ if LAYOUT.coco:
         params:
             **stage("convert_coco", classes=DATA["classes"], splits=list(LAYOUT.coco)),
         shell:
-            STAGE
+            LAUNCH
 
     plan(rules.convert_coco, [{}])
 
@@ -78,7 +78,7 @@ rule image_labels:
         index=lambda wildcards: DATASET.index(),
     output:
         labels=LABELS,
-        splits=expand(f"{R}/labels/splits/{{split}}.txt", split=[*DATA["splits"], *TEST_SPLITS]),
+        splits=expand(f"{RUN_DIR}/labels/splits/{{split}}.txt", split=[*DATA["splits"], *TEST_SPLITS]),
     log:
         log_of("image_labels"),
     benchmark:
@@ -88,7 +88,7 @@ rule image_labels:
     params:
         **stage("image_labels", data=DATA, data_root=config.get("data_root"), run=config["run"]),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(rules.image_labels, [{}])
@@ -98,7 +98,7 @@ plan(rules.image_labels, [{}])
 # covers take it as an input. Writing it is all there is to do.
 rule fingerprint:
     output:
-        f"{R}/labels/fingerprints/{{name}}",
+        f"{RUN_DIR}/labels/fingerprints/{{name}}",
     log:
         log_of("fingerprint", "name"),
     benchmark:

@@ -3,13 +3,13 @@ rule pseudo_labels:
         images=dataset_files(DATA["train_split"], "images"),
         labels=LABELS,
         split=split_list(DATA["train_split"]),
-        rw=f"{S}/rw",
+        rw=f"{SEED_DIR}/rw",
     output:
         labels=sharded_output("pseudo_labels"),
     log:
-        log_of("pseudo_labels", *SHARD_WILDCARDS, root=S),
+        log_of("pseudo_labels", *SHARD_WILDCARDS, root=SEED_DIR),
     benchmark:
-        benchmark_of("pseudo_labels", *SHARD_WILDCARDS, root=S)
+        benchmark_of("pseudo_labels", *SHARD_WILDCARDS, root=SEED_DIR)
     priority: CHAIN_PRIORITY
     conda:
         "../../envs/wsss.yaml"
@@ -17,7 +17,7 @@ rule pseudo_labels:
     params:
         **stage("pseudo_labels", cfg=config["pseudo_labels"]),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(rules.pseudo_labels, combinations(seed=SEEDS))
@@ -28,19 +28,19 @@ rule eval_pseudo_labels:
         masks=dataset_files(DATA["cam_split"], "masks"),
         labels=LABELS,
         split=split_list(DATA["cam_split"]),
-        pred=f"{S}/pseudo_labels",
+        pred=f"{SEED_DIR}/pseudo_labels",
     output:
-        table=f"{S}/tables/pseudo_labels.json",
+        table=f"{SEED_DIR}/tables/pseudo_labels.json",
     log:
-        log_of("eval_pseudo_labels", root=S),
+        log_of("eval_pseudo_labels", root=SEED_DIR),
     benchmark:
-        benchmark_of("eval_pseudo_labels", root=S)
+        benchmark_of("eval_pseudo_labels", root=SEED_DIR)
     conda:
         "../../envs/wsss.yaml"
     params:
         **stage("eval_pseudo_labels", protocol=config["eval"]["protocol"]),
     shell:
-        STAGE
+        LAUNCH
 
 
 if CAM_SCORED:

@@ -16,25 +16,31 @@ LEFT_OUT = [
 
 rule report:
     input:
-        cams=expand(f"{S}/tables/cam_{{variant}}.json", variant=VARIANTS, allow_missing=True) if CAM_SCORED else [],
-        masks=([f"{S}/tables/pseudo_labels.json"] if CAM_SCORED else [])
-        + [f"{S}/tables/segmentation_{masks}_{split}.json" for masks, split in SCORED_PREDICTIONS],
+        cams=(
+            expand(f"{SEED_DIR}/tables/cam_{{variant}}.json", variant=VARIANTS, allow_missing=True)
+            if CAM_SCORED
+            else []
+        ),
+        masks=([f"{SEED_DIR}/tables/pseudo_labels.json"] if CAM_SCORED else [])
+        + [f"{SEED_DIR}/tables/segmentation_{masks}_{split}.json" for masks, split in SCORED_PREDICTIONS],
         labels=LABELS,
         split=split_list(DATA["train_split"]),
     output:
-        md=f"{S}/tables/miou.md",
-        csv=report(f"{S}/tables/miou.csv", category="Tables", subcategory="seed {seed}", caption="../report/miou.rst"),
-        json=f"{S}/tables/miou.json",
+        md=f"{SEED_DIR}/tables/miou.md",
+        csv=report(
+            f"{SEED_DIR}/tables/miou.csv", category="Tables", subcategory="seed {seed}", caption="../report/miou.rst"
+        ),
+        json=f"{SEED_DIR}/tables/miou.json",
     log:
-        log_of("report", root=S),
+        log_of("report", root=SEED_DIR),
     benchmark:
-        benchmark_of("report", root=S)
+        benchmark_of("report", root=SEED_DIR)
     conda:
         "../../envs/wsss.yaml"
     params:
         **stage("report", variant=VARIANT, left_out=LEFT_OUT),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(rules.report, combinations(seed=SEEDS))
@@ -42,15 +48,18 @@ plan(rules.report, combinations(seed=SEEDS))
 
 rule summary:
     input:
-        tables=[f"{R}/seed_{seed}/tables/miou.json" for seed in SEEDS],
+        tables=[f"{RUN_DIR}/seed_{seed}/tables/miou.json" for seed in SEEDS],
     output:
-        md=f"{R}/tables/miou.md",
+        md=f"{RUN_DIR}/tables/miou.md",
         csv=report(
-            f"{R}/tables/miou.csv", category="Tables", subcategory="over the seeds", caption="../report/summary.rst"
+            f"{RUN_DIR}/tables/miou.csv",
+            category="Tables",
+            subcategory="over the seeds",
+            caption="../report/summary.rst",
         ),
-        json=f"{R}/tables/miou.json",
-        overview=f"{R}/tables/overview.csv",
-        warnings=report(f"{R}/tables/warnings.md", category="Warnings", caption="../report/warnings.rst"),
+        json=f"{RUN_DIR}/tables/miou.json",
+        overview=f"{RUN_DIR}/tables/overview.csv",
+        warnings=report(f"{RUN_DIR}/tables/warnings.md", category="Warnings", caption="../report/warnings.rst"),
     log:
         log_of("summary"),
     benchmark:
@@ -61,14 +70,14 @@ rule summary:
         # the logs of every job of the run: their warnings go under the table (those that exist when it is made)
         **stage("summary", seeds=SEEDS, left_out=LEFT_OUT, logs=PLANNED_LOGS),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(rules.summary, [{}])
 
 
 # The loss curves' names, keyed by name so that no change of the lists can mislabel a figure: the first seed's.
-FIRST = f"{R}/seed_{FIRST_SEED}"
+FIRST = f"{RUN_DIR}/seed_{FIRST_SEED}"
 HISTORIES = {
     **{f"classifier ({v})": f"{FIRST}/classifier/{v}/history.csv" for v in VARIANTS},
     "AffinityNet": f"{FIRST}/affinity/history.csv",
@@ -80,7 +89,7 @@ rule figures:
     input:
         images=dataset_files(DATA["cam_split"], "images"),
         masks=dataset_files(DATA["cam_split"], "masks"),
-        miou=f"{R}/tables/miou.json",
+        miou=f"{RUN_DIR}/tables/miou.json",
         histories=list(HISTORIES.values()),
         labels=LABELS,
         split=split_list(DATA["cam_split"]),
@@ -89,9 +98,9 @@ rule figures:
         pseudo_labels=f"{FIRST}/pseudo_labels",
         predictions=f"{FIRST}/predictions/pseudo_labels/{DATA['cam_split']}",
     output:
-        bars=report(f"{R}/figures/miou_per_class.png", category="Figures", caption="../report/miou_per_class.rst"),
-        losses=report(f"{R}/figures/loss_curves.png", category="Figures", caption="../report/loss_curves.rst"),
-        examples=report(f"{R}/figures/examples.png", category="Figures", caption="../report/examples.rst"),
+        bars=report(f"{RUN_DIR}/figures/miou_per_class.png", category="Figures", caption="../report/miou_per_class.rst"),
+        losses=report(f"{RUN_DIR}/figures/loss_curves.png", category="Figures", caption="../report/loss_curves.rst"),
+        examples=report(f"{RUN_DIR}/figures/examples.png", category="Figures", caption="../report/examples.rst"),
     log:
         log_of("figures"),
     benchmark:
@@ -101,7 +110,7 @@ rule figures:
     params:
         **stage("figures", histories=list(HISTORIES), seed=FIRST_SEED, examples=6),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(rules.figures, [{}])
@@ -110,16 +119,17 @@ plan(rules.figures, [{}])
 rule ablation:
     input:
         # seed by seed, each seed's variants in order: the stage reads them so
-        tables=[f"{R}/seed_{seed}/tables/cam_{variant}.json" for seed in SEEDS for variant in VARIANTS],
+        tables=[f"{RUN_DIR}/seed_{seed}/tables/cam_{variant}.json" for seed in SEEDS for variant in VARIANTS],
     output:
-        md=f"{R}/tables/ablation.md",
+        md=f"{RUN_DIR}/tables/ablation.md",
         csv=report(
-            f"{R}/tables/ablation.csv",
+            f"{RUN_DIR}/tables/ablation.csv",
             category="Tables",
             subcategory="over the seeds",
             caption="../report/ablation.rst",
         ),
-        json=f"{R}/tables/ablation.json",
+        json=f"{RUN_DIR}/tables/ablation.json",
+        overview=f"{RUN_DIR}/tables/ablation_overview.csv",
     log:
         log_of("ablation"),
     benchmark:
@@ -129,7 +139,7 @@ rule ablation:
     params:
         **stage("ablation", seeds=SEEDS, variants=VARIANTS),
     shell:
-        STAGE
+        LAUNCH
 
 
 if len(VARIANTS) > 1 and CAM_SCORED:

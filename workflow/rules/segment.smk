@@ -3,20 +3,25 @@
 #   snakemake --cores all export_model
 # Both use the DeepLabv3+ trained on the pseudo labels of segment_seed (the run's first seed unless set).
 USED_SEED = config["segment_seed"] if config["segment_seed"] is not None else FIRST_SEED
-TRAINED = f"{R}/seed_{USED_SEED}/segmentation/pseudo_labels/model.pt"
+TRAINED = f"{RUN_DIR}/seed_{USED_SEED}/segmentation/pseudo_labels/model.pt"
 
 
 if config["segment_images"]:
 
     PHOTOS = config["segment_images"]
+    SEGMENTED = f"{RUN_DIR}/segmented/{results_name(PHOTOS)}"
 
     rule segment:
         input:
-            **({"classifier": f"{R}/seed_{USED_SEED}/classifier/{VARIANT}/model.pt"} if config["segment_cams"] else {}),
-            photos=lambda wildcards: DATASET.photos(PHOTOS),
+            **(
+                {"classifier": f"{RUN_DIR}/seed_{USED_SEED}/classifier/{VARIANT}/model.pt"}
+                if config["segment_cams"]
+                else {}
+            ),
+            photos=lambda wildcards: DATASET.photos(PHOTOS, str(cache_of(SEGMENTED))),
             model=TRAINED,
         output:
-            folder=directory(f"{R}/segmented/{Path(PHOTOS).resolve().name}"),
+            folder=directory(SEGMENTED),
         log:
             log_of("segment"),
         benchmark:
@@ -36,16 +41,16 @@ if config["segment_images"]:
                 cams=config["cams"] if config["segment_cams"] else None,
             ),
         shell:
-            STAGE
+            LAUNCH
 
 
 rule export_model:
     input:
         model=TRAINED,
     output:
-        onnx=f"{R}/export/model.onnx",
-        torchscript=f"{R}/export/model.ts",
-        meta=f"{R}/export/model.json",
+        onnx=f"{RUN_DIR}/export/model.onnx",
+        torchscript=f"{RUN_DIR}/export/model.ts",
+        meta=f"{RUN_DIR}/export/model.json",
     log:
         log_of("export_model"),
     benchmark:
@@ -55,4 +60,4 @@ rule export_model:
     params:
         **stage("export_model"),
     shell:
-        STAGE
+        LAUNCH

@@ -8,14 +8,14 @@ rule train_segmentation:
         labels=LABELS,
         split=split_list(DATA["train_split"]),
     output:
-        model=f"{S}/segmentation/{{masks}}/model.pt",
-        meta=f"{S}/segmentation/{{masks}}/model.json",
-        history=f"{S}/segmentation/{{masks}}/history.csv",
-        tensorboard=directory(f"{S}/tensorboard/train_segmentation/{{masks}}"),
+        model=f"{SEED_DIR}/segmentation/{{masks}}/model.pt",
+        meta=f"{SEED_DIR}/segmentation/{{masks}}/model.json",
+        history=f"{SEED_DIR}/segmentation/{{masks}}/history.csv",
+        tensorboard=directory(f"{SEED_DIR}/tensorboard/train_segmentation/{{masks}}"),
     log:
-        log_of("train_segmentation", "masks", root=S),
+        log_of("train_segmentation", "masks", root=SEED_DIR),
     benchmark:
-        benchmark_of("train_segmentation", "masks", root=S)
+        benchmark_of("train_segmentation", "masks", root=SEED_DIR)
     conda:
         "../../envs/wsss.yaml"
     threads: seg_threads
@@ -30,7 +30,7 @@ rule train_segmentation:
             checkpoint=lambda wildcards: f"{seed_dir(wildcards)}/checkpoints/train_segmentation/{wildcards.masks}.pt",
         ),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(rules.train_segmentation, combinations(seed=SEEDS, masks=SEG_MASKS))
@@ -54,14 +54,14 @@ rule predict_segmentation:
     input:
         images=dataset_files(lambda wildcards: wildcards.split, "images"),
         labels=LABELS,
-        split=f"{R}/labels/splits/{{split}}.txt",
-        model=f"{S}/segmentation/{{masks}}/model.pt",
+        split=f"{RUN_DIR}/labels/splits/{{split}}.txt",
+        model=f"{SEED_DIR}/segmentation/{{masks}}/model.pt",
     output:
         predictions=sharded_output("predictions/{masks}/{split}"),
     log:
-        log_of("predict_segmentation", "masks", "split", *SHARD_WILDCARDS, root=S),
+        log_of("predict_segmentation", "masks", "split", *SHARD_WILDCARDS, root=SEED_DIR),
     benchmark:
-        benchmark_of("predict_segmentation", "masks", "split", *SHARD_WILDCARDS, root=S)
+        benchmark_of("predict_segmentation", "masks", "split", *SHARD_WILDCARDS, root=SEED_DIR)
     conda:
         "../../envs/wsss.yaml"
     threads: seg_threads
@@ -70,7 +70,7 @@ rule predict_segmentation:
     params:
         **stage("predict_segmentation", cfg=config["predict_segmentation"], runtime=RUNTIME),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(
@@ -84,14 +84,14 @@ rule eval_segmentation:
     input:
         masks=dataset_files(lambda wildcards: wildcards.split, "masks"),
         labels=LABELS,
-        split=f"{R}/labels/splits/{{split}}.txt",
-        pred=f"{S}/predictions/{{masks}}/{{split}}",
+        split=f"{RUN_DIR}/labels/splits/{{split}}.txt",
+        pred=f"{SEED_DIR}/predictions/{{masks}}/{{split}}",
     output:
-        table=f"{S}/tables/segmentation_{{masks}}_{{split}}.json",
+        table=f"{SEED_DIR}/tables/segmentation_{{masks}}_{{split}}.json",
     log:
-        log_of("eval_segmentation", "masks", "split", root=S),
+        log_of("eval_segmentation", "masks", "split", root=SEED_DIR),
     benchmark:
-        benchmark_of("eval_segmentation", "masks", "split", root=S)
+        benchmark_of("eval_segmentation", "masks", "split", root=SEED_DIR)
     conda:
         "../../envs/wsss.yaml"
     params:
@@ -101,7 +101,7 @@ rule eval_segmentation:
             protocol=config["eval"]["protocol"],
         ),
     shell:
-        STAGE
+        LAUNCH
 
 
 plan(
@@ -116,19 +116,19 @@ if TEST_SPLITS:
         input:
             labels=LABELS,
             split=split_list(DATA["test_split"]),
-            pred=f"{S}/predictions/pseudo_labels/{DATA['test_split']}",
+            pred=f"{SEED_DIR}/predictions/pseudo_labels/{DATA['test_split']}",
         output:
-            folder=directory(f"{S}/submission/results"),
-            tar=f"{S}/submission/{config['run']}_test.tar",
+            folder=directory(f"{SEED_DIR}/submission/results"),
+            tar=f"{SEED_DIR}/submission/{config['run']}_test.tar",
         log:
-            log_of("pack_test", root=S),
+            log_of("pack_test", root=SEED_DIR),
         benchmark:
-            benchmark_of("pack_test", root=S)
+            benchmark_of("pack_test", root=SEED_DIR)
         conda:
             "../../envs/wsss.yaml"
         params:
             **stage("pack_test"),
         shell:
-            STAGE
+            LAUNCH
 
     plan(rules.pack_test, [{"seed": FIRST_SEED}])

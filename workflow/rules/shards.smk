@@ -16,11 +16,11 @@ if SHARDS > 1:
                 f"{seed_dir(wildcards)}/shards/{wildcards.folder}/{{shard}}", shard=SHARD_NAMES
             ),
         output:
-            folder=directory(f"{S}/{{folder}}"),
+            folder=directory(f"{SEED_DIR}/{{folder}}"),
         log:
-            log_of("gather_shards", "folder", root=S),
+            log_of("gather_shards", "folder", root=SEED_DIR),
         benchmark:
-            benchmark_of("gather_shards", "folder", root=S)
+            benchmark_of("gather_shards", "folder", root=SEED_DIR)
         wildcard_constraints:
             folder=SHARDED_FOLDERS,
         priority: CHAIN_PRIORITY
@@ -29,4 +29,4 @@ if SHARDS > 1:
         params:
             **stage("gather_shards"),
         shell:
-            STAGE
+            LAUNCH

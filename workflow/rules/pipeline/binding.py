@@ -1,6 +1,6 @@
 """The workflow's half of the seam between a rule and its stage (stages/core/job.py is the other).
 
-Every rule that runs a stage has the same shell line, :data:`STAGE`, and declares its stage and settings with
+Every rule that runs a stage has the same shell line, :data:`LAUNCH`, and declares its stage and settings with
 ``params: **stage("<rule>", cfg=..., runtime=...)``. That gives the rule two params:
 
 - ``settings``: the stage's settings as JSON (a value, or a function of the wildcards): Snakemake records it and
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 # The shell line of every stage rule: launch takes the job's GPUs (resources.gpu) and runs stages.<rule> on them.
 # The rule's name travels in the job (Snakemake's {rule} is not among the names its linter allows).
-STAGE = "python -m stages.core.launch {params.job:q} > {log:q} 2>&1"
+LAUNCH = "python -m stages.core.launch {params.job:q} > {log:q} 2>&1"
 
 # Snakemake's own resources, which say nothing a stage uses
 INTERNAL_RESOURCES = ("_cores", "_nodes", "tmpdir")

@@ -14,8 +14,12 @@ from pathlib import Path, PurePosixPath
 import jsonschema
 import yaml
 
-# YAML 1.1 resolves floats only with a dot: 1e-3 and 5E4 come back as strings.
-EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+from stages.data.photos import results_name
+
+# Numbers that come as text: YAML 1.1 resolves floats only with a dot (1e-3 and 5E4 come back as strings), and
+# Snakemake's --config hands the values inside a mapping over as strings (`random_walk={beta: 30}` gives '30').
+INTEGER = re.compile(r"^[-+]?\d+$")
+NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 _STRICT = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
@@ -85,10 +89,10 @@ def coerce_scalars(config: dict, schema: dict) -> None:
         if not isinstance(error.instance, str):
             continue
         text = error.instance.strip()
-        if "integer" in expected and text.isdigit():
+        if ("integer" in expected or "number" in expected) and INTEGER.match(text):
             value = int(text)
-        elif "number" in expected and EXPONENT.match(text):
-            value = float(text)
+        elif ("number" in expected or "integer" in expected) and NUMBER.match(text):
+            value = float(text)  # where an integer is asked for, the check then says which integer to write
         elif "boolean" in expected and text in ("true", "false"):
             value = text == "true"
         else:
@@ -213,15 +217,20 @@ def _generated_root(config):
 
 
 def _segment_images(config):
-    """Rule segment writes results/<run>/segmented/<the folder's name>: a folder with a name of its own."""
+    """Rule segment writes results/<run>/segmented/<the folder's name>-<digest of its place>: a folder with a name
+    of its own, which neither holds the results nor lies inside them (it would read its own results as photos)."""
     folder = config.get("segment_images")
     if folder is None:
         return None
-    name = Path(folder).resolve().name
-    if not Path(folder).is_dir():
+    where = Path(folder).resolve()
+    if not where.is_dir():
         return f"config segment_images: {folder} is not a folder of photos"
-    if not name or name.startswith("."):
+    if not where.name or where.name.startswith("."):
         return f"config segment_images: {folder} has no name to write results/<run>/segmented/<name> under"
+    out = Path("results", config["run"], "segmented", results_name(where)).resolve()
+    if out.is_relative_to(where) or where.is_relative_to(out.parent):
+        return (f"config segment_images: {folder} holds the run's results (results/{config['run']}/segmented), "
+                "which would be read as photos; give a folder of photos only")
     return None
 
 
@@ -281,34 +290,52 @@ def check_config(config: dict, schema_path) -> dict:
     return config
 
 
+# the workflow's schema, and the config a run reads where --configfile names none
+SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """``extra`` merged into ``base`` in place, mappings key by key, as Snakemake merges its config files and --config."""
+    for k, v in extra.items():
+        base[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base
+
+
 def merged(paths) -> dict:
     """The config files merged in order, as Snakemake merges the files of --configfile."""
     config: dict = {}
-
-    def merge(base: dict, extra: dict) -> dict:
-        for k, v in extra.items():
-            base[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-        return base
-
     for path in paths:
         merge(config, load_yaml(path))
     return config
 
 
+def run_config(args=()) -> dict:
+    """The config of the run ``snakemake ARGS`` would run, checked, with the schema's defaults: the files of its
+    --configfile merged in order (config/config.yaml without one), then its --config values, each read as Snakemake
+    reads it. The one way a reader outside the workflow (the Makefile, bench/) sees a run's config."""
+    from snakemake.cli import get_argument_parser, parse_config  # seconds of import: only this function needs it
+
+    parsed, _ = get_argument_parser().parse_known_args([str(a) for a in args])
+    config = merge(merged(parsed.configfile or [DEFAULT_CONFIG]), parse_config(parsed.config))
+    return check_config(config, SCHEMA)
+
+
 def main(argv=None) -> None:
-    """``python -m pipeline.config [--run-name] FILE...`` (workflow/rules on the path): the files' YAML checked (a mistake named with
-    its file and line, exit 2), before Snakemake reads them; with --run-name, the run those files name."""
+    """``python -m pipeline.config FILE...`` (workflow/rules on the path): the files' YAML checked (a mistake named with
+    its file and line, exit 2), before Snakemake reads them. ``python -m pipeline.config --run-name SNAKEMAKE_ARGS``:
+    the run that ``snakemake SNAKEMAKE_ARGS`` runs (its config files and --config overrides)."""
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
-    run_name = argv[:1] == ["--run-name"]
     try:
-        config = merged(argv[1:] if run_name else argv)
+        if argv[:1] == ["--run-name"]:
+            print(run_config(argv[1:])["run"])
+        else:
+            merged(argv)
     except ConfigError as e:
         print(e, file=sys.stderr)
         sys.exit(2)
-    if run_name:
-        print(config.get("run", ""))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ workflow is parsed, and no input is ``ancient``: Snakemake skips the other check
 to run where the only path between them is ``ancient``.
 
 Fingerprints are computed once per Snakemake process, keyed on the image index's stat: the files they read are
-the user's, which no rule writes, and the index (whose records spare decoding unchanged files) changes only when
-image_labels writes it.
+the user's, which no rule writes, and the index (whose records spare hashing and decoding unchanged files)
+changes only when image_labels writes it. Photos to segment are hashed likewise, sparing those whose records in
+rule segment's cache still match them.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import functools
 import os
 from pathlib import Path
 
-from stages.data.fingerprint import digest, files_fingerprint, index_fingerprint, stat
+from stages.data.fingerprint import digest, files_fingerprint, index_fingerprint, read_records
 from stages.data.layout import DatasetLayout
+from stages.data.photos import photos_listing, results_name
 from stages.data.voc import find_images
 
 
@@ -46,9 +48,13 @@ class DatasetPlan:
     def _index(self, index_stat) -> str:
         return index_fingerprint(self.layout, self.index_path, self._images)
 
+    @functools.cached_property
+    def _records(self) -> dict:
+        return read_records(self.index_path)
+
     @functools.cache  # noqa: B019
     def _files(self, split: str, aspect: str) -> str:
-        return files_fingerprint(self.layout, split, aspect, self._images)
+        return files_fingerprint(self.layout, split, aspect, self._images, self._records)
 
     def index(self) -> str:
         """The file named after what the image index holds: image_labels's input."""
@@ -59,7 +65,7 @@ class DatasetPlan:
         return f"{self.folder}/{split}-{aspect}-{self._files(split, aspect)}"
 
     @functools.cache  # noqa: B019
-    def photos(self, folder: str) -> str:
-        """The file named after the photos of a folder (rule segment's): each one's name, size and mtime."""
-        listing = [[str(p), stat(p)] for files in find_images(Path(folder)).values() for p in files]
-        return f"{self.folder}/photos-{Path(folder).resolve().name}-{digest(listing)}"
+    def photos(self, folder: str, cache: str) -> str:
+        """The file named after the photos of a folder (rule segment's, its cache at ``cache``): each one's name
+        and bytes."""
+        return f"{self.folder}/photos-{results_name(folder)}-{digest(photos_listing(folder, Path(cache)))}"
