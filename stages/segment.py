@@ -59,7 +59,7 @@ from stages.core.runtime import job_runtime
 from stages.core.segmenter import BATCH_SIZE, memory_per_pixel, segment, too_large
 from stages.core.staging import file_digest, settings_key
 from stages.data.fingerprint import identity
-from stages.data.photos import cache_of, find_photos, photo_digest, shown
+from stages.data.photos import cache_of, find_photos, photo_digest, read_record, record_path, shown
 from stages.data.voc import capped_size, open_image, resize_labels
 from stages.utils.io import atomic_dir, link_or_copy, read_json, save_label_png, write_text
 from stages.utils.progress import track
@@ -138,17 +138,6 @@ def _finish(item: tuple[str, dict], image: np.ndarray, label: np.ndarray, names:
     save_jpeg(cache / output("thumb_overlay", image_id), thumbnail(drawn))
     write_text(record_path(cache, image_id), json.dumps({**entry, "fractions": class_fractions(own, len(names))}))
     return image_id
-
-
-def record_path(cache: Path, image_id: str) -> Path:
-    return cache / "records" / f"{image_id}.json"
-
-
-def read_record(cache: Path, image_id: str) -> dict | None:
-    try:
-        return json.loads(record_path(cache, image_id).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def cached_record(cache: Path, image_id: str, key: str, digest: str, cams: bool) -> dict | None:

@@ -99,14 +99,17 @@ def photos_listing(folder, cache: Path) -> list:
     """What the results of a folder of photos depend on: each photo's name and the sha256 of its bytes (rule
     segment's cache records spare hashing the photos unchanged since they were segmented)."""
     photos, failed = find_photos([folder])
-    records = cache / "records"
-    known = lambda i: _json(records / f"{i}.json")  # noqa: E731
-    return [[i, str(p), photo_digest(p, known(i))] for i, p in photos.items()] + [list(f) for f in failed]
+    return [[i, str(p), photo_digest(p, read_record(cache, i))] for i, p in photos.items()] + [list(f) for f in failed]
 
 
-def _json(path: Path) -> dict | None:
+def record_path(cache: Path, image_id: str) -> Path:
+    """A photo's record in segment's cache: what it was computed from (key, sha256, identity) and its results."""
+    return cache / "records" / f"{image_id}.json"
+
+
+def read_record(cache: Path, image_id: str) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        return json.loads(record_path(cache, image_id).read_text())
     except (OSError, ValueError):
         return None
 
