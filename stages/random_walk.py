@@ -7,12 +7,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages.core.job import Job, main, split_index
+from stages.core.job import Job, main, split_index, thresholds_file
 from stages.core.runtime import job_runtime
 from stages.core.staging import StagedOutputs, inputs_key
 from stages.data.transforms import normalize
 from stages.models.factory import load_affinity_net
 from stages.ops.random_walk import random_walk
+from stages.ops.thresholds import chosen_config
 from stages.utils.io import load_npz, save_npz
 from stages.utils.progress import track
 
@@ -47,7 +48,8 @@ def run_random_walk(index, ids, cams: Path, model_path: Path, cfg: dict, rt, out
 def run(job: Job) -> None:
     rt = job_runtime(job)
     index, ids = split_index(job)
-    run_random_walk(index, ids, job.input.cams, job.input.model, job.params.cfg, rt, job.output.rw)
+    cfg = chosen_config(job.params.cfg, thresholds_file(job), "random_walk", index.classes)
+    run_random_walk(index, ids, job.input.cams, job.input.model, cfg, rt, job.output.rw)
 
 
 if __name__ == "__main__":

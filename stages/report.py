@@ -53,7 +53,8 @@ def protocol_lines(rows: list[dict]) -> list[str]:
     return [f"Scored {PROTOCOLS[name].description} (eval.protocol: {name})." for name in names] + [""] if names else []
 
 
-def to_markdown(rows: list[dict], left_out: list[str] = (), notes: list[str] = (), warnings: list[str] = ()) -> str:
+def to_markdown(rows: list[dict], left_out: list[str] = (), notes: list[str] = (), warnings: list[str] = (),
+                thresholds: list[str] = ()) -> str:
     """The table, then one line per row left out (a stage on a split without masks) with the reason, then notes."""
     classes = list(rows[0]["per_class"]) if rows else []
     head = ["stage", "split", "variant", "images", "bg threshold", "mIoU", *classes]
@@ -61,14 +62,42 @@ def to_markdown(rows: list[dict], left_out: list[str] = (), notes: list[str] = (
     for r in rows:
         cells = [r["stage"], r["split"], r["variant"], r["images"], r.get("threshold"), r["miou"], *(r["per_class"][c] for c in classes)]
         lines.append("| " + " | ".join(map(cell, cells)) + " |")
-    return "\n".join(lines + table_footer(left_out, notes, warnings)) + "\n"
+    return "\n".join(lines + table_footer(left_out, notes, warnings, thresholds)) + "\n"
 
 
-def table_footer(left_out: list[str] = (), notes: list[str] = (), warnings: list[str] = ()) -> list[str]:
-    """Lines under a table: the rows left out (a stage on a split without masks) with the reason, notes, warnings."""
+def table_footer(left_out: list[str] = (), notes: list[str] = (), warnings: list[str] = (),
+                 thresholds: list[str] = ()) -> list[str]:
+    """Lines under a table: the rows left out (a stage on a split without masks) with the reason, notes, the
+    thresholds used and how they were chosen, warnings."""
     lines = ["", "Not scored:", "", *(f"- {note}" for note in left_out)] if left_out else []
     lines += ["", "Image-level labels:", "", *notes] if notes else []
+    lines += ["", "Thresholds:", "", *thresholds] if thresholds else []
     return lines + (["", *(f"**Warning:** {w}" for w in warnings)] if warnings else [])
+
+
+def _values(value) -> str:
+    if not isinstance(value, dict):
+        return f"{value:g}"
+    return ", ".join(f"{name} {v:g}" for name, v in value.items())
+
+
+def describe(given: dict, records: list[dict]) -> list[str]:
+    """The lines under a table on the thresholds used: ``given`` (the config's fg_threshold, bg_threshold, beta and
+    threshold) where no rule chose them, else each choose rule's record."""
+    if not records:
+        return [f"- given in the config: affinity labels fg {given['fg_threshold']:g} / bg {given['bg_threshold']:g}, "
+                f"random walk beta {given['beta']:g}, pseudo labels threshold {given['threshold']:g}"]
+    lines = []
+    for r in records:
+        source = (f"masks, swept on the first {r['images']} images of split {r['split']}" if r["how"] == "masks"
+                  else f"auto, criterion {r['criterion']}, on {r['images']} training images, no mask read")
+        for section, values in r["values"].items():
+            chosen = "; ".join(f"{key} {_values(v)}" for key, v in values.items())
+            lines.append(f"- {section.replace('_', ' ')}: {chosen} ({source})")
+        kept = [name for name, c in r["classes"].items() if c["source"] == "published"]
+        if kept:
+            lines.append(f"  - published values kept for {', '.join(kept)}: too few images to measure")
+    return lines
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -94,7 +123,8 @@ def run(job: Job) -> None:
                             job.params.variant)
     write_json(job.output.json, rows)
     write_text(job.output.csv, to_csv(rows))
-    write_text(job.output.md, to_markdown(rows, job.params.left_out, label_notes(rows), missing_classes(job)))
+    thresholds = describe(job.params.thresholds, [read_json(p) for p in job.input.thresholds])
+    write_text(job.output.md, to_markdown(rows, job.params.left_out, label_notes(rows), missing_classes(job), thresholds))
 
 
 if __name__ == "__main__":

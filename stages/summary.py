@@ -13,7 +13,7 @@ import io
 from stages import StageError
 from stages.core.job import Job, main, warnings_in
 from stages.core.metrics import spread
-from stages.report import agreement_of, label_notes, protocol_lines, table_footer
+from stages.report import agreement_of, describe, label_notes, protocol_lines, table_footer
 from stages.utils.cells import EMPTY, cell, min_max, plus_minus
 from stages.utils.io import read_json, write_json, write_text
 
@@ -56,7 +56,7 @@ def spread_cell(row: dict) -> str:
     return f"± {cell(row['miou_std'])} ({min_max(row)})"
 
 
-def to_markdown(rows: list[dict], left_out=(), notes=(), warnings=()) -> str:
+def to_markdown(rows: list[dict], left_out=(), notes=(), warnings=(), thresholds=()) -> str:
     """mIoU with its std and min-max over the seeds, then each class's IoU as mean ± std."""
     classes = list(rows[0]["per_class"]) if rows else []
     seeds = rows[0]["seeds"] if rows else []
@@ -69,7 +69,18 @@ def to_markdown(rows: list[dict], left_out=(), notes=(), warnings=()) -> str:
                  cell(r["miou"]), cell(r["miou_std"]), min_max(r),
                  *(plus_minus(r["per_class"][c], r["per_class_std"][c]) for c in classes)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + table_footer(left_out, notes, warnings)) + "\n"
+    return "\n".join(lines + table_footer(left_out, notes, warnings, thresholds)) + "\n"
+
+
+def threshold_lines(seeds: list[int], given: dict, files: list) -> list[str]:
+    """:func:`describe` of each seed's thresholds files (two per seed where chosen), under its seed where several."""
+    if not files:
+        return describe(given, [])
+    per_seed = [files[k:k + 2] for k in range(0, len(files), 2)]
+    if len(seeds) == 1:
+        return describe(given, [read_json(p) for p in per_seed[0]])
+    return [line for seed, pair in zip(seeds, per_seed)
+            for line in [f"- seed {seed}:", *("  " + x for x in describe(given, [read_json(p) for p in pair]))]]
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -99,6 +110,10 @@ def overview_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def thresholds_md(lines: list[str]) -> str:
+    return "\n".join(["# Thresholds of the run", "", *lines]) + "\n"
+
+
 def warnings_md(warnings: list[str]) -> str:
     lines = ["# Warnings of the run", ""]
     return "\n".join(lines + ([f"- {w}" for w in warnings] or ["None."])) + "\n"
@@ -110,8 +125,10 @@ def run(job: Job) -> None:
     write_json(job.output.json, rows)
     write_text(job.output.csv, to_csv(rows))
     write_text(job.output.overview, overview_csv(rows))
-    write_text(job.output.md, to_markdown(rows, job.params.left_out, label_notes(rows), warnings))
+    thresholds = threshold_lines(job.params.seeds, job.params.thresholds, job.input.thresholds)
+    write_text(job.output.md, to_markdown(rows, job.params.left_out, label_notes(rows), warnings, thresholds))
     write_text(job.output.warnings, warnings_md(warnings))
+    write_text(job.output.thresholds, thresholds_md(thresholds))
 
 
 if __name__ == "__main__":

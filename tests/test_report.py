@@ -11,6 +11,9 @@ from stages.utils.io import write_json
 PER_CLASS = {"background": 90.0, "disc": 50.0, "square": None}
 
 
+GIVEN = {"fg_threshold": 0.75, "bg_threshold": 0.35, "beta": 32, "threshold": 0.45}
+
+
 def tables():
     cam = {"variant": "puzzle", "split": "train", "images": 10, "protocol": "full",
            "best": {"threshold": 0.3, "miou": 70.0, "per_class": PER_CLASS}, "sweep": []}
@@ -50,13 +53,15 @@ def test_a_class_without_a_training_image_is_a_warning_in_the_report(tiny_index,
     write_json(tmp_path / "cam.json", cam[0])
     out = tmp_path / "tables"
     proc = run_stage("report", input={"cams": [tmp_path / "cam.json"], "masks": [], "labels": tmp_path / "labels.json",
-                                      "split": train},
+                                      "split": train, "thresholds": []},
                      output={"md": out / "miou.md", "csv": out / "miou.csv", "json": out / "miou.json"},
-                     params={"variant": "puzzle", "left_out": []}, wildcards={"seed": 0})
+                     params={"variant": "puzzle", "left_out": [], "thresholds": GIVEN}, wildcards={"seed": 0})
     assert proc.returncode == 0, proc.stderr
     line = ("class 'cross' has no image in the training split (train): never learned, "
             "and left out of mIoU where no mask holds them")
-    assert (out / "miou.md").read_text().endswith(f"\n\n**Warning:** {line}\n")
+    assert (out / "miou.md").read_text().endswith(
+        "\n\nThresholds:\n\n- given in the config: affinity labels fg 0.75 / bg 0.35, random walk beta 32, pseudo labels "
+        f"threshold 0.45\n\n**Warning:** {line}\n")
     assert load_index(tmp_path / "labels.json").classes_without_images(ids) == ["cross"]
     assert tiny_index.classes_without_images(ids) == []
 

@@ -10,6 +10,7 @@ from conftest import index_file, run_stage, seed_table
 
 from stages import StageError
 from stages.summary import overview_csv, summary_rows, to_csv, to_markdown
+from stages.utils.io import write_json
 
 
 def test_each_row_holds_mean_std_min_max_and_the_per_seed_values():
@@ -60,19 +61,32 @@ def test_the_stage_writes_the_tables_the_front_page_and_the_runs_warnings(tiny_i
     (tmp_path / "b.log").write_text("2026-12-01 10:00:02,000 WARNING train_classifier[puzzle]: class 'cross' has no image\n"
                                     "2026-12-01 10:00:03,000 WARNING ck.pt: unreadable checkpoint; set aside\n")
     out = tmp_path / "tables"
+    for seed in TABLES:
+        for point, values in [("affinity_labels", {"affinity_labels": {"fg_threshold": {"disc": 0.7}, "bg_threshold": {"disc": 0.3}}}),
+                              ("pseudo_labels", {"random_walk": {"beta": 10 * (seed + 1)}, "pseudo_labels": {"threshold": {"disc": 0.5}}})]:
+            write_json(tmp_path / f"{point}_{seed}.json", {"how": "masks", "split": "val", "images": 30, "criterion": "masks",
+                                                           "values": values, "classes": {"disc": {"source": "masks"}}})
+    thresholds = [tmp_path / f"{point}_{seed}.json" for seed in TABLES for point in ("affinity_labels", "pseudo_labels")]
     proc = run_stage("summary", input={"tables": paths, "labels": index_file(tiny_index, tmp_path),
-                                       "split": tiny_index.layout.split_file("train")},
+                                       "split": tiny_index.layout.split_file("train"), "thresholds": thresholds},
                      output={name: out / f"{stem}" for name, stem in [("md", "miou.md"), ("csv", "miou.csv"),
                                                                       ("json", "miou.json"), ("overview", "overview.csv"),
-                                                                      ("warnings", "warnings.md")]},
-                     params={"seeds": list(TABLES), "left_out": ["upper_bound: no masks"],
+                                                                      ("warnings", "warnings.md"),
+                                                                      ("thresholds", "thresholds.md")]},
+                     params={"seeds": list(TABLES), "left_out": ["upper_bound: no masks"], "thresholds": {},
                              "logs": [str(tmp_path / "a.log"), str(tmp_path / "b.log"), str(tmp_path / "not_yet.log")]})
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((out / "miou.json").read_text())
     assert [r["per_seed"]["1"]["miou"] for r in rows] == [72.0, 61.0]
+    source = "(masks, swept on the first 30 images of split val)"
+    lines = [line for seed in TABLES for line in [
+        f"- seed {seed}:", f"  - affinity labels: fg_threshold disc 0.7; bg_threshold disc 0.3 {source}",
+        f"  - random walk: beta {10 * (seed + 1)} {source}", f"  - pseudo labels: threshold disc 0.5 {source}"]]
     assert (out / "miou.md").read_text().endswith(
-        "Not scored:\n\n- upper_bound: no masks\n\n**Warning:** train_classifier[puzzle]: class 'cross' has no image\n"
+        "Not scored:\n\n- upper_bound: no masks\n\nThresholds:\n\n" + "\n".join(lines) + "\n\n"
+        "**Warning:** train_classifier[puzzle]: class 'cross' has no image\n"
         "**Warning:** ck.pt: unreadable checkpoint; set aside\n")
+    assert (out / "thresholds.md").read_text() == "# Thresholds of the run\n\n" + "\n".join(lines) + "\n"
     assert (out / "warnings.md").read_text().splitlines()[2:] == [
         "- train_classifier[puzzle]: class 'cross' has no image", "- ck.pt: unreadable checkpoint; set aside"]
     assert (out / "overview.csv").read_text().startswith("stage,split,mIoU,spread\n")

@@ -18,7 +18,11 @@ import yaml
 from conftest import SNAKEMAKE, bare_env
 from PIL import Image
 
+from stages.affinity_labels import affinity_label
 from stages.data.photos import results_name
+from stages.data.voc import read_image
+from stages.ops.thresholds import by_class_id
+from stages.utils.io import read_label_png
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -593,3 +597,78 @@ def test_a_dry_run_and_the_linter_leave_the_tree_as_they_found_it(snakemake, cop
     micro(snakemake, copied_run, "-n")
     micro(snakemake, copied_run, "--lint", check=False)
     assert tree() == before
+
+
+# thresholds: auto and masks (rules choose_affinity_thresholds and choose_pseudo_thresholds)
+AFTER_AFFINITY_LABELS = {"affinity_labels", "train_affinity", "random_walk", "pseudo_labels", "eval_pseudo_labels",
+                         "train_segmentation", "predict_segmentation", "eval_segmentation", "report", "summary",
+                         "figures"}
+
+
+def test_thresholds_auto_chooses_them_and_the_stages_and_tables_use_its_choice(snakemake, planned_jobs, copied_run):
+    """Only the choose rules and what follows the affinity labels run; the files hold a value per class (the
+    published one, with a warning, for a class in fewer than min_images training images); the affinity labels are
+    the CAMs labelled at those values; the tables name them; a changed pseudo-label criterion reruns only what
+    follows the walk's choice."""
+    overlay = "thresholds: auto\n"
+    assert planned_rules(snakemake, planned_jobs, copied_run, overlay) == {
+        "choose_affinity_thresholds", "choose_pseudo_thresholds", *AFTER_AFFINITY_LABELS}
+    micro(snakemake, copied_run, "--cores", "2", overlay=overlay)
+    run = copied_run / "results/micro"
+    chosen = {p: json.loads((run / f"seed_0/thresholds/{p}.json").read_text()) for p in ("affinity_labels", "pseudo_labels")}
+    index = json.loads((run / "labels/image_labels.json").read_text())
+    ids = (run / "labels/splits/train.txt").read_text().split()
+    counts = {name: sum(c in index["labels"][i] for i in ids) for c, name in enumerate(index["classes"], 1)}
+    aff = chosen["affinity_labels"]["values"]["affinity_labels"]
+    assert set(aff["fg_threshold"]) == {name for name, n in counts.items() if n}
+    for name, n in counts.items():
+        source = chosen["affinity_labels"]["classes"].get(name, {}).get("source")
+        assert source == (None if n == 0 else "published" if n < 5 else "deletion"), (name, n, source)
+        if source == "published":
+            assert (aff["fg_threshold"][name], aff["bg_threshold"][name]) == (0.4, 0.1)
+        elif source:
+            assert 0 < aff["bg_threshold"][name] < aff["fg_threshold"][name] < 1
+    rare = [name for name, n in counts.items() if 0 < n < 5]
+    warnings = (run / "tables/warnings.md").read_text()
+    assert all(f"class {name!r} is in {counts[name]} image" in warnings for name in rare)
+    assert chosen["pseudo_labels"]["values"]["random_walk"]["beta"] in (5, 10, 20, 40)
+    # the affinity labels of an image: its CAMs at its classes' chosen values
+    cfg = yaml.safe_load((ROOT / "config/micro.yaml").read_text())["affinity_labels"]
+    cfg |= {k: by_class_id(v, index["classes"], 0.5) for k, v in aff.items()}
+    image_id = ids[0]
+    cam = np.load(run / f"seed_0/cams/puzzle/{image_id}.npz")
+    img = read_image(copied_run / f"resources/micro/VOCdevkit/VOC2012/JPEGImages/{image_id}.jpg")
+    expect = affinity_label(img, cam["cam"].astype(np.float32), cam["keys"], cfg)
+    assert np.array_equal(read_label_png(run / f"seed_0/affinity_labels/{image_id}.png"), expect)
+    table = (run / "tables/miou.md").read_text()
+    assert "Thresholds:" in table and "(auto, criterion deletion, on 16 training images, no mask read)" in table
+    assert "(auto, criterion otsu, on 16 training images, no mask read)" in table
+    overlay += "choose_thresholds: {criterion: {affinity_labels: deletion, pseudo_labels: deletion}}\n"
+    assert planned_rules(snakemake, planned_jobs, copied_run, overlay) == {
+        "choose_pseudo_thresholds", *(AFTER_AFFINITY_LABELS - {"affinity_labels", "train_affinity"})}
+
+
+def test_thresholds_masks_sweep_a_splits_masks_and_stop_in_one_line_on_a_class_with_too_few(snakemake, copied_run):
+    """Too few images of a class among the first 3: one line naming the split and the class, no file. On all 16
+    (min_images 2): each class's t* is a candidate, its fg / bg bracket it, and the walk's beta is the best scored."""
+    thresholds = copied_run / "results/micro/seed_0/thresholds"
+    proc = micro(snakemake, copied_run, "--cores", "1", "results/micro/seed_0/thresholds/affinity_labels.json",
+                 overlay="thresholds: masks\nchoose_thresholds: {mask_images: 3}\n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert re.search(r"thresholds: masks: split train: class '\w+' is in [0-4] of its images with masks, fewer than "
+                     r"choose_thresholds.min_images \(5\)\n", out), out[-2000:]
+    assert not (thresholds / "affinity_labels.json").exists()
+    micro(snakemake, copied_run, "--cores", "2", "results/micro/seed_0/thresholds/pseudo_labels.json",
+          overlay="thresholds: masks\nchoose_thresholds: {mask_images: 16, min_images: 2}\n")
+    aff = json.loads((thresholds / "affinity_labels.json").read_text())
+    walk = json.loads((thresholds / "pseudo_labels.json").read_text())
+    assert (aff["how"], aff["split"], aff["images"], walk["images"]) == ("masks", "train", 16, 16)
+    for name, c in aff["classes"].items():
+        t = c["t_star"]
+        assert c["source"] == "masks" and round(t * 20) == t * 20
+        fg, bg = aff["values"]["affinity_labels"]["fg_threshold"][name], aff["values"]["affinity_labels"]["bg_threshold"][name]
+        assert (fg, bg) == (round(t + (1 - t) * 0.33, 4), round(t * 0.5, 4))
+    beta = walk["values"]["random_walk"]["beta"]
+    assert walk["betas"][str(beta)] == max(walk["betas"].values()) and 0 < walk["betas"][str(beta)] <= 1
+    assert walk["values"]["pseudo_labels"]["threshold"] == {n: c["t_star"] for n, c in walk["classes"].items()}

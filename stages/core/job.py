@@ -157,6 +157,15 @@ def shard_ids(ids: list[str], shard: tuple[int, int]) -> list[str]:
     return ids[(k - 1) * len(ids) // n:k * len(ids) // n]
 
 
+def thresholds_file(job: Job) -> dict | None:
+    """The thresholds a choose_*_thresholds rule chose for this stage (input ``thresholds``), None where the rule
+    gives none (``thresholds: given``: the config's values)."""
+    from stages.utils.io import read_json
+
+    path = job.input.get("thresholds")
+    return read_json(path[0] if isinstance(path, list) else path) if path else None
+
+
 def split_index(job: Job):
     """The image index (input ``labels``) and the ids of the job's split (input ``split``, its shard), in order."""
     from stages.data.index import load_index  # numpy and PIL: launch, which imports this module, needs neither

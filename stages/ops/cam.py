@@ -69,9 +69,15 @@ def multiscale_cams(model, images: torch.Tensor, scales, flip: bool, classes: li
     return [(max_normalize(f), max_normalize(s)) for f, s in zip(full[0].cpu().split(sizes), low[0].cpu().split(sizes))]
 
 
-def threshold_argmax(cam: np.ndarray, threshold: float) -> np.ndarray:
-    """Index map over [background at ``threshold``, class maps]: 0 background, k the k-th map."""
-    scores = np.concatenate([np.full((1, *cam.shape[1:]), threshold, cam.dtype), cam], axis=0)
+def threshold_argmax(cam: np.ndarray, threshold) -> np.ndarray:
+    """Index map over [background at ``threshold``, class maps]: 0 background, k the k-th map. ``threshold`` is one
+    number, or one per map (K,): then each map is compared at its own, as map / threshold against 1 (the same
+    labels as one number where all are equal)."""
+    if np.ndim(threshold) == 0:
+        scores = np.concatenate([np.full((1, *cam.shape[1:]), threshold, cam.dtype), cam], axis=0)
+    else:
+        scaled = cam / np.asarray(threshold, cam.dtype).reshape(-1, *([1] * (cam.ndim - 1)))
+        scores = np.concatenate([np.ones((1, *cam.shape[1:]), cam.dtype), scaled], axis=0)
     return np.argmax(scores, axis=0)
 
 
@@ -80,6 +86,6 @@ def with_background(keys) -> np.ndarray:
     return np.concatenate([[0], np.asarray(keys)]).astype(np.uint8)
 
 
-def cam_to_label(cam: np.ndarray, keys, threshold: float) -> np.ndarray:
+def cam_to_label(cam: np.ndarray, keys, threshold) -> np.ndarray:
     """Class-id map (0 = background) of class maps with a constant background channel."""
     return with_background(keys)[threshold_argmax(cam, threshold)]

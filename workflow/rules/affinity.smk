@@ -4,6 +4,7 @@ rule affinity_labels:
         labels=LABELS,
         split=split_list(DATA["train_split"]),
         cams=f"{SEED_DIR}/cams/{VARIANT}",
+        thresholds=chosen_thresholds("affinity_labels"),
     output:
         labels=sharded_output("affinity_labels"),
     log:
@@ -67,6 +68,7 @@ rule random_walk:
         split=split_list(DATA["train_split"]),
         cams=f"{SEED_DIR}/cams/{VARIANT}",
         model=f"{SEED_DIR}/affinity/model.pt",
+        thresholds=chosen_thresholds("pseudo_labels"),
     output:
         rw=sharded_output("rw"),
     log:

@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
 from pipeline.binding import LAUNCH, stage
+from pipeline.config import threshold_split
 from pipeline.dataset import DatasetPlan
 from pipeline.run_end import show_warnings
 import stages
@@ -182,6 +183,44 @@ def plan(rule, jobs):
 
 
 # Input functions of the stage rules (here, so that each rule file holds rules only)
+
+# thresholds: auto or masks: rules choose_*_thresholds choose them; given: the config's sections hold them.
+CHOSEN = config["thresholds"] != "given"
+THRESHOLD_SPLIT = threshold_split(config)
+# the values the tables name where the thresholds are given
+GIVEN_THRESHOLDS = {
+    **{k: config["affinity_labels"][k] for k in ("fg_threshold", "bg_threshold")},
+    "beta": config["random_walk"]["beta"],
+    "threshold": config["pseudo_labels"]["threshold"],
+}
+
+
+def choose_settings(point):
+    """What choose_<point>_thresholds computes from (its settings): the keys of choose_thresholds that change its choice under
+    the run's ``thresholds`` (the criterion its point's), so that a key of the other point or mode reruns nothing."""
+    cfg = config["choose_thresholds"]
+    keys = ["candidates", "min_images", "confident" if point == "affinity_labels" else "betas"]
+    if config["thresholds"] == "masks":
+        return {**{k: cfg[k] for k in keys + ["mask_images"]}, "split": THRESHOLD_SPLIT}
+    criterion = cfg["criterion"][point]
+    keys += ["sample"] + (["tolerance", "min_rise"] if criterion == "deletion" else [])
+    return {**{k: cfg[k] for k in keys}, "criterion": criterion}
+
+
+def chosen_thresholds(point):
+    """The thresholds file a stage reads (``point``: affinity_labels or pseudo_labels), none where they are given."""
+    return [f"{SEED_DIR}/thresholds/{point}.json"] if CHOSEN else []
+
+
+def threshold_inputs(wildcards):
+    """The images and masks ``thresholds: masks`` chooses from (their fingerprints and list); none for auto."""
+    if config["thresholds"] != "masks":
+        return {}
+    return {
+        "mask_split": split_list(THRESHOLD_SPLIT),
+        "mask_images": DATASET.files(THRESHOLD_SPLIT, "images"),
+        "masks": DATASET.files(THRESHOLD_SPLIT, "masks"),
+    }
 
 
 def cams_split(wildcards):

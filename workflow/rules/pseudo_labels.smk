@@ -4,6 +4,7 @@ rule pseudo_labels:
         labels=LABELS,
         split=split_list(DATA["train_split"]),
         rw=f"{SEED_DIR}/rw",
+        thresholds=chosen_thresholds("pseudo_labels"),
     output:
         labels=sharded_output("pseudo_labels"),
     log:

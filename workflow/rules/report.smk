@@ -25,6 +25,7 @@ rule report:
         + [f"{SEED_DIR}/tables/segmentation_{masks}_{split}.json" for masks, split in SCORED_PREDICTIONS],
         labels=LABELS,
         split=split_list(DATA["train_split"]),
+        thresholds=chosen_thresholds("affinity_labels") + chosen_thresholds("pseudo_labels"),
     output:
         md=f"{SEED_DIR}/tables/miou.md",
         csv=report(
@@ -38,7 +39,7 @@ rule report:
     conda:
         "../../envs/wsss.yaml"
     params:
-        **stage("report", variant=VARIANT, left_out=LEFT_OUT),
+        **stage("report", variant=VARIANT, left_out=LEFT_OUT, thresholds=GIVEN_THRESHOLDS),
     shell:
         LAUNCH
 
@@ -49,6 +50,11 @@ plan(rules.report, combinations(seed=SEEDS))
 rule summary:
     input:
         tables=[f"{RUN_DIR}/seed_{seed}/tables/miou.json" for seed in SEEDS],
+        thresholds=[
+            f
+            for seed in SEEDS
+            for f in expand(chosen_thresholds("affinity_labels") + chosen_thresholds("pseudo_labels"), seed=seed)
+        ],
     output:
         md=f"{RUN_DIR}/tables/miou.md",
         csv=report(
@@ -60,6 +66,7 @@ rule summary:
         json=f"{RUN_DIR}/tables/miou.json",
         overview=f"{RUN_DIR}/tables/overview.csv",
         warnings=report(f"{RUN_DIR}/tables/warnings.md", category="Warnings", caption="../report/warnings.rst"),
+        thresholds=report(f"{RUN_DIR}/tables/thresholds.md", category="Thresholds", caption="../report/thresholds.rst"),
     log:
         log_of("summary"),
     benchmark:
@@ -68,7 +75,7 @@ rule summary:
         "../../envs/wsss.yaml"
     params:
         # the logs of every job of the run: their warnings go under the table (those that exist when it is made)
-        **stage("summary", seeds=SEEDS, left_out=LEFT_OUT, logs=PLANNED_LOGS),
+        **stage("summary", seeds=SEEDS, left_out=LEFT_OUT, logs=PLANNED_LOGS, thresholds=GIVEN_THRESHOLDS),
     shell:
         LAUNCH
 

@@ -184,6 +184,32 @@ def _mask_splits(config):
     return None
 
 
+def mask_splits(data: dict) -> list[str]:
+    """The splits with masks: data.mask_splits, by default every split where the labels come from the masks."""
+    return list(data.get("mask_splits", data["splits"] if data.get("labels", "masks") == "masks" else []))
+
+
+def threshold_split(config: dict) -> str | None:
+    """The split ``thresholds: masks`` chooses from: choose_thresholds.split, by default the training split where it
+    has masks, else the first split with masks (None: there is none)."""
+    named, splits = config["choose_thresholds"].get("split"), mask_splits(config["data"])
+    if named is not None:
+        return named
+    return config["data"]["train_split"] if config["data"]["train_split"] in splits else next(iter(splits), None)
+
+
+def _threshold_split(config):
+    if config.get("thresholds") != "masks":
+        return None
+    split, splits = threshold_split(config), mask_splits(config["data"])
+    if split is None:
+        return "config thresholds: masks: no split has masks (data.mask_splits is empty); use thresholds: auto or given"
+    if split not in splits:
+        return (f"config choose_thresholds.split: split {split!r} has no masks (data.mask_splits: {splits}); "
+                "thresholds: masks needs one that has")
+    return None
+
+
 def _tags_given(config):
     data = config["data"]
     if data["labels"] == "tags" and "tags" not in data and "coco" not in data:
@@ -249,6 +275,8 @@ CONSTRAINTS = [
     _member("data.test_split", "data.splits", inside=False),
     _member("classifier.variant", "classifier.variants"),
     _mask_splits,
+    _threshold_split,
+    _ordered("choose_thresholds.candidates.start", "choose_thresholds.candidates.stop"),
     _tags_given,
     _generated_root,
     _pair_ordered("data.generate.object_scale"),

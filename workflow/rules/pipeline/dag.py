@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[3]
 RUNS = [
     ("the embedded default with four ablation variants", ["config/config.yaml"],
      ["classifier={variants: [baseline, pcls, re, puzzle]}"], [], [], ["all"]),
+    ("its thresholds chosen without masks (thresholds: auto)", ["config/config.yaml"], ["thresholds=auto"], [], [],
+     ["all"]),
     ("its rules on request, segment (with the classifier's CAMs) and export_model", ["config/config.yaml"],
      ["segment_images={data}/photos", "segment_cams=true"], [], [], ["segment", "export_model"]),
     ("PASCAL VOC 2012 with SBD in two shards", ["config/voc2012.yaml"], ["shards=2"],
