@@ -53,7 +53,7 @@ def test_dag_without_masks_scores_nothing_and_trains_everything(snakemake, plann
     jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/custom.yaml", "tiny.yaml",
                                   "--config", f"data_root={root}"))
     assert jobs == {"fingerprint": 4, "image_labels": 1, "train_classifier": 1, "make_cams": 1,
-                    "choose_affinity_thresholds": 1, "choose_pseudo_thresholds": 1, "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1,
+                    "affinity_labels": 1, "train_affinity": 1, "random_walk": 1, "pseudo_labels": 1,
                     "train_segmentation": 1, "predict_segmentation": 2, "report": 1, "summary": 1, "figures": 1, "all": 1}
 
 
@@ -111,8 +111,8 @@ def test_a_tag_added_reruns_what_the_labels_feed_and_a_resaved_tags_file_nothing
         image_id, names = first.split(",")
         added = next(c for c in CLASSES if c not in names.split())
         tags.write_text("\n".join(["id,labels", f"{image_id},{names} {added}", *rest]) + "\n")
-        assert planned() == {"fingerprint", "image_labels", "train_classifier", "make_cams", "choose_affinity_thresholds",
-                             "affinity_labels", "train_affinity", "choose_pseudo_thresholds", "random_walk", "pseudo_labels", "train_segmentation", "predict_segmentation", "report",
+        assert planned() == {"fingerprint", "image_labels", "train_classifier", "make_cams", "affinity_labels", "train_affinity",
+                             "random_walk", "pseudo_labels", "train_segmentation", "predict_segmentation", "report",
                              "summary", "figures"}
     finally:
         shutil.copy2(tmp_path / "tags.csv", tags)
