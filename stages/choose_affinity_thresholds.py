@@ -36,11 +36,12 @@ log = logging.getLogger("stages")
 
 
 def masked_cams(index, ids, model, cams_cfg: dict, rt):
-    """(image, CAMs, class ids, mask at the CAMs' size) of each masked image, its CAMs computed here: the images
-    with masks need not be the training images whose CAMs rule make_cams wrote."""
-    images = ((i, index.read_image(i)) for i in ids)
-    for image_id, keys, (cam, cam_s4) in batched_cams(model, images, index.labels, cams_cfg, rt):
-        yield index.read_image(image_id), cam.numpy(), cam_s4.numpy(), keys, scored_mask(index, image_id)
+    """(image, CAMs, stride-4 CAMs, class ids, mask at the image's own size) of each masked image, its CAMs computed
+    here: the images with masks need not be the training images whose CAMs rule make_cams wrote. Each image is read
+    once (a few dozen of them)."""
+    images = {i: index.read_image(i) for i in ids}
+    for image_id, keys, (cam, cam_s4) in batched_cams(model, images.items(), index.labels, cams_cfg, rt):
+        yield images[image_id], cam.numpy(), cam_s4.numpy(), keys, scored_mask(index, image_id)
 
 
 def mask_images(index, split_file: Path, n: int) -> list[str]:
